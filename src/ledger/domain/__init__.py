@@ -1,0 +1,9 @@
+"""The ledger's domain: aggregates and their events, pure Python with no I/O."""
+
+from ledger.domain.cart import Cart
+from ledger.domain.errors import DomainError
+from ledger.domain.identity import inventory_item_id, order_id_for
+from ledger.domain.inventory import InventoryItem
+from ledger.domain.order import Order
+
+__all__ = ["Cart", "DomainError", "InventoryItem", "Order", "inventory_item_id", "order_id_for"]

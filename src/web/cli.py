@@ -1,0 +1,75 @@
+"""The `ledger` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+from ledger.settings import Settings
+from ledger.storage import StoreUnavailable
+
+
+class ConfigurationError(Exception):
+    """Bad configuration: reported as one line on stderr, never a traceback."""
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'configuration'}: {e['msg']}"
+            for e in error.errors(include_url=False)
+        )
+        raise ConfigurationError(problems.replace("Value error, ", "")) from None
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from web.app import create_app
+    from web.bootstrap import bootstrap
+    from web.logs import configure_logging, log
+
+    configure_logging()
+    settings = load_settings()
+    if not settings.public_url:
+        settings.public_url = f"http://{args.host}:{args.port}"
+    services = bootstrap(settings)
+    log.info("ledger_starting", public_url=settings.public_url, store=services.database.describe())
+    try:
+        uvicorn.run(create_app(services), host=args.host, port=args.port, log_level="warning")
+    finally:
+        services.close()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ledger", description="An event-sourced order ledger.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve_cmd = commands.add_parser("serve", help="run the HTTP API (and the workers)")
+    serve_cmd.add_argument("--host", default="127.0.0.1")
+    serve_cmd.add_argument("--port", type=int, default=8000)
+    serve_cmd.add_argument(
+        "--no-workers", action="store_true", help="do not run the background workers here"
+    )
+    serve_cmd.set_defaults(handler=serve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except (ConfigurationError, StoreUnavailable, ValueError) as error:
+        print(f"ledger: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,32 @@
+"""Per-request plumbing the routes share: the wired services, the cause of a change, auth."""
+
+from __future__ import annotations
+
+import secrets
+from typing import TYPE_CHECKING
+
+from starlette.requests import Request
+
+from web.errors import ApiError
+
+if TYPE_CHECKING:
+    from web.bootstrap import Services
+
+
+def services(request: Request) -> Services:
+    return request.app.state.services
+
+
+def cause_of(request: Request) -> str:
+    """What an event records as its cause: the HTTP request that led to it."""
+    return f"http:{request.state.request_id}"
+
+
+def require_bearer(request: Request, accepted: list[str], audience: str) -> None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    valid = scheme.lower() == "bearer" and any(
+        secrets.compare_digest(token.strip().encode(), t.encode()) for t in accepted
+    )
+    if not accepted or not valid:
+        raise ApiError(401, "unauthorized", f"A valid {audience} bearer token is required.")

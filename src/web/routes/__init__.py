@@ -1,0 +1,1 @@
+"""One routes module per audience: storefront, admin, Stripe, audit, operations."""

@@ -1,0 +1,83 @@
+"""Carts, for the storefront (public; the cart id is the capability)."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from ledger.application import PricedCart
+from ledger.domain.errors import UnknownCart
+from web.context import cause_of, services
+from web.requests import parse_json
+from web.schemas import CartBody, CartLineBody
+
+
+def cart_json(priced: PricedCart) -> dict[str, Any]:
+    cart = priced.cart
+    return {
+        "cart_id": str(cart.id),
+        "user_id": cart.user_id,
+        "status": cart.status,
+        "items": [
+            {
+                "sku": line.sku,
+                "name": line.name,
+                "quantity": line.quantity,
+                "unit_amount": line.unit_amount,
+            }
+            for line in priced.lines
+        ],
+        "amount_total": priced.amount_total,
+        "currency": priced.currency,
+    }
+
+
+def cart_id_of(request: Request) -> UUID:
+    raw = request.path_params["cart_id"]
+    try:
+        return UUID(raw)
+    except ValueError:
+        raise UnknownCart(raw) from None
+
+
+async def create_cart(request: Request) -> JSONResponse:
+    body = await parse_json(request, CartBody, empty_ok=True)
+    ledger = services(request).ledger
+
+    def create() -> PricedCart:
+        return ledger.price(ledger.create_cart(body.user_id, cause_of(request)))
+
+    priced = await run_in_threadpool(create)
+    return JSONResponse(cart_json(priced), status_code=201)
+
+
+async def get_cart(request: Request) -> JSONResponse:
+    cart_id = cart_id_of(request)
+    ledger = services(request).ledger
+    priced = await run_in_threadpool(lambda: ledger.price(ledger.get_cart(cart_id)))
+    return JSONResponse(cart_json(priced))
+
+
+async def set_line(request: Request) -> JSONResponse:
+    cart_id = cart_id_of(request)
+    body = await parse_json(request, CartLineBody)
+    ledger = services(request).ledger
+    sku = request.path_params["sku"]
+
+    def update() -> PricedCart:
+        return ledger.price(ledger.set_cart_line(cart_id, sku, body.quantity, cause_of(request)))
+
+    priced = await run_in_threadpool(update)
+    return JSONResponse(cart_json(priced))
+
+
+routes = [
+    Route("/api/carts", create_cart, methods=["POST"]),
+    Route("/api/carts/{cart_id}", get_cart, methods=["GET"]),
+    Route("/api/carts/{cart_id}/items/{sku}", set_line, methods=["PUT"]),
+]

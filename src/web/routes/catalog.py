@@ -1,0 +1,80 @@
+"""Products and stock: public reads, admin writes."""
+
+from __future__ import annotations
+
+import re
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from ledger.catalog import product_view
+from web.context import cause_of, require_bearer, services
+from web.errors import ApiError
+from web.requests import parse_json
+from web.schemas import SKU_PATTERN, ProductBody, StockBody
+
+
+def _admin(request: Request) -> None:
+    token = services(request).settings.admin_token
+    require_bearer(request, [token.get_secret_value()] if token else [], "admin")
+
+
+async def put_product(request: Request) -> JSONResponse:
+    _admin(request)
+    sku = request.path_params["sku"]
+    if not re.fullmatch(SKU_PATTERN, sku):
+        raise ApiError(
+            422,
+            "validation_error",
+            "Some fields are missing or invalid.",
+            fields=[{"field": "sku", "message": "1-64 letters, digits, '.', '_' or '-'"}],
+        )
+    body = await parse_json(request, ProductBody)
+    ledger = services(request).ledger
+    item, created = await run_in_threadpool(
+        ledger.put_product, sku, body.name, body.unit_amount, body.currency, cause_of(request)
+    )
+    return JSONResponse(product_view(item), status_code=201 if created else 200)
+
+
+async def adjust_stock(request: Request) -> JSONResponse:
+    _admin(request)
+    body = await parse_json(request, StockBody)
+    if body.quantity == 0:
+        raise ApiError(
+            422,
+            "validation_error",
+            "Some fields are missing or invalid.",
+            fields=[{"field": "quantity", "message": "must not be 0"}],
+        )
+    ledger = services(request).ledger
+    item = await run_in_threadpool(
+        ledger.adjust_stock,
+        request.path_params["sku"],
+        body.quantity,
+        body.reason,
+        cause_of(request),
+    )
+    return JSONResponse({"sku": item.sku, "on_hand": item.on_hand})
+
+
+async def get_product(request: Request) -> JSONResponse:
+    catalog = services(request).catalog
+    product = await run_in_threadpool(catalog.product, request.path_params["sku"])
+    return JSONResponse(product)
+
+
+async def list_products(request: Request) -> JSONResponse:
+    catalog = services(request).catalog
+    products = await run_in_threadpool(catalog.products)
+    return JSONResponse({"products": products})
+
+
+routes = [
+    Route("/api/products", list_products, methods=["GET"]),
+    Route("/api/products/{sku}", get_product, methods=["GET"]),
+    Route("/api/products/{sku}", put_product, methods=["PUT"]),
+    Route("/api/products/{sku}/stock", adjust_stock, methods=["POST"]),
+]

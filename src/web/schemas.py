@@ -1,0 +1,36 @@
+"""Request bodies of the HTTP API, validated strictly (no "5" for 5, no true for 1)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from ledger.domain.cart import MAX_LINE_QUANTITY
+
+SKU_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+MAX_UNIT_AMOUNT = 99_999_999  # Stripe's ceiling for a price in minor units
+MAX_STOCK_ADJUSTMENT = 1_000_000_000
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class ProductBody(Strict):
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+    unit_amount: Annotated[int, Field(gt=0, le=MAX_UNIT_AMOUNT)]
+    currency: Annotated[str, StringConstraints(pattern=r"^[a-z]{3}$")]
+
+
+class StockBody(Strict):
+    quantity: Annotated[int, Field(ge=-MAX_STOCK_ADJUSTMENT, le=MAX_STOCK_ADJUSTMENT)]
+    reason: Annotated[str, StringConstraints(max_length=500)] | None = None
+
+
+class CartBody(Strict):
+    user_id: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+
+
+class CartLineBody(Strict):
+    quantity: Annotated[int, Field(ge=0, le=MAX_LINE_QUANTITY)]

@@ -1,0 +1,187 @@
+"""The application service on a real PostgreSQL (and on the embedded default store)."""
+
+from __future__ import annotations
+
+import threading
+from uuid import UUID
+
+import pytest
+from eventsourcing.persistence import IntegrityError
+
+from ledger.application import Ledger, PaidCheckout
+from ledger.domain import Order, order_id_for
+from ledger.domain.order import CONFIRMED, REFUND_PENDING
+from ledger.storage import Database
+from tests.conftest import count_rows
+
+EVENTS = "ledger_events"
+
+
+def stock_sku(app: Ledger, sku: str, quantity: int, unit_amount: int = 500) -> None:
+    app.put_product(sku, f"Product {sku}", unit_amount, "usd", "test")
+    if quantity:
+        app.adjust_stock(sku, quantity, "delivery", "test")
+
+
+def checkout(app: Ledger, sku: str, quantity: int, session_id: str) -> PaidCheckout:
+    """A cart holding `quantity` of `sku`, checked out as `session_id`, as Stripe would pay it."""
+    cart = app.create_cart(None, "test")
+    app.set_cart_line(cart.id, sku, quantity, "test")
+    priced = app.price(app.get_cart(cart.id))
+    app.start_checkout(priced, session_id, "test")
+    return PaidCheckout(session_id, cart.id, priced.amount_total, "usd", f"pi_{session_id}")
+
+
+def test_a_stale_aggregate_in_one_save_stores_nothing(database: Database, ledger: Ledger) -> None:
+    stock_sku(ledger, "mug", 3)
+    paid = checkout(ledger, "mug", 1, "cs_stale")
+    cart = ledger.get_cart(paid.cart_id)
+    item = ledger.get_product("mug")
+    # Someone else writes the item off between our read and our save.
+    other = Ledger(env=database.eventsourcing_env())
+    try:
+        other.adjust_stock("mug", -1, "broken", "test")
+    finally:
+        other.close()
+    before = count_rows(database, EVENTS)
+
+    order = Order(
+        checkout_session_id="cs_stale",
+        cart_id=cart.id,
+        lines=cart.checkout("cs_stale")["lines"],
+        amount_total=500,
+        currency="usd",
+        payment_intent="pi_x",
+        cause="test",
+    )
+    order.confirm_payment("pi_x", "test")
+    item.reserve(order.id, 1, "test")
+    cart.convert("cs_stale", order.id, "test")
+    with pytest.raises(IntegrityError):
+        ledger.save(order, item, cart)
+
+    assert count_rows(database, EVENTS) == before
+    assert ledger.get_order(order.id) is None
+    assert ledger.get_cart(cart.id).status == "checking_out"
+    assert ledger.get_product("mug").on_hand == 2
+
+
+def test_place_order_commits_order_stock_and_cart_together(ledger: Ledger) -> None:
+    stock_sku(ledger, "mug", 3)
+    paid = checkout(ledger, "mug", 2, "cs_1")
+
+    order = ledger.place_order(paid, "evt_1")
+
+    assert order.status == CONFIRMED
+    assert order.id == order_id_for("cs_1")
+    assert ledger.get_product("mug").on_hand == 1
+    cart = ledger.get_cart(paid.cart_id)
+    assert cart.status == "converted"
+    assert cart.order_id == order.id
+
+
+def test_place_order_is_idempotent(database: Database, ledger: Ledger) -> None:
+    stock_sku(ledger, "mug", 3)
+    paid = checkout(ledger, "mug", 2, "cs_1")
+    ledger.place_order(paid, "evt_1")
+    events = count_rows(database, EVENTS)
+
+    again = ledger.place_order(paid, "evt_1-redelivered")
+
+    assert again.status == CONFIRMED
+    assert count_rows(database, EVENTS) == events
+    assert ledger.get_product("mug").on_hand == 1
+
+
+def test_short_stock_rejects_and_requests_a_refund_in_one_commit(ledger: Ledger) -> None:
+    stock_sku(ledger, "mug", 1)
+    paid = checkout(ledger, "mug", 2, "cs_short")
+
+    order = ledger.place_order(paid, "evt_1")
+
+    assert order.status == REFUND_PENDING
+    assert order.rejection_reason == "out_of_stock"
+    assert ledger.get_product("mug").on_hand == 1
+    assert ledger.get_cart(paid.cart_id).status == "open"
+
+
+def test_amount_other_than_priced_is_rejected(ledger: Ledger) -> None:
+    stock_sku(ledger, "mug", 5)
+    paid = checkout(ledger, "mug", 1, "cs_amount")
+    tampered = PaidCheckout(paid.session_id, paid.cart_id, 1, "usd", paid.payment_intent)
+
+    order = ledger.place_order(tampered, "evt_1")
+
+    assert order.status == REFUND_PENDING
+    assert order.rejection_reason == "amount_mismatch"
+    assert ledger.get_product("mug").on_hand == 5
+
+
+def test_second_paid_session_of_a_converted_cart_is_refunded(ledger: Ledger) -> None:
+    stock_sku(ledger, "mug", 5)
+    first = checkout(ledger, "mug", 1, "cs_first")
+    ledger.set_cart_line(first.cart_id, "mug", 2, "test")
+    priced = ledger.price(ledger.get_cart(first.cart_id))
+    ledger.start_checkout(priced, "cs_second", "test")
+    second = PaidCheckout("cs_second", first.cart_id, priced.amount_total, "usd", "pi_2")
+
+    assert ledger.place_order(second, "evt_2").status == CONFIRMED
+    late = ledger.place_order(first, "evt_1")
+
+    assert late.status == REFUND_PENDING
+    assert late.rejection_reason == "cart_already_converted"
+    # The order holds exactly what its session charged for: two units.
+    assert ledger.get_product("mug").on_hand == 3
+
+
+def test_twenty_threads_race_for_five_units(any_database: Database) -> None:
+    app = Ledger(env=any_database.eventsourcing_env())
+    try:
+        stock_sku(app, "last-units", 5)
+        paid = [checkout(app, "last-units", 1, f"cs_race_{i}") for i in range(20)]
+        start = threading.Barrier(20)
+        outcomes: dict[str, str] = {}
+        errors: list[BaseException] = []
+
+        def buy(p: PaidCheckout) -> None:
+            start.wait()
+            try:
+                outcomes[p.session_id] = app.place_order(p, f"evt_{p.session_id}").status
+            except BaseException as error:
+                errors.append(error)
+
+        threads = [threading.Thread(target=buy, args=(p,)) for p in paid]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+        assert errors == []
+        statuses = sorted(outcomes.values())
+        assert statuses.count(CONFIRMED) == 5
+        assert statuses.count(REFUND_PENDING) == 15
+        assert app.get_product("last-units").on_hand == 0
+        with any_database.connect() as conn:
+            row = conn.execute(
+                f"SELECT count(*) FROM {EVENTS} WHERE topic LIKE %s", ("%.StockReserved",)
+            ).fetchone()
+        assert row is not None and row[0] == 5
+    finally:
+        app.close()
+
+
+def test_data_survives_closing_and_reopening(any_database: Database) -> None:
+    app = Ledger(env=any_database.eventsourcing_env())
+    stock_sku(app, "mug", 4)
+    paid = checkout(app, "mug", 3, "cs_keep")
+    order_id: UUID = app.place_order(paid, "evt").id
+    app.close()
+
+    reopened = Ledger(env=any_database.eventsourcing_env())
+    try:
+        assert reopened.get_product("mug").on_hand == 1
+        order = reopened.get_order(order_id)
+        assert order is not None and order.status == CONFIRMED
+        assert reopened.get_cart(paid.cart_id).status == "converted"
+    finally:
+        reopened.close()
