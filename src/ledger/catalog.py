@@ -39,7 +39,7 @@ class LogCatalog:
             page = self.ledger.recorder.select_notifications(
                 start, 500, topics=[self._LISTED_TOPIC]
             )
-            ids.extend(n.originator_id for n in page)
+            ids.extend(UUID(str(n.originator_id)) for n in page)
             if len(page) < 500:
                 break
             start = page[-1].id + 1
