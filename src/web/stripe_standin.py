@@ -263,7 +263,6 @@ def _format_amount(minor: int, currency: str) -> str:
 class _Session:
     obj: dict[str, Any]  # the checkout.session object, without line_items
     items: list[dict[str, Any]]  # line item objects
-    api_key: str
     charge: str | None = None  # set once the payment succeeded
     async_state: str | None = None  # "pending" | "succeeded" | "failed" (delayed methods)
 
@@ -694,7 +693,7 @@ class StripeStandIn:
             "url": f"{self.public_base_url}/pay/{session_id}",
             "wallet_options": None,
         }
-        session = _Session(obj=obj, items=items, api_key=ctx.api_key)
+        session = _Session(obj=obj, items=items)
         self._sessions[session_id] = session
         self._ensure_dispatcher()
         return self._session_view(session, expand=expand)
@@ -807,10 +806,6 @@ class StripeStandIn:
             )
         metadata = _as_metadata(params.get("metadata"))
         session = self._sessions[session_id]
-        if session.api_key != ctx.api_key:
-            raise _StripeError(
-                404, f"No such payment_intent: '{pi or charge}'", code="resource_missing"
-            )
         pi_id = session.obj["payment_intent"]
         if session.obj["payment_status"] != "paid" or session.charge is None:
             raise _StripeError(

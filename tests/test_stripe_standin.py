@@ -1,0 +1,531 @@
+"""The local Stripe stand-in, driven through the real stripe SDK against a real uvicorn server."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import httpx
+import pytest
+import stripe
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Mount, Route
+
+from web.serving import RunningServer, run_in_thread
+from web.stripe_standin import StripeStandIn, parse_stripe_params
+
+SECRET = "whsec_test_standin"
+KEY = "sk_test_standin"
+FIXTURES = Path("/work/shared/stripe")
+
+
+class Receiver:
+    """A tiny webhook endpoint: records every request, answers from a queue (default 200)."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[bytes, dict[str, str]]] = []
+        self.answers: list[int] = []
+        self.lock = threading.Lock()
+
+        async def hook(request: Request) -> Response:
+            body = await request.body()
+            with self.lock:
+                self.received.append((body, dict(request.headers)))
+                status = self.answers.pop(0) if self.answers else 200
+            return JSONResponse({"received": status == 200}, status_code=status)
+
+        async def page(request: Request) -> Response:
+            return PlainTextResponse(f"{request.url.path}?{request.url.query}")
+
+        self.app = Starlette(
+            routes=[
+                Route("/hook", hook, methods=["POST"]),
+                Route("/success", page),
+                Route("/cancel", page),
+            ]
+        )
+
+    def reset(self) -> None:
+        with self.lock:
+            self.received.clear()
+            self.answers.clear()
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[tuple[Receiver, RunningServer]]:
+    rec = Receiver()
+    server = run_in_thread(rec.app)
+    yield rec, server
+    server.stop()
+
+
+@pytest.fixture
+def hook(receiver: tuple[Receiver, RunningServer]) -> Receiver:
+    receiver[0].reset()
+    return receiver[0]
+
+
+@pytest.fixture
+def shop_url(receiver: tuple[Receiver, RunningServer]) -> str:
+    return receiver[1].url
+
+
+@pytest.fixture
+def standin(shop_url: str, hook: Receiver) -> Iterator[StripeStandIn]:
+    stand_in = StripeStandIn(
+        webhook_url=f"{shop_url}/hook",
+        webhook_secret=SECRET,
+        public_base_url="http://placeholder",
+        retry_delays=(0.05, 0.05, 0.05, 0.05),
+    )
+    yield stand_in
+    stand_in.close()
+
+
+@pytest.fixture
+def server(standin: StripeStandIn) -> Iterator[RunningServer]:
+    running = run_in_thread(standin.app)
+    standin.public_base_url = running.url
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def client(server: RunningServer) -> stripe.StripeClient:
+    return stripe.StripeClient(KEY, base_addresses={"api": server.url}, max_network_retries=2)
+
+
+def session_params(shop_url: str, lines: int = 2, **extra: Any) -> dict[str, Any]:
+    return {
+        "mode": "payment",
+        "line_items": [
+            {
+                "price_data": {
+                    "currency": "usd",
+                    "unit_amount": 2500 + i,
+                    "product_data": {"name": f"Mug #{i}"},
+                },
+                "quantity": i + 1,
+            }
+            for i in range(lines)
+        ],
+        "metadata": {"cart_id": "7b0c3f3e-0000-4000-8000-000000000001", "user_id": "u1"},
+        "client_reference_id": "7b0c3f3e-0000-4000-8000-000000000001",
+        "success_url": f"{shop_url}/success?session_id={{CHECKOUT_SESSION_ID}}",
+        "cancel_url": f"{shop_url}/cancel",
+        **extra,
+    }
+
+
+def create(client: stripe.StripeClient, shop_url: str, key: str | None = None, **kw: Any) -> Any:
+    options: Any = {"idempotency_key": key} if key else {}
+    return client.v1.checkout.sessions.create(
+        params=cast(Any, session_params(shop_url, **kw)), options=options
+    )
+
+
+def paid_session(client: stripe.StripeClient, standin: StripeStandIn, shop_url: str) -> Any:
+    session = create(client, shop_url)
+    standin.complete(session.id, "pay")
+    return client.v1.checkout.sessions.retrieve(session.id)
+
+
+# ------------------------------------------------------------------------------ sessions
+
+
+def test_create_session_is_shaped_like_stripe_and_idempotent(
+    client: stripe.StripeClient, standin: StripeStandIn, server: RunningServer, shop_url: str
+) -> None:
+    session = create(client, shop_url, key="cart-1-attempt-1")
+    assert session.id.startswith("cs_test_")
+    assert session.object == "checkout.session"
+    assert (session.status, session.payment_status, session.payment_intent) == (
+        "open",
+        "unpaid",
+        None,
+    )
+    assert session.amount_total == session.amount_subtotal == 2500 * 1 + 2501 * 2
+    assert session.currency == "usd" and session.mode == "payment" and not session.livemode
+    assert session.metadata["cart_id"] == session.client_reference_id
+    assert session.success_url.endswith("session_id={CHECKOUT_SESSION_ID}")
+    assert session.url == f"{server.url}/pay/{session.id}"
+    assert session.expires_at - session.created == 24 * 3600
+    fixture = json.loads((FIXTURES / "fixture_checkout_session.json").read_text())
+    assert set(fixture) <= set(session.to_dict())
+
+    again = create(client, shop_url, key="cart-1-attempt-1")
+    assert again.id == session.id
+    assert len(standin.sessions()) == 1
+    assert [r["replayed"] for r in standin.requests()] == [False, True]
+    assert standin.requests()[0]["params"]["line_items"][1]["quantity"] == "2"
+
+    with pytest.raises((stripe.IdempotencyError, stripe.InvalidRequestError)):
+        create(client, shop_url, key="cart-1-attempt-1", lines=1)
+    assert len(standin.sessions()) == 1
+
+
+def test_invalid_session_params_are_refused(
+    client: stripe.StripeClient, standin: StripeStandIn, shop_url: str
+) -> None:
+    with pytest.raises(stripe.InvalidRequestError) as missing:
+        create(client, shop_url, lines=0)
+    assert missing.value.http_status == 400 and missing.value.param == "line_items"
+    with pytest.raises(stripe.InvalidRequestError) as unknown:
+        create(client, shop_url, metdata={"x": "y"})
+    assert "metdata" in str(unknown.value)
+    with pytest.raises(stripe.InvalidRequestError):
+        create(client, shop_url, mode="subscription")
+    assert standin.sessions() == []
+
+
+def test_retrieve_with_expanded_line_items_and_list_them(
+    client: stripe.StripeClient, shop_url: str
+) -> None:
+    session = create(client, shop_url, lines=12)
+    got: Any = client.v1.checkout.sessions.retrieve(session.id, params={"expand": ["line_items"]})
+    assert got.line_items.object == "list"
+    assert len(got.line_items.data) == 10 and got.line_items.has_more  # Stripe's page of 10
+    first = got.line_items.data[0]
+    assert first.id.startswith("li_") and first.object == "item"
+    assert (first.description, first.quantity, first.currency) == ("Mug #0", 1, "usd")
+    assert first.price.unit_amount == 2500 and first.amount_total == 2500
+    assert "line_items" not in client.v1.checkout.sessions.retrieve(session.id)
+
+    listed = client.v1.checkout.sessions.line_items.list(session.id)
+    assert [i.id for i in listed.data] == [i.id for i in got.line_items.data]
+    every = list(listed.auto_paging_iter())
+    assert len(every) == 12
+    assert sum(i.amount_total for i in every) == got.amount_total
+    big_page = client.v1.checkout.sessions.line_items.list(session.id, params={"limit": 100})
+    assert len(big_page.data) == 12 and not big_page.has_more
+
+
+def test_auth_and_unknown_session(client: stripe.StripeClient, server: RunningServer) -> None:
+    answer = httpx.get(f"{server.url}/v1/checkout/sessions/cs_test_nope")
+    assert answer.status_code == 401
+    assert answer.json()["error"]["type"] == "invalid_request_error"
+    bad_key = stripe.StripeClient("pk_test_x", base_addresses={"api": server.url})
+    with pytest.raises(stripe.AuthenticationError):
+        bad_key.v1.checkout.sessions.retrieve("cs_test_nope")
+    with pytest.raises(stripe.InvalidRequestError) as missing:
+        client.v1.checkout.sessions.retrieve("cs_test_nope")
+    assert missing.value.http_status == 404 and missing.value.code == "resource_missing"
+
+
+# ------------------------------------------------------------------------------ paying, webhooks
+
+
+def test_pay_delivers_a_signed_completed_event(
+    client: stripe.StripeClient, standin: StripeStandIn, hook: Receiver, shop_url: str
+) -> None:
+    session = create(client, shop_url)
+    standin.complete(session.id, "pay")
+    standin.wait_for_deliveries(1, timeout=5)
+    [(body, headers)] = hook.received
+    event = stripe.Webhook.construct_event(body, headers["stripe-signature"], SECRET)
+    assert event.type == "checkout.session.completed"
+    assert event.api_version == "2026-07-29.dahlia" and event.id.startswith("evt_")
+    obj = event.data.object
+    assert (obj.id, obj.status, obj.payment_status) == (session.id, "complete", "paid")
+    assert obj.payment_intent.startswith("pi_")
+    sample = json.loads((FIXTURES / "sample_checkout_session_completed_event.json").read_text())
+    assert set(sample) <= set(json.loads(body))
+    [delivery] = standin.deliveries()
+    assert delivery["event_id"] == event.id and delivery["status"] == 200
+    assert (delivery["attempt"], delivery["outcome"]) == (1, "delivered")
+    assert client.v1.checkout.sessions.retrieve(session.id).payment_status == "paid"
+    with pytest.raises(ValueError):
+        standin.complete(session.id, "pay")
+
+
+def test_pay_page_buttons_and_redirects(
+    client: stripe.StripeClient, standin: StripeStandIn, server: RunningServer, shop_url: str
+) -> None:
+    session = create(client, shop_url)
+    page = httpx.get(session.url)
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    for action in ("pay", "pay_later", "async_fail", "expire"):
+        assert f'data-action="{action}"' in page.text
+    assert "Mug #1" in page.text and "75.02 USD" in page.text  # 2500 + 2 * 2501
+
+    answer = httpx.post(f"{server.url}/pay/{session.id}/pay")
+    assert answer.status_code == 303
+    assert answer.headers["location"] == f"{shop_url}/success?session_id={session.id}"
+    followed = httpx.post(f"{server.url}/pay/{session.id}/pay_later", follow_redirects=True)
+    assert followed.status_code == 409  # already paid: not possible twice
+
+    other = create(client, shop_url)
+    followed = httpx.post(f"{server.url}/pay/{other.id}/pay", follow_redirects=True)
+    assert followed.status_code == 200 and followed.text == f"/success?session_id={other.id}"
+    standin.wait_for_deliveries(2, timeout=5)
+    assert [d["type"] for d in standin.deliveries()] == ["checkout.session.completed"] * 2
+
+
+def test_delayed_payment_outcomes_and_expiry(
+    client: stripe.StripeClient, standin: StripeStandIn, server: RunningServer, shop_url: str
+) -> None:
+    later = create(client, shop_url)
+    assert httpx.post(f"{server.url}/pay/{later.id}/pay_later").status_code == 303
+    got: Any = client.v1.checkout.sessions.retrieve(later.id)
+    assert (got.status, got.payment_status) == ("complete", "unpaid")
+    assert got.payment_intent.startswith("pi_")
+    page = httpx.get(f"{server.url}/pay/{later.id}").text
+    assert 'data-action="async_succeed"' in page and 'data-action="async_fail"' in page
+    assert 'data-action="pay"' not in page
+    answer = httpx.post(f"{server.url}/pay/{later.id}/async_succeed")
+    assert answer.headers["location"].endswith(f"session_id={later.id}")
+
+    failing = create(client, shop_url)
+    standin.complete(failing.id, "async_fail")  # "Fail payment" on an open session
+
+    abandoned = create(client, shop_url)
+    answer = httpx.post(f"{server.url}/pay/{abandoned.id}/expire")
+    assert answer.status_code == 303 and answer.headers["location"] == f"{shop_url}/cancel"
+
+    by_api = create(client, shop_url)
+    expired = client.v1.checkout.sessions.expire(by_api.id, options={"idempotency_key": "exp-1"})
+    assert expired.status == "expired" and expired.url is None
+    with pytest.raises(stripe.InvalidRequestError):
+        client.v1.checkout.sessions.expire(by_api.id)
+
+    standin.wait_for_deliveries(6, timeout=5)
+    seen = [(e["data"]["object"]["id"], e["type"].rsplit(".", 1)[1]) for e in standin.events()]
+    assert seen == [
+        (later.id, "completed"),
+        (later.id, "async_payment_succeeded"),
+        (failing.id, "completed"),
+        (failing.id, "async_payment_failed"),
+        (abandoned.id, "expired"),
+        (by_api.id, "expired"),
+    ]
+    assert [e["data"]["object"]["payment_status"] for e in standin.events()[:4]] == [
+        "unpaid",
+        "paid",
+        "unpaid",
+        "unpaid",
+    ]
+    assert standin.events()[-1]["request"]["idempotency_key"] == "exp-1"
+    assert all(d["outcome"] == "delivered" for d in standin.deliveries())
+
+
+def test_webhook_retries_failures_and_missing_url(
+    client: stripe.StripeClient, standin: StripeStandIn, hook: Receiver, shop_url: str
+) -> None:
+    hook.answers[:] = [500, 503]
+    session = create(client, shop_url)
+    standin.complete(session.id, "pay")
+    standin.wait_for_deliveries(1, timeout=5)
+    attempts = [(d["attempt"], d["status"], d["outcome"]) for d in standin.deliveries()]
+    assert attempts == [(1, 500, "retrying"), (2, 503, "retrying"), (3, 200, "delivered")]
+    signatures = {headers["stripe-signature"] for _, headers in hook.received}
+    assert len(hook.received) == 3 and len(signatures) >= 1
+    assert len({json.loads(body)["id"] for body, _ in hook.received}) == 1
+
+    standin.webhook_url = "http://127.0.0.1:9/unreachable"
+    second = create(client, shop_url)
+    standin.complete(second.id, "expire")
+    standin.wait_for_deliveries(2, timeout=5)
+    tries = [d for d in standin.deliveries() if d["session_id"] == second.id]
+    assert [d["attempt"] for d in tries] == [1, 2, 3, 4, 5]
+    assert tries[-1]["outcome"] == "failed" and tries[-1]["status"] is None
+
+    standin.webhook_url = None
+    third = create(client, shop_url)
+    standin.complete(third.id, "pay")
+    standin.wait_for_deliveries(3, timeout=1)
+    assert standin.deliveries()[-1]["outcome"] == "undelivered"
+
+
+def test_build_event_is_signed_for_the_ledger(
+    client: stripe.StripeClient, standin: StripeStandIn, shop_url: str
+) -> None:
+    session = create(client, shop_url)
+    standin.complete(session.id, "pay_later")
+    payload, header = standin.build_event("checkout.session.async_payment_succeeded", session.id)
+    event = stripe.Webhook.construct_event(payload, header, SECRET)
+    assert event.type == "checkout.session.async_payment_succeeded"
+    assert event.data.object.id == session.id
+    stale_payload, stale = standin.build_event(
+        "checkout.session.completed", session.id, timestamp=int(time.time()) - 600
+    )
+    with pytest.raises(stripe.SignatureVerificationError):
+        stripe.Webhook.construct_event(stale_payload, stale, SECRET)
+    with pytest.raises(ValueError):
+        standin.build_event("charge.refunded", session.id)
+
+
+# ------------------------------------------------------------------------------ refunds
+
+
+def test_refunds_are_idempotent_and_bounded(
+    client: stripe.StripeClient, standin: StripeStandIn, shop_url: str
+) -> None:
+    session = paid_session(client, standin, shop_url)
+    params: Any = {
+        "payment_intent": session.payment_intent,
+        "metadata": {"order_id": "o-1"},
+        "reason": "requested_by_customer",
+    }
+    refund: Any = client.v1.refunds.create(params=params, options={"idempotency_key": "refund-o-1"})
+    assert refund.id.startswith("re_") and refund.object == "refund"
+    assert (refund.status, refund.amount, refund.currency) == ("succeeded", 7502, "usd")
+    assert refund.payment_intent == session.payment_intent and refund.metadata["order_id"] == "o-1"
+    fixture = json.loads((FIXTURES / "fixture_refund.json").read_text())
+    assert set(fixture) <= set(refund.to_dict())
+
+    again = client.v1.refunds.create(params=params, options={"idempotency_key": "refund-o-1"})
+    assert again.id == refund.id
+    [recorded] = standin.refunds()
+    assert recorded["idempotency_key"] == "refund-o-1" and recorded["id"] == refund.id
+    assert client.v1.refunds.retrieve(refund.id).amount == 7502
+
+    with pytest.raises(stripe.InvalidRequestError) as over:
+        client.v1.refunds.create(params=params, options={"idempotency_key": "refund-o-1-b"})
+    assert over.value.http_status == 400 and over.value.code == "charge_already_refunded"
+
+    partial = paid_session(client, standin, shop_url)
+    client.v1.refunds.create(params={"payment_intent": partial.payment_intent, "amount": 7000})
+    with pytest.raises(stripe.InvalidRequestError) as too_much:
+        client.v1.refunds.create(params={"payment_intent": partial.payment_intent, "amount": 503})
+    assert too_much.value.code == "charge_already_refunded"
+    last = client.v1.refunds.create(params={"payment_intent": partial.payment_intent})
+    assert last.amount == 502
+
+    with pytest.raises(stripe.InvalidRequestError) as unknown:
+        client.v1.refunds.create(params={"payment_intent": "pi_nope"})
+    assert unknown.value.code == "resource_missing"
+    unpaid = create(client, shop_url)
+    standin.complete(unpaid.id, "pay_later")
+    pending: Any = client.v1.checkout.sessions.retrieve(unpaid.id)
+    with pytest.raises(stripe.InvalidRequestError):
+        client.v1.refunds.create(params={"payment_intent": pending.payment_intent})
+    with pytest.raises(stripe.InvalidRequestError) as missing:
+        client.v1.refunds.retrieve("re_nope")
+    assert missing.value.http_status == 404
+
+
+# ------------------------------------------------------------------------------ failures, delay
+
+
+def test_fail_next_makes_the_sdk_raise_or_retry(
+    client: stripe.StripeClient, standin: StripeStandIn, server: RunningServer, shop_url: str
+) -> None:
+    no_retries = stripe.StripeClient(KEY, base_addresses={"api": server.url})
+    standin.fail_next(1)
+    with pytest.raises(stripe.APIError) as failed:
+        create(no_retries, shop_url)
+    assert failed.value.http_status == 500
+    assert standin.sessions() == []
+
+    standin.fail_next(1, status=503)
+    session = create(client, shop_url, key="retry-me")
+    calls = [(r["status"], r["idempotency_key"]) for r in standin.requests()[1:]]
+    assert calls == [(503, "retry-me"), (200, "retry-me")]
+    assert [s["id"] for s in standin.sessions()] == [session.id]
+
+    # a lost response: Stripe did the work, the SDK retries with the same key, gets a replay
+    standin.complete(session.id, "pay")
+    pi: Any = client.v1.checkout.sessions.retrieve(session.id).payment_intent
+    standin.fail_next(1, after_processing=True)
+    refund = client.v1.refunds.create(params={"payment_intent": pi})
+    assert [r["id"] for r in standin.refunds()] == [refund.id]
+    assert [(r["status"], r["replayed"]) for r in standin.requests()[-2:]] == [
+        (500, False),
+        (200, True),
+    ]
+
+
+def test_delay_seconds_slows_every_api_call(
+    client: stripe.StripeClient, standin: StripeStandIn, shop_url: str
+) -> None:
+    standin.delay_seconds = 0.3
+    started = time.monotonic()
+    create(client, shop_url)
+    assert time.monotonic() - started >= 0.3
+
+
+# ------------------------------------------------------------------------------ mounted
+
+
+def test_mounted_under_a_path_prefix_in_another_app(shop_url: str) -> None:
+    """As `ledger serve` uses it: inside the ledger's own app under /_stripe, with the ledger's
+    webhook handler calling back into the stand-in while the delivery is in flight."""
+    stand_in = StripeStandIn(
+        webhook_url=None, webhook_secret=SECRET, public_base_url="http://placeholder"
+    )
+    seen: list[str] = []
+    holder: dict[str, stripe.StripeClient] = {}
+
+    def handle(body: bytes, signature: str) -> None:  # blocking SDK calls, in a worker thread
+        event = stripe.Webhook.construct_event(body, signature, SECRET)
+        again: Any = holder["client"].v1.checkout.sessions.retrieve(
+            event.data.object.id, params={"expand": ["line_items"]}
+        )
+        seen.append(f"{event.type}:{again.payment_status}:{len(again.line_items.data)}")
+
+    async def webhook(request: Request) -> Response:
+        body = await request.body()
+        await run_in_threadpool(handle, body, request.headers["stripe-signature"])
+        return JSONResponse({"received": True})
+
+    host = Starlette(
+        routes=[
+            Route("/webhooks/stripe", webhook, methods=["POST"]),
+            Mount("/_stripe", app=stand_in.app),
+        ]
+    )
+    running = run_in_thread(host)
+    try:
+        stand_in.public_base_url = f"{running.url}/_stripe"
+        stand_in.webhook_url = f"{running.url}/webhooks/stripe"
+        client = stripe.StripeClient(
+            KEY, base_addresses={"api": f"{running.url}/_stripe"}, max_network_retries=2
+        )
+        holder["client"] = client
+        session = create(client, shop_url, key="mounted", lines=11)
+        assert session.url == f"{running.url}/_stripe/pay/{session.id}"
+        assert len(list(client.v1.checkout.sessions.line_items.list(session.id).auto_paging_iter()))
+        assert client.v1.checkout.sessions.retrieve(session.id).id == session.id
+        assert stand_in.requests()[0]["path"] == "/v1/checkout/sessions"
+
+        page = httpx.get(session.url).text
+        assert f'action="/_stripe/pay/{session.id}/pay"' in page
+        answer = httpx.post(f"{running.url}/_stripe/pay/{session.id}/pay")
+        assert answer.status_code == 303
+        stand_in.wait_for_deliveries(1, timeout=5)
+        assert stand_in.deliveries()[0]["status"] == 200
+        assert seen == ["checkout.session.completed:paid:10"]
+    finally:
+        running.stop()
+        stand_in.close()
+
+
+# ------------------------------------------------------------------------------ units
+
+
+def test_parse_stripe_params_nests_brackets() -> None:
+    parsed = parse_stripe_params(
+        [
+            ("line_items[0][price_data][unit_amount]", "2500"),
+            ("line_items[0][quantity]", "1"),
+            ("line_items[1][quantity]", "3"),
+            ("metadata[cart_id]", "c"),
+            ("metadata[0]", "zero"),
+            ("expand[]", "line_items"),
+            ("expand[]", "payment_intent"),
+            ("mode", "payment"),
+        ]
+    )
+    assert parsed == {
+        "line_items": [{"price_data": {"unit_amount": "2500"}, "quantity": "1"}, {"quantity": "3"}],
+        "metadata": {"cart_id": "c", "0": "zero"},
+        "expand": ["line_items", "payment_intent"],
+        "mode": "payment",
+    }
