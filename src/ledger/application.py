@@ -189,11 +189,13 @@ class Ledger(Application[UUID]):
         """
 
         def decide() -> Order:
+            # The cart is read first: whoever decided this session converted or reopened the
+            # cart in the same commit as the order, so a decided session shows on the cart.
+            cart = self.get_cart(paid.cart_id)
+            snapshot = cart.checkout(paid.session_id)
             order = self._find(Order, order_id_for(paid.session_id))
             if order is not None and order.status not in (PLACED, AWAITING_PAYMENT):
                 return order
-            cart = self.get_cart(paid.cart_id)
-            snapshot = cart.checkout(paid.session_id)
             if order is None:
                 order = self._open_order(paid.session_id, cart, paid.payment_intent, cause)
             # Read each item once: the check and the reservation must see the same version,
@@ -220,10 +222,10 @@ class Ledger(Application[UUID]):
         """A completed session whose (delayed) payment has not cleared yet: no stock taken."""
 
         def decide() -> Order:
+            cart = self.get_cart(cart_id)
             order = self._find(Order, order_id_for(session_id))
             if order is not None:
                 return order
-            cart = self.get_cart(cart_id)
             order = self._open_order(session_id, cart, payment_intent, cause)
             order.await_payment(cause)
             cart.record_awaiting_payment(session_id, cause)
@@ -236,10 +238,10 @@ class Ledger(Application[UUID]):
         """The delayed payment failed: the order ends unpaid and the cart reopens."""
 
         def decide() -> Order:
+            cart = self.get_cart(cart_id)
             order = self._find(Order, order_id_for(session_id))
             if order is not None and order.is_settled:
                 return order
-            cart = self.get_cart(cart_id)
             if order is None:
                 order = self._open_order(session_id, cart, None, cause)
             order.fail_payment(cause)

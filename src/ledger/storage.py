@@ -51,6 +51,27 @@ class Database:
         params = {"connect_timeout": str(CONNECT_TIMEOUT_SECONDS), **self.params}
         return psycopg.connect(make_conninfo(**params), **kwargs)
 
+    def conninfo_url(self) -> str:
+        """The database as a libpq URI (for LEDGER_DATABASE_URL and child processes)."""
+        from urllib.parse import quote, urlencode
+
+        p = dict(self.params)
+        auth = quote(p.pop("user", ""), safe="")
+        if "password" in p:
+            auth += ":" + quote(p.pop("password"), safe="")
+        host = p.pop("host", "")
+        port = p.pop("port", "")
+        dbname = quote(p.pop("dbname", ""), safe="")
+        netloc = f"{auth}@" if auth else ""
+        if host.startswith("/"):
+            p["host"] = host  # a socket directory travels as a query parameter
+            if port:
+                p["port"] = port
+        else:
+            netloc += host + (f":{port}" if port else "")
+        query = f"?{urlencode(p)}" if p else ""
+        return f"postgresql://{netloc}/{dbname}{query}"
+
     def describe(self) -> str:
         """Where the store is, without the password (for logs and messages)."""
         where = self.params.get("host", "localhost")

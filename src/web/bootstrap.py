@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import secrets
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ledger.application import Ledger
 from ledger.catalog import LogCatalog
+from ledger.checkout import Checkout
+from ledger.payments import PaymentGateway
 from ledger.settings import Settings
 from ledger.storage import Database, resolve_database
+from ledger.stripe_gateway import StripeGateway
+from web.routes.checkout import OrderStatusReader, PollFulfillment
+from web.stripe_standin import StripeStandIn
+
+STAND_IN_PREFIX = "/_stripe"
+STAND_IN_API_KEY = "sk_test_ledger_stand_in"
 
 
 class Catalog(Protocol):
@@ -22,14 +31,73 @@ class Services:
     database: Database
     ledger: Ledger
     catalog: Catalog
+    gateway: PaymentGateway
+    checkout: Checkout
+    poll_fulfillment: PollFulfillment
+    order_status: OrderStatusReader
+    webhook_secrets: list[str]
+    stand_in: StripeStandIn | None = None
+    closers: list[Any] = field(default_factory=list)
+
+    def read_your_writes(self, session_id: str) -> dict[str, Any] | None:
+        """The order status once the read model has caught up with every committed write."""
+        return self.order_status.get(session_id)
 
     def close(self) -> None:
+        if self.stand_in is not None:
+            self.stand_in.close()
         self.ledger.close()
 
 
-def bootstrap(settings: Settings, database: Database | None = None) -> Services:
-    """Connects to the store (starting the embedded one when none is configured)."""
+def bootstrap(
+    settings: Settings,
+    database: Database | None = None,
+    *,
+    listen_url: str = "http://127.0.0.1:8000",
+) -> Services:
+    """Connects to the store (starting the embedded one when none is configured) and wires
+    the payment gateway: Stripe itself, or the built-in stand-in served at /_stripe.
+
+    `listen_url` is where this process's HTTP server answers locally; the stand-in calls
+    the webhook there, and the gateway calls the stand-in there.
+    """
     database = database or resolve_database(settings.database_url, settings.data_dir)
     database.check()
     ledger = Ledger(env=database.eventsourcing_env())
-    return Services(settings=settings, database=database, ledger=ledger, catalog=LogCatalog(ledger))
+    public_url = (settings.public_url or listen_url).rstrip("/")
+    stand_in: StripeStandIn | None = None
+    if settings.stripe_api_key is None:
+        webhook_secret = f"whsec_standin_{secrets.token_hex(16)}"
+        stand_in = StripeStandIn(
+            webhook_url=f"{listen_url}/webhooks/stripe",
+            webhook_secret=webhook_secret,
+            public_base_url=f"{public_url}{STAND_IN_PREFIX}",
+        )
+        gateway = StripeGateway(STAND_IN_API_KEY, api_base=f"{listen_url}{STAND_IN_PREFIX}")
+        webhook_secrets = [webhook_secret]
+    else:
+        gateway = StripeGateway(
+            settings.stripe_api_key.get_secret_value(), api_base=settings.stripe_api_base
+        )
+        webhook_secrets = settings.webhook_secrets
+    checkout = Checkout(ledger, gateway, public_url)
+    return Services(
+        settings=settings,
+        database=database,
+        ledger=ledger,
+        catalog=LogCatalog(ledger),
+        gateway=gateway,
+        checkout=checkout,
+        poll_fulfillment=PollFulfillment(checkout),
+        order_status=_PENDING_READ_MODEL,
+        webhook_secrets=webhook_secrets,
+        stand_in=stand_in,
+    )
+
+
+class _NoOrderStatus:
+    def get(self, session_id: str) -> dict[str, Any] | None:
+        return None
+
+
+_PENDING_READ_MODEL = _NoOrderStatus()

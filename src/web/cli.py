@@ -36,10 +36,15 @@ def serve(args: argparse.Namespace) -> int:
 
     configure_logging()
     settings = load_settings()
-    if not settings.public_url:
-        settings.public_url = f"http://{args.host}:{args.port}"
-    services = bootstrap(settings)
-    log.info("ledger_starting", public_url=settings.public_url, store=services.database.describe())
+    local_host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
+    listen_url = f"http://{local_host}:{args.port}"
+    services = bootstrap(settings, listen_url=listen_url)
+    log.info(
+        "ledger_starting",
+        url=listen_url,
+        store=services.database.describe(),
+        stripe="stand-in" if services.stand_in else "stripe",
+    )
     try:
         uvicorn.run(create_app(services), host=args.host, port=args.port, log_level="warning")
     finally:

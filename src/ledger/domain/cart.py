@@ -73,7 +73,9 @@ class Cart(Aggregate):
         currency: str,
         cause: str,
     ) -> None:
-        """Records a Stripe checkout session and exactly what it was priced at."""
+        """Records a Stripe checkout session and exactly what it was priced at (once)."""
+        if session_id in self.checkouts:
+            return
         self._refuse_if_converted()
         if not lines:
             raise EmptyCart()

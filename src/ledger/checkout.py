@@ -1,0 +1,139 @@
+"""Checkout: starting Stripe checkout sessions for carts, and fulfilling them once paid.
+
+`fulfill_checkout(session_id)` is the single idempotent entry point for every outcome. The
+webhook only says *which* session changed: the decision comes from the session as Stripe
+reports it now, which makes duplicates and out-of-order deliveries harmless.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from uuid import UUID
+
+import structlog
+
+from ledger.application import Ledger, PaidCheckout, Shortage
+from ledger.domain import order_id_for
+from ledger.domain.cart import CONVERTED
+from ledger.domain.errors import CartClosed, DomainError, EmptyCart, UnknownCheckoutSession
+from ledger.payments import CheckoutLine, CreatedCheckout, NewCheckout, PaymentGateway
+
+log = structlog.get_logger("ledger.checkout")
+
+ASYNC_PAYMENT_FAILED = "checkout.session.async_payment_failed"
+
+
+class OutOfStock(DomainError):
+    code = "out_of_stock"
+
+    def __init__(self, shortages: list[Shortage]) -> None:
+        super().__init__("Some items are not in stock in the quantity asked for.")
+        self.shortages = shortages
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What fulfill_checkout decided: a status of the contract, or `ignored` for anomalies."""
+
+    session_id: str
+    status: str
+    order_id: UUID | None = None
+    anomaly: str | None = None
+
+
+class Checkout:
+    def __init__(self, ledger: Ledger, gateway: PaymentGateway, public_url: str) -> None:
+        self.ledger = ledger
+        self.gateway = gateway
+        self.public_url = public_url.rstrip("/")
+
+    def begin(self, cart_id: UUID, cause: str) -> CreatedCheckout:
+        """Creates a Stripe checkout session for the cart as priced now, and records it."""
+        cart = self.ledger.get_cart(cart_id)
+        if cart.status == CONVERTED:
+            raise CartClosed()
+        priced = self.ledger.price(cart)
+        if not priced.lines or priced.currency is None:
+            raise EmptyCart()
+        shortages = self.ledger.shortages(priced)
+        if shortages:
+            raise OutOfStock(shortages)
+        created = self.gateway.create_checkout(
+            NewCheckout(
+                cart_id=str(cart.id),
+                user_id=cart.user_id,
+                lines=[
+                    CheckoutLine(line.name, line.quantity, line.unit_amount, priced.currency)
+                    for line in priced.lines
+                ],
+                success_url=f"{self.public_url}/checkout/success?session_id={{CHECKOUT_SESSION_ID}}",
+                cancel_url=f"{self.public_url}/?cart_id={cart.id}&checkout=cancelled",
+                # The same cart state always asks for the same session, so a retried request
+                # (ours or the SDK's) cannot open a second one.
+                idempotency_key=f"checkout-{cart.id}-v{cart.version}",
+            )
+        )
+        self.ledger.start_checkout(priced, created.session_id, cause)
+        log.info("checkout_started", cart_id=str(cart.id), session_id=created.session_id)
+        return created
+
+    def fulfill(self, session_id: str, cause: str, event_type: str | None = None) -> Outcome:
+        """Records whatever Stripe says became of the session. Safe to call any number of times."""
+        session = self.gateway.retrieve_checkout(session_id)
+        if session is None:
+            return self._anomaly(session_id, "unknown_to_stripe")
+        cart_id = _uuid(session.cart_id)
+        if cart_id is None:
+            return self._anomaly(session_id, "no_cart_reference")
+        try:
+            cart = self.ledger.get_cart(cart_id)
+            cart.checkout(session_id)
+        except (DomainError, UnknownCheckoutSession):
+            return self._anomaly(session_id, "not_started_by_this_ledger")
+
+        if session.is_paid:
+            order = self.ledger.place_order(
+                PaidCheckout(
+                    session_id=session_id,
+                    cart_id=cart_id,
+                    amount_total=session.amount_total or 0,
+                    currency=session.currency or "",
+                    payment_intent=session.payment_intent,
+                ),
+                cause,
+            )
+            if order.rejection_reason == "amount_mismatch":
+                log.warning(
+                    "anomaly",
+                    kind="amount_mismatch",
+                    session_id=session_id,
+                    charged=session.amount_total,
+                    priced=order.amount_total,
+                )
+            return Outcome(session_id, order.status, order.id)
+        if session.status == "expired":
+            self.ledger.record_expired(session_id, cart_id, cause)
+            return Outcome(session_id, "expired")
+        if session.status == "complete" and event_type == ASYNC_PAYMENT_FAILED:
+            order = self.ledger.record_payment_failed(session_id, cart_id, cause)
+            return Outcome(session_id, order.status, order.id)
+        if session.status == "complete":
+            order = self.ledger.record_awaiting_payment(
+                session_id, cart_id, session.payment_intent, cause
+            )
+            return Outcome(session_id, order.status, order.id)
+        return Outcome(session_id, "processing")
+
+    def order_id(self, session_id: str) -> UUID:
+        return order_id_for(session_id)
+
+    def _anomaly(self, session_id: str, kind: str) -> Outcome:
+        log.warning("anomaly", kind=kind, session_id=session_id)
+        return Outcome(session_id, "ignored", anomaly=kind)
+
+
+def _uuid(value: str | None) -> UUID | None:
+    try:
+        return UUID(value) if value else None
+    except ValueError:
+        return None

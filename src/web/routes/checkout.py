@@ -1,0 +1,107 @@
+"""Checkout for the storefront: start a Stripe checkout, then poll for the order it became."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections import OrderedDict
+from typing import Any, Protocol
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from ledger.checkout import Checkout, OutOfStock
+from ledger.payments import PaymentProviderRefused, PaymentProviderUnavailable
+from web.context import cause_of, services
+from web.errors import ApiError, error_response
+from web.routes.carts import cart_id_of
+
+# Statuses after which nothing Stripe says can change the answer.
+FINAL_STATUSES = {"confirmed", "payment_failed", "refunded", "expired"}
+
+
+class OrderStatusReader(Protocol):
+    def get(self, session_id: str) -> dict[str, Any] | None: ...
+
+
+class PollFulfillment:
+    """Lets the status poll ask Stripe itself when the webhook is late, at most every few
+    seconds per session (Stripe's fulfillment guide recommends both paths)."""
+
+    def __init__(self, checkout: Checkout, min_interval: float = 3.0, remember: int = 10_000):
+        self.checkout = checkout
+        self.min_interval = min_interval
+        self.remember = remember
+        self._last: OrderedDict[str, float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def due(self, session_id: str) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            last = self._last.get(session_id)
+            if last is not None and now - last < self.min_interval:
+                return False
+            self._last[session_id] = now
+            self._last.move_to_end(session_id)
+            while len(self._last) > self.remember:
+                self._last.popitem(last=False)
+            return True
+
+    def maybe_fulfill(self, session_id: str, cause: str) -> None:
+        if self.due(session_id):
+            # On failure the webhook path records it; the poll only answers what is known.
+            with contextlib.suppress(PaymentProviderUnavailable, PaymentProviderRefused):
+                self.checkout.fulfill(session_id, cause)
+
+
+async def begin_checkout(request: Request) -> JSONResponse:
+    cart_id = cart_id_of(request)
+    checkout = services(request).checkout
+    try:
+        created = await run_in_threadpool(checkout.begin, cart_id, cause_of(request))
+    except OutOfStock as short:
+        return error_response(
+            409,
+            short.code,
+            str(short),
+            items=[
+                {"sku": s.sku, "requested": s.requested, "available": s.available}
+                for s in short.shortages
+            ],
+        )
+    except PaymentProviderUnavailable:
+        raise ApiError(
+            503, "payment_provider_unavailable", "Stripe is not answering; please retry."
+        ) from None
+    except PaymentProviderRefused:
+        raise ApiError(
+            502, "payment_provider_error", "Stripe refused to start the checkout."
+        ) from None
+    return JSONResponse(
+        {"checkout_session_id": created.session_id, "url": created.url}, status_code=201
+    )
+
+
+async def order_status(request: Request) -> JSONResponse:
+    session_id = request.path_params["session_id"]
+    svc = services(request)
+    body = await run_in_threadpool(svc.order_status.get, session_id)
+    if body is None:
+        raise ApiError(
+            404,
+            "unknown_checkout_session",
+            "This ledger never created a checkout session with that id.",
+        )
+    if body["status"] not in FINAL_STATUSES:
+        await run_in_threadpool(svc.poll_fulfillment.maybe_fulfill, session_id, cause_of(request))
+        body = await run_in_threadpool(svc.read_your_writes, session_id) or body
+    return JSONResponse(body)
+
+
+routes = [
+    Route("/api/carts/{cart_id}/checkout", begin_checkout, methods=["POST"]),
+    Route("/api/checkout-sessions/{session_id}/order", order_status, methods=["GET"]),
+]

@@ -1,0 +1,139 @@
+"""A whole shop for end-to-end tests: the ledger and the Stripe stand-in, each in its own real
+HTTP server, the ledger talking to the stand-in through the real stripe SDK."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from ledger.settings import Settings
+from ledger.storage import Database
+from web.app import create_app
+from web.bootstrap import Services, bootstrap
+from web.serving import RunningServer, run_in_thread
+from web.stripe_standin import StripeStandIn
+
+ADMIN = "admin-secret"
+AUDITOR = "auditor-secret"
+WEBHOOK_SECRET = "whsec_test_current"
+OLD_WEBHOOK_SECRET = "whsec_test_previous"
+STRIPE_KEY = "sk_test_ledger"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class Shop:
+    url: str
+    api: httpx.Client
+    stripe: StripeStandIn
+    services: Services
+
+    def admin(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {ADMIN}"}
+
+    def product(self, sku: str, unit_amount: int = 1250, stock: int = 10) -> None:
+        r = self.api.put(
+            f"/api/products/{sku}",
+            json={"name": f"Product {sku}", "unit_amount": unit_amount, "currency": "usd"},
+            headers=self.admin(),
+        )
+        assert r.status_code in (200, 201), r.text
+        if stock:
+            r = self.api.post(
+                f"/api/products/{sku}/stock", json={"quantity": stock}, headers=self.admin()
+            )
+            assert r.status_code == 200, r.text
+
+    def cart(self, **lines: int) -> str:
+        r = self.api.post("/api/carts", json={"user_id": "user-1"})
+        assert r.status_code == 201, r.text
+        cart_id: str = r.json()["cart_id"]
+        for sku, quantity in lines.items():
+            r = self.api.put(f"/api/carts/{cart_id}/items/{sku}", json={"quantity": quantity})
+            assert r.status_code == 200, r.text
+        return cart_id
+
+    def checkout(self, cart_id: str) -> str:
+        r = self.api.post(f"/api/carts/{cart_id}/checkout")
+        assert r.status_code == 201, r.text
+        session_id: str = r.json()["checkout_session_id"]
+        return session_id
+
+    def get_cart(self, cart_id: str) -> dict[str, Any]:
+        r = self.api.get(f"/api/carts/{cart_id}")
+        assert r.status_code == 200, r.text
+        body: dict[str, Any] = r.json()
+        return body
+
+    def available(self, sku: str) -> int:
+        r = self.api.get(f"/api/products/{sku}")
+        assert r.status_code == 200, r.text
+        available: int = r.json()["available"]
+        return available
+
+    def post_webhook(self, payload: bytes, signature: str | None) -> httpx.Response:
+        headers = {"Content-Type": "application/json"}
+        if signature is not None:
+            headers["Stripe-Signature"] = signature
+        return self.api.post("/webhooks/stripe", content=payload, headers=headers)
+
+    def deliver(self, event_type: str, session_id: str) -> httpx.Response:
+        payload, signature = self.stripe.build_event(event_type, session_id)
+        return self.post_webhook(payload, signature)
+
+    def order(self, session_id: str) -> Any:
+        from ledger.domain import order_id_for
+
+        return self.services.ledger.get_order(order_id_for(session_id))
+
+
+def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.02)
+
+
+@contextmanager
+def running_shop(database: Database, **settings: Any) -> Iterator[Shop]:
+    stand_in = StripeStandIn(
+        webhook_url=None, webhook_secret=WEBHOOK_SECRET, public_base_url="http://127.0.0.1"
+    )
+    stripe_server: RunningServer = run_in_thread(stand_in.app)
+    stand_in.public_base_url = stripe_server.url
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    config = Settings(
+        LEDGER_DATABASE_URL=database.conninfo_url(),
+        LEDGER_ADMIN_TOKEN=ADMIN,
+        LEDGER_AUDITOR_TOKEN=AUDITOR,
+        LEDGER_PUBLIC_URL=url,
+        STRIPE_API_KEY=STRIPE_KEY,
+        STRIPE_WEBHOOK_SECRET=f"{WEBHOOK_SECRET},{OLD_WEBHOOK_SECRET}",
+        STRIPE_API_BASE=stripe_server.url,
+        **settings,
+    )
+    services = bootstrap(config, database, listen_url=url)
+    server = run_in_thread(create_app(services), port=port)
+    stand_in.webhook_url = f"{url}/webhooks/stripe"
+    try:
+        with httpx.Client(base_url=url, timeout=30) as api:
+            yield Shop(url=url, api=api, stripe=stand_in, services=services)
+    finally:
+        server.stop()
+        stand_in.close()
+        stripe_server.stop()
+        services.close()
