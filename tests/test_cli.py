@@ -1,0 +1,156 @@
+"""The `ledger` command as an operator runs it: real processes, the embedded default store."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from tests.shop import free_port
+
+LEDGER = [sys.executable, "-m", "web.cli"]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment minus anything that would configure the ledger from outside the test."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("LEDGER_", "STRIPE_", "POSTGRES_", "PG"))
+    }
+    env.update(extra)
+    return env
+
+
+@contextmanager
+def serving(workdir: Path, **env: str) -> Iterator[str]:
+    port = free_port()
+    log_path = workdir / f"serve-{port}.log"
+    log_file = log_path.open("w")
+    proc = subprocess.Popen(
+        [*LEDGER, "serve", "--port", str(port)],
+        cwd=workdir,
+        env=clean_env(**env),
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"ledger serve exited: {log_path.read_text()}")
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError("ledger serve did not become ready")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log_file.close()
+
+
+def test_serve_with_no_configuration_walks_the_whole_flow(tmp_path: Path) -> None:
+    admin = {"Authorization": "Bearer s3cret"}
+    with serving(tmp_path, LEDGER_ADMIN_TOKEN="s3cret") as url, httpx.Client(base_url=url) as api:
+        assert (
+            api.put(
+                "/api/products/mug",
+                json={"name": "Mug", "unit_amount": 1250, "currency": "usd"},
+                headers=admin,
+            ).status_code
+            == 201
+        )
+        assert api.post("/api/products/mug/stock", json={"quantity": 3}, headers=admin).json() == {
+            "sku": "mug",
+            "on_hand": 3,
+        }
+        cart_id = api.post("/api/carts", json={}).json()["cart_id"]
+        api.put(f"/api/carts/{cart_id}/items/mug", json={"quantity": 2})
+        checkout = api.post(f"/api/carts/{cart_id}/checkout").json()
+        pay_page = httpx.get(checkout["url"])
+        assert pay_page.status_code == 200
+        action = re.search(r'action="([^"]*/pay)"', pay_page.text)
+        assert action, pay_page.text
+        paid = httpx.post(httpx.URL(checkout["url"]).join(action.group(1)))
+        assert paid.status_code == 303
+        assert paid.headers["location"] == (
+            f"{url}/checkout/success?session_id={checkout['checkout_session_id']}"
+        )
+        deadline = time.monotonic() + 15
+        while api.get(f"/api/carts/{cart_id}").json()["status"] != "converted":
+            assert time.monotonic() < deadline, "the stand-in's webhook never converted the cart"
+            time.sleep(0.1)
+        assert api.get("/api/products/mug").json()["available"] == 1
+
+    # The embedded store keeps everything across a restart.
+    with serving(tmp_path) as url:
+        assert httpx.get(f"{url}/api/products/mug").json()["available"] == 1
+        assert httpx.get(f"{url}/api/carts/{cart_id}").json()["status"] == "converted"
+    assert (tmp_path / ".ledger" / "pgdata" / "PG_VERSION").exists()
+
+
+def run_ledger(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*LEDGER, *args],
+        cwd=tmp_path,
+        env=clean_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_a_stripe_key_without_a_webhook_secret_is_one_clear_line(tmp_path: Path) -> None:
+    result = run_ledger(tmp_path, "serve", STRIPE_API_KEY="sk_test_x")
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "STRIPE_WEBHOOK_SECRET" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_an_unreachable_database_is_one_clear_line(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there
+    result = run_ledger(
+        tmp_path,
+        "serve",
+        LEDGER_DATABASE_URL=f"postgresql://postgres@127.0.0.1:{port}/ledger",
+    )
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "database" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_a_malformed_database_url_is_one_clear_line(tmp_path: Path) -> None:
+    result = run_ledger(tmp_path, "serve", LEDGER_DATABASE_URL="postgresql://[::1")
+    assert result.returncode != 0
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_dotenv_file_configures_the_ledger(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("STRIPE_API_KEY=sk_test_from_dotenv\n")
+    result = run_ledger(tmp_path, "serve")
+    assert result.returncode != 0
+    assert "STRIPE_WEBHOOK_SECRET" in result.stderr
