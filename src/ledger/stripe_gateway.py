@@ -19,7 +19,7 @@ from ledger.payments import (
 
 # A webhook must be answered well within Stripe's budget: every call is short and retried once.
 CONNECT_TIMEOUT_SECONDS = 1.0
-READ_TIMEOUT_SECONDS = 2.0
+READ_TIMEOUT_SECONDS = 1.5
 NETWORK_RETRIES = 1
 
 _TRANSIENT = (stripe.APIConnectionError, stripe.RateLimitError, stripe.APIError)
