@@ -47,8 +47,10 @@ class Database:
     def conninfo(self) -> str:
         return make_conninfo(**self.params)
 
-    def connect(self, **kwargs: Any) -> psycopg.Connection[Any]:
-        params = {"connect_timeout": str(CONNECT_TIMEOUT_SECONDS), **self.params}
+    def connect(
+        self, connect_timeout: float = CONNECT_TIMEOUT_SECONDS, **kwargs: Any
+    ) -> psycopg.Connection[Any]:
+        params = {"connect_timeout": str(max(1, round(connect_timeout))), **self.params}
         return psycopg.connect(make_conninfo(**params), **kwargs)
 
     def conninfo_url(self) -> str:
@@ -77,10 +79,10 @@ class Database:
         where = self.params.get("host", "localhost")
         return f"postgresql://{self.params.get('user', '')}@{where}/{self.params.get('dbname', '')}"
 
-    def check(self) -> None:
+    def check(self, connect_timeout: float = CONNECT_TIMEOUT_SECONDS) -> None:
         """Raises StoreUnavailable with a one-line reason when the database does not answer."""
         try:
-            with self.connect() as conn:
+            with self.connect(connect_timeout) as conn:
                 conn.execute("SELECT 1")
         except psycopg.Error as error:
             reason = (
@@ -97,7 +99,8 @@ class Database:
             "POSTGRES_PORT": self.params.get("port", "5432"),
             "POSTGRES_USER": self.params.get("user", "postgres"),
             "POSTGRES_PASSWORD": self.params.get("password", ""),
-            "POSTGRES_CONNECT_TIMEOUT": str(CONNECT_TIMEOUT_SECONDS),
+            # How long a caller waits for a pooled connection. The library retries ten times.
+            "POSTGRES_CONNECT_TIMEOUT": "2",
             "POSTGRES_LOCK_TIMEOUT": str(LOCK_TIMEOUT_SECONDS),
             "POSTGRES_PRE_PING": "y",
             "POSTGRES_POOL_SIZE": "4",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ledger.application import Ledger
@@ -14,6 +14,7 @@ from ledger.settings import Settings
 from ledger.storage import Database, resolve_database
 from ledger.stripe_gateway import StripeGateway
 from web.routes.checkout import OrderStatusReader, PollFulfillment
+from web.store_calls import StoreBreaker
 from web.stripe_standin import StripeStandIn
 
 STAND_IN_PREFIX = "/_stripe"
@@ -36,8 +37,8 @@ class Services:
     poll_fulfillment: PollFulfillment
     order_status: OrderStatusReader
     webhook_secrets: list[str]
+    store_breaker: StoreBreaker
     stand_in: StripeStandIn | None = None
-    closers: list[Any] = field(default_factory=list)
 
     def read_your_writes(self, session_id: str) -> dict[str, Any] | None:
         """The order status once the read model has caught up with every committed write."""
@@ -91,6 +92,7 @@ def bootstrap(
         poll_fulfillment=PollFulfillment(checkout),
         order_status=_PENDING_READ_MODEL,
         webhook_secrets=webhook_secrets,
+        store_breaker=StoreBreaker(database),
         stand_in=stand_in,
     )
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import secrets
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from starlette.requests import Request
 
 from web.errors import ApiError
+from web.store_calls import REQUEST_BUDGET_SECONDS, call_store
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from web.bootstrap import Services
@@ -15,6 +19,13 @@ if TYPE_CHECKING:
 
 def services(request: Request) -> Services:
     return request.app.state.services
+
+
+async def in_store(
+    request: Request, fn: Callable[..., T], *args: Any, budget: float = REQUEST_BUDGET_SECONDS
+) -> T:
+    """Runs a blocking call on the store for this request, within the request's budget."""
+    return await call_store(services(request).store_breaker, fn, *args, budget=budget)
 
 
 def cause_of(request: Request) -> str:

@@ -40,7 +40,7 @@ async def parse_json(request: Request, model: type[M], *, empty_ok: bool = False
         raise ApiError(415, "unsupported_media_type", "Send the body as application/json.")
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         raise ApiError(422, "invalid_json", "The body is not valid JSON.") from None
     try:
         return model.model_validate(data)

@@ -13,23 +13,31 @@ MAX_UNIT_AMOUNT = 99_999_999  # Stripe's ceiling for a price in minor units
 MAX_STOCK_ADJUSTMENT = 1_000_000_000
 
 
+# Printable text only: a NUL or other control character has no business in a name.
+TEXT = r"^[^\x00-\x1f\x7f]*$"
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
 
 
 class ProductBody(Strict):
-    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+    name: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=TEXT)
+    ]
     unit_amount: Annotated[int, Field(gt=0, le=MAX_UNIT_AMOUNT)]
     currency: Annotated[str, StringConstraints(pattern=r"^[a-z]{3}$")]
 
 
 class StockBody(Strict):
     quantity: Annotated[int, Field(ge=-MAX_STOCK_ADJUSTMENT, le=MAX_STOCK_ADJUSTMENT)]
-    reason: Annotated[str, StringConstraints(max_length=500)] | None = None
+    reason: Annotated[str, StringConstraints(max_length=500, pattern=TEXT)] | None = None
 
 
 class CartBody(Strict):
-    user_id: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    user_id: (
+        Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=TEXT)] | None
+    ) = None
 
 
 class CartLineBody(Strict):

@@ -5,14 +5,13 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from ledger.application import PricedCart
 from ledger.domain.errors import UnknownCart
-from web.context import cause_of, services
+from web.context import cause_of, in_store, services
 from web.requests import parse_json
 from web.schemas import CartBody, CartLineBody
 
@@ -52,14 +51,14 @@ async def create_cart(request: Request) -> JSONResponse:
     def create() -> PricedCart:
         return ledger.price(ledger.create_cart(body.user_id, cause_of(request)))
 
-    priced = await run_in_threadpool(create)
+    priced = await in_store(request, create)
     return JSONResponse(cart_json(priced), status_code=201)
 
 
 async def get_cart(request: Request) -> JSONResponse:
     cart_id = cart_id_of(request)
     ledger = services(request).ledger
-    priced = await run_in_threadpool(lambda: ledger.price(ledger.get_cart(cart_id)))
+    priced = await in_store(request, lambda: ledger.price(ledger.get_cart(cart_id)))
     return JSONResponse(cart_json(priced))
 
 
@@ -72,7 +71,7 @@ async def set_line(request: Request) -> JSONResponse:
     def update() -> PricedCart:
         return ledger.price(ledger.set_cart_line(cart_id, sku, body.quantity, cause_of(request)))
 
-    priced = await run_in_threadpool(update)
+    priced = await in_store(request, update)
     return JSONResponse(cart_json(priced))
 
 

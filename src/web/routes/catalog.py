@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import re
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from ledger.catalog import product_view
-from web.context import cause_of, require_bearer, services
+from web.context import cause_of, in_store, require_bearer, services
 from web.errors import ApiError
 from web.requests import parse_json
 from web.schemas import SKU_PATTERN, ProductBody, StockBody
@@ -33,8 +32,14 @@ async def put_product(request: Request) -> JSONResponse:
         )
     body = await parse_json(request, ProductBody)
     ledger = services(request).ledger
-    item, created = await run_in_threadpool(
-        ledger.put_product, sku, body.name, body.unit_amount, body.currency, cause_of(request)
+    item, created = await in_store(
+        request,
+        ledger.put_product,
+        sku,
+        body.name,
+        body.unit_amount,
+        body.currency,
+        cause_of(request),
     )
     return JSONResponse(product_view(item), status_code=201 if created else 200)
 
@@ -50,7 +55,8 @@ async def adjust_stock(request: Request) -> JSONResponse:
             fields=[{"field": "quantity", "message": "must not be 0"}],
         )
     ledger = services(request).ledger
-    item = await run_in_threadpool(
+    item = await in_store(
+        request,
         ledger.adjust_stock,
         request.path_params["sku"],
         body.quantity,
@@ -62,13 +68,13 @@ async def adjust_stock(request: Request) -> JSONResponse:
 
 async def get_product(request: Request) -> JSONResponse:
     catalog = services(request).catalog
-    product = await run_in_threadpool(catalog.product, request.path_params["sku"])
+    product = await in_store(request, catalog.product, request.path_params["sku"])
     return JSONResponse(product)
 
 
 async def list_products(request: Request) -> JSONResponse:
     catalog = services(request).catalog
-    products = await run_in_threadpool(catalog.products)
+    products = await in_store(request, catalog.products)
     return JSONResponse({"products": products})
 
 

@@ -8,14 +8,13 @@ import time
 from collections import OrderedDict
 from typing import Any, Protocol
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from ledger.checkout import Checkout, OutOfStock
 from ledger.payments import PaymentProviderRefused, PaymentProviderUnavailable
-from web.context import cause_of, services
+from web.context import cause_of, in_store, services
 from web.errors import ApiError, error_response
 from web.routes.carts import cart_id_of
 
@@ -61,7 +60,7 @@ async def begin_checkout(request: Request) -> JSONResponse:
     cart_id = cart_id_of(request)
     checkout = services(request).checkout
     try:
-        created = await run_in_threadpool(checkout.begin, cart_id, cause_of(request))
+        created = await in_store(request, checkout.begin, cart_id, cause_of(request))
     except OutOfStock as short:
         return error_response(
             409,
@@ -88,7 +87,7 @@ async def begin_checkout(request: Request) -> JSONResponse:
 async def order_status(request: Request) -> JSONResponse:
     session_id = request.path_params["session_id"]
     svc = services(request)
-    body = await run_in_threadpool(svc.order_status.get, session_id)
+    body = await in_store(request, svc.order_status.get, session_id)
     if body is None:
         raise ApiError(
             404,
@@ -96,8 +95,8 @@ async def order_status(request: Request) -> JSONResponse:
             "This ledger never created a checkout session with that id.",
         )
     if body["status"] not in FINAL_STATUSES:
-        await run_in_threadpool(svc.poll_fulfillment.maybe_fulfill, session_id, cause_of(request))
-        body = await run_in_threadpool(svc.read_your_writes, session_id) or body
+        await in_store(request, svc.poll_fulfillment.maybe_fulfill, session_id, cause_of(request))
+        body = await in_store(request, svc.read_your_writes, session_id) or body
     return JSONResponse(body)
 
 

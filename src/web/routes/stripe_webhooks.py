@@ -12,7 +12,6 @@ from typing import Any
 
 import stripe
 import structlog
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -22,7 +21,7 @@ from ledger.checkout import Outcome
 from ledger.domain.errors import DomainError
 from ledger.payments import PaymentProviderRefused, PaymentProviderUnavailable
 from ledger.storage import StoreUnavailable
-from web.context import services
+from web.context import in_store, services
 from web.errors import ApiError, error_response
 from web.metrics import WEBHOOK_LATENCY, WEBHOOK_OUTCOMES
 from web.requests import read_limited
@@ -30,6 +29,8 @@ from web.requests import read_limited
 log = structlog.get_logger("ledger.webhooks")
 
 SIGNATURE_TOLERANCE_SECONDS = 300
+# Stripe waits about ten seconds; the Stripe call inside gives up after about 3.5.
+WEBHOOK_BUDGET_SECONDS = 4.5
 HANDLED = {
     "checkout.session.completed",
     "checkout.session.async_payment_succeeded",
@@ -104,8 +105,13 @@ async def _handle(request: Request) -> tuple[JSONResponse, str]:
         return _received(), "ignored"
     structlog.contextvars.bind_contextvars(session_id=session_id)
     try:
-        result: Outcome = await run_in_threadpool(
-            svc.checkout.fulfill, session_id, f"stripe:{event['id']}", event_type
+        result: Outcome = await in_store(
+            request,
+            svc.checkout.fulfill,
+            session_id,
+            f"stripe:{event['id']}",
+            event_type,
+            budget=WEBHOOK_BUDGET_SECONDS,
         )
     except (PaymentProviderUnavailable, StoreUnavailable, ConcurrentModification) as error:
         log.warning("webhook_retry_later", error=str(error))
@@ -118,7 +124,7 @@ async def _handle(request: Request) -> tuple[JSONResponse, str]:
         # Stripe will not answer differently next time: acknowledge, so it stops retrying.
         log.error("anomaly", kind="stripe_refused_retrieve", error=str(error))
         return _received(), "refused"
-    await run_in_threadpool(svc.read_your_writes, session_id)
+    await in_store(request, svc.read_your_writes, session_id)
     log.info("webhook_handled", outcome=result.status, order_id=str(result.order_id or ""))
     return _received(), result.status
 
