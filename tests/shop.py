@@ -15,7 +15,7 @@ import httpx
 from ledger.settings import Settings
 from ledger.storage import Database
 from web.app import create_app
-from web.bootstrap import Services, bootstrap
+from web.bootstrap import Services, background_workers, bootstrap
 from web.serving import RunningServer, run_in_thread
 from web.stripe_standin import StripeStandIn
 
@@ -127,6 +127,8 @@ def running_shop(database: Database, **settings: Any) -> Iterator[Shop]:
         **settings,
     )
     services = bootstrap(config, database, listen_url=url)
+    workers = background_workers(services)
+    workers.start()
     server = run_in_thread(create_app(services), port=port)
     stand_in.webhook_url = f"{url}/webhooks/stripe"
     try:
@@ -136,4 +138,5 @@ def running_shop(database: Database, **settings: Any) -> Iterator[Shop]:
         server.stop()
         stand_in.close()
         stripe_server.stop()
+        workers.stop()
         services.close()

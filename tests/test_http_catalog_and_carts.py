@@ -22,7 +22,7 @@ from ledger.settings import Settings
 from ledger.storage import Database
 from tests.conftest import Server, count_rows
 from web.app import create_app
-from web.bootstrap import Services, bootstrap
+from web.bootstrap import Services, background_workers, bootstrap
 
 TOKEN = "admin-secret"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
@@ -52,11 +52,14 @@ def open_services(database: Database) -> Iterator[Callable[..., Services]]:
 
     def open_(admin_token: str | None = TOKEN) -> Services:
         services = bootstrap(settings_for(database, admin_token), database)
-        opened.append(services)
+        workers = background_workers(services)
+        workers.start()
+        opened.append((services, workers))
         return services
 
     yield open_
-    for services in opened:
+    for services, workers in opened:
+        workers.stop()
         services.close()
 
 

@@ -6,6 +6,7 @@ same on every retry, makes a repeated call return the first refund instead of a 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
@@ -24,7 +25,7 @@ def refund_idempotency_key(order_id: object) -> str:
 
 class RefundWorker:
     name = "refunds"
-    topics = (get_topic(Order.RefundRequested),)  # type: ignore[attr-defined]
+    topics: Sequence[str] = (f"{get_topic(Order)}.RefundRequested",)
 
     def __init__(self, ledger: Ledger, gateway: PaymentGateway) -> None:
         self.ledger = ledger

@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ledger.application import Ledger
-from ledger.catalog import LogCatalog
 from ledger.checkout import Checkout
 from ledger.payments import PaymentGateway
+from ledger.refunds import RefundWorker
 from ledger.settings import Settings
 from ledger.storage import Database, resolve_database
 from ledger.stripe_gateway import StripeGateway
+from projections import OrderStatuses, ProductCatalog, ReadStore, Workers, default_projections
 from web.routes.checkout import OrderStatusReader, PollFulfillment
 from web.store_calls import StoreBreaker
 from web.stripe_standin import StripeStandIn
@@ -38,6 +39,7 @@ class Services:
     order_status: OrderStatusReader
     webhook_secrets: list[str]
     store_breaker: StoreBreaker
+    read_store: ReadStore
     stand_in: StripeStandIn | None = None
 
     def read_your_writes(self, session_id: str) -> dict[str, Any] | None:
@@ -47,6 +49,7 @@ class Services:
     def close(self) -> None:
         if self.stand_in is not None:
             self.stand_in.close()
+        self.read_store.close()
         self.ledger.close()
 
 
@@ -82,24 +85,26 @@ def bootstrap(
         )
         webhook_secrets = settings.webhook_secrets
     checkout = Checkout(ledger, gateway, public_url)
+    read_store = ReadStore(database)
     return Services(
         settings=settings,
         database=database,
         ledger=ledger,
-        catalog=LogCatalog(ledger),
+        catalog=ProductCatalog(read_store),
         gateway=gateway,
         checkout=checkout,
         poll_fulfillment=PollFulfillment(checkout),
-        order_status=_PENDING_READ_MODEL,
+        order_status=OrderStatuses(read_store),
         webhook_secrets=webhook_secrets,
         store_breaker=StoreBreaker(database),
+        read_store=read_store,
         stand_in=stand_in,
     )
 
 
-class _NoOrderStatus:
-    def get(self, session_id: str) -> dict[str, Any] | None:
-        return None
-
-
-_PENDING_READ_MODEL = _NoOrderStatus()
+def background_workers(services: Services) -> Workers:
+    """The read models and the side-effect workers, for `ledger serve` and `ledger work`."""
+    return Workers(
+        services.database,
+        [*default_projections(), RefundWorker(services.ledger, services.gateway)],
+    )

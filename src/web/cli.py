@@ -31,7 +31,7 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from web.app import create_app
-    from web.bootstrap import bootstrap
+    from web.bootstrap import background_workers, bootstrap
     from web.logs import configure_logging, log
 
     configure_logging()
@@ -45,10 +45,43 @@ def serve(args: argparse.Namespace) -> int:
         store=services.database.describe(),
         stripe="stand-in" if services.stand_in else "stripe",
     )
+    workers = None if args.no_workers else background_workers(services)
     try:
+        if workers is not None:
+            workers.start()
         uvicorn.run(create_app(services), host=args.host, port=args.port, log_level="warning")
     finally:
+        if workers is not None:
+            workers.stop()
         services.close()
+    return 0
+
+
+def work(args: argparse.Namespace) -> int:
+    from web.bootstrap import background_workers, bootstrap
+    from web.logs import configure_logging
+
+    configure_logging()
+    services = bootstrap(load_settings())
+    try:
+        background_workers(services).run_forever()
+    finally:
+        services.close()
+    return 0
+
+
+def rebuild_projections(args: argparse.Namespace) -> int:
+    from ledger.storage import resolve_database
+    from projections import rebuild_all
+
+    settings = load_settings()
+    database = resolve_database(settings.database_url, settings.data_dir)
+    database.check()
+    positions = rebuild_all(database, progress=lambda line: print(line, flush=True))
+    print(
+        f"rebuilt {len(positions)} read models: "
+        + ", ".join(f"{k} at {v}" for k, v in positions.items())
+    )
     return 0
 
 
@@ -62,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-workers", action="store_true", help="do not run the background workers here"
     )
     serve_cmd.set_defaults(handler=serve)
+    commands.add_parser("work", help="run the background workers alone").set_defaults(handler=work)
+    projections_cmd = commands.add_parser("projections", help="read models")
+    actions = projections_cmd.add_subparsers(dest="action", required=True)
+    actions.add_parser("rebuild", help="rebuild every read model from the log").set_defaults(
+        handler=rebuild_projections
+    )
     return parser
 
 

@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from ledger.catalog import product_view
+from ledger.domain import InventoryItem
 from web.context import cause_of, in_store, require_bearer, services
 from web.errors import ApiError
 from web.requests import parse_json
 from web.schemas import SKU_PATTERN, ProductBody, StockBody
+
+
+def product_view(item: InventoryItem) -> dict[str, Any]:
+    return {
+        "sku": item.sku,
+        "name": item.name,
+        "unit_amount": item.unit_amount,
+        "currency": item.currency,
+        "available": item.on_hand,
+    }
 
 
 def _admin(request: Request) -> None:

@@ -1,0 +1,130 @@
+"""Products and what a new checkout may take of each now.
+
+`available` is the stock on hand: nothing is held for other customers before payment in this
+version (stock is taken when an order is placed, by `StockReserved`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from ledger.domain import InventoryItem
+from ledger.domain.errors import UnknownProduct
+from projections.base import LIVE_SCHEMA, DomainEvent, Projection, Writer, handles, storable
+from projections.store import CONSISTENT_READ_WAIT_SECONDS, ReadStore
+
+
+class ProductsProjection(Projection):
+    name = "products"
+    tables = ("products",)
+    version = 1
+
+    def create_tables(self, db: Writer) -> None:
+        db.execute(
+            "CREATE TABLE {products} ("
+            ' sku text COLLATE "C" PRIMARY KEY,'
+            " item_id uuid NOT NULL UNIQUE,"
+            " name text NOT NULL,"
+            " unit_amount bigint NOT NULL,"
+            " currency text NOT NULL,"
+            " on_hand bigint NOT NULL,"
+            " position bigint NOT NULL)"
+        )
+
+    @handles(InventoryItem, "ProductListed")
+    def _listed(self, db: Writer, e: DomainEvent, position: int) -> None:
+        db.execute(
+            "INSERT INTO {products} (sku, item_id, name, unit_amount, currency, on_hand, position)"
+            " VALUES (%s, %s, %s, %s, %s, 0, %s)",
+            (e.sku, e.originator_id, e.name, e.unit_amount, e.currency, position),
+        )
+
+    @handles(InventoryItem, "ProductDetailsChanged")
+    def _details_changed(self, db: Writer, e: DomainEvent, position: int) -> None:
+        db.execute(
+            "UPDATE {products} SET name = %s, unit_amount = %s, currency = %s, position = %s"
+            " WHERE item_id = %s",
+            (e.name, e.unit_amount, e.currency, position, e.originator_id),
+        )
+
+    @handles(InventoryItem, "StockReceived")
+    def _received(self, db: Writer, e: DomainEvent, position: int) -> None:
+        self._add(db, e.originator_id, e.quantity, position)
+
+    @handles(InventoryItem, "StockWrittenOff")
+    def _written_off(self, db: Writer, e: DomainEvent, position: int) -> None:
+        self._add(db, e.originator_id, -e.quantity, position)
+
+    @handles(InventoryItem, "StockReserved")
+    def _reserved(self, db: Writer, e: DomainEvent, position: int) -> None:
+        self._add(db, e.originator_id, -e.quantity, position)
+
+    @staticmethod
+    def _add(db: Writer, item_id: Any, quantity: int, position: int) -> None:
+        db.execute(
+            "UPDATE {products} SET on_hand = on_hand + %s, position = %s WHERE item_id = %s",
+            (quantity, position, item_id),
+        )
+
+
+class ProductCatalog:
+    """Queries: the catalog's answers (the `Catalog` protocol of web.bootstrap)."""
+
+    _COLUMNS = "sku, name, unit_amount, currency, on_hand"
+    _ONE = f'SELECT {_COLUMNS} FROM "{LIVE_SCHEMA}".products WHERE sku = %s'
+    _ALL = f'SELECT {_COLUMNS} FROM "{LIVE_SCHEMA}".products ORDER BY sku'
+
+    def __init__(
+        self,
+        store: ReadStore,
+        *,
+        consistent: bool = True,
+        wait_seconds: float = CONSISTENT_READ_WAIT_SECONDS,
+    ) -> None:
+        """`consistent`: each query first waits (at most `wait_seconds`) until the read model
+        has every event committed before it began, so a client reads what it just wrote,
+        whichever process runs the workers (costs one query when it is caught up)."""
+        self.store = store
+        self.consistent = consistent
+        self.wait_seconds = wait_seconds
+
+    def _catch_up(self) -> None:
+        if self.consistent:
+            self.store.wait_for_head([ProductsProjection.name], self.wait_seconds)
+
+    def product(self, sku: str) -> dict[str, Any]:
+        """`{"sku", "name", "unit_amount", "currency", "available"}`; raises UnknownProduct."""
+        if not storable(sku):
+            raise UnknownProduct(sku)
+        self._catch_up()
+        with self.store.cursor() as cursor:
+            try:
+                row = cursor.execute(self._ONE, (sku,)).fetchone()
+            except psycopg.errors.UndefinedTable:  # the runner has not set up the store yet
+                row = None
+        if row is None:
+            raise UnknownProduct(sku)
+        return _view(row)
+
+    def products(self) -> list[dict[str, Any]]:
+        """Every product, ordered by sku (byte order, as Python sorts ASCII)."""
+        self._catch_up()
+        with self.store.cursor() as cursor:
+            try:
+                rows = cursor.execute(self._ALL).fetchall()
+            except psycopg.errors.UndefinedTable:
+                return []
+        return [_view(row) for row in rows]
+
+
+def _view(row: tuple[Any, ...]) -> dict[str, Any]:
+    sku, name, unit_amount, currency, on_hand = row
+    return {
+        "sku": sku,
+        "name": name,
+        "unit_amount": int(unit_amount),
+        "currency": currency,
+        "available": int(on_hand),
+    }

@@ -1,0 +1,246 @@
+"""Connections for reading the read models, and waiting for them to catch up with a write."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, Protocol
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+from psycopg_pool import ConnectionPool
+
+from ledger.storage import (
+    CONNECT_TIMEOUT_SECONDS,
+    STATEMENT_TIMEOUT_MS,
+    Database,
+    transient_store_errors,
+)
+from projections.base import lock_key
+from projections.log import EVENTS_TABLE
+from projections.tracking import TRACKING, read_position, read_positions
+
+logger = logging.getLogger(__name__)
+
+# How long a consistent read waits for its read model to catch up before answering anyway.
+CONSISTENT_READ_WAIT_SECONDS = 1.0
+# At most one "are the workers running?" warning per this many seconds.
+WARN_EVERY_SECONDS = 10.0
+# Polling the tracking table from another process: first after 0.5 ms, then backing off to
+# this interval (a primary-key read costs ~0.1 ms locally).
+MAX_POLL_INTERVAL = 0.005
+
+
+class _LocalRunner(Protocol):
+    """A runner in this process (see runner.Workers), which can wake waiters itself."""
+
+    database: Database
+
+    def owns(self, name: str) -> bool: ...
+    def wait_until_processed(self, name: str, position: int, timeout: float) -> bool: ...
+
+
+_local_runners: list[_LocalRunner] = []
+_local_lock = threading.Lock()
+
+
+def register_local_runner(runner: _LocalRunner) -> None:
+    with _local_lock:
+        _local_runners.append(runner)
+
+
+def unregister_local_runner(runner: _LocalRunner) -> None:
+    with _local_lock:
+        if runner in _local_runners:
+            _local_runners.remove(runner)
+
+
+def _local_owner(database: Database, name: str) -> _LocalRunner | None:
+    with _local_lock:
+        for runner in _local_runners:
+            if runner.database.params == database.params and runner.owns(name):
+                return runner
+    return None
+
+
+class ReadStore:
+    """A pool of autocommit connections for read-model queries and for waiting on them."""
+
+    def __init__(self, database: Database, *, min_size: int = 1, max_size: int = 10) -> None:
+        self.database = database
+        conninfo = make_conninfo(
+            database.conninfo,
+            connect_timeout=str(CONNECT_TIMEOUT_SECONDS),
+            application_name="ledger-reads",
+        )
+        self.pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+            conninfo,
+            kwargs={"autocommit": True},
+            min_size=min_size,
+            max_size=max_size,
+            timeout=CONNECT_TIMEOUT_SECONDS,
+            configure=_configure,
+            check=ConnectionPool.check_connection,  # a connection broken by a restart is replaced
+            open=False,
+            name="ledger-reads",
+        )
+        self.pool.open(wait=False)
+        self._last_warning = -WARN_EVERY_SECONDS
+
+    @contextmanager
+    def cursor(self) -> Iterator[psycopg.Cursor[Any]]:
+        """A cursor on a pooled connection; a store that does not answer raises
+        StoreUnavailable (retryable)."""
+        with transient_store_errors(), self.pool.connection() as conn, conn.cursor() as cursor:
+            yield cursor
+
+    def close(self) -> None:
+        self.pool.close()
+
+    def head(self) -> int:
+        """The position of the last event in the log."""
+        with self.cursor() as cursor:
+            return _head(cursor)
+
+    def position(self, name: str) -> int | None:
+        with self.cursor() as cursor:
+            try:
+                return read_position(cursor, name)
+            except psycopg.errors.UndefinedTable:
+                return None
+
+    def positions(self) -> dict[str, int]:
+        """Every processor's position (lag = head() - position), for metrics."""
+        with self.cursor() as cursor:
+            try:
+                return read_positions(cursor)
+            except psycopg.errors.UndefinedTable:
+                return {}
+
+    def wait_for_position(self, name: str, position: int, timeout: float) -> bool:
+        """True once processor `name` has processed every event up to `position`; False when
+        `timeout` seconds pass first. Woken directly when the runner is in this process."""
+        local = _local_owner(self.database, name)
+        if local is not None:
+            return local.wait_until_processed(name, position, timeout)
+        with self.cursor() as cursor:
+            return poll_tracking(cursor, name, position, timeout)
+
+    def poll_position(self, name: str, position: int, timeout: float) -> bool:
+        """`wait_for_position` by polling the tracking table only."""
+        with self.cursor() as cursor:
+            return poll_tracking(cursor, name, position, timeout)
+
+    def wait_for_head(self, names: Iterable[str], timeout: float) -> bool:
+        """True once each named read model reflects every event committed before this call:
+        call it after a write, before answering, so the writer reads its own write."""
+        deadline = time.monotonic() + timeout
+        wanted = list(names)
+        with self.cursor() as cursor:
+            try:
+                row = cursor.execute(_HEAD_AND_POSITIONS, (wanted,)).fetchone()
+            except psycopg.errors.UndefinedTable:  # no runner has set the store up yet
+                row = None
+            if row is None:
+                row = (_head(cursor), [])
+        head, caught_up = int(row[0]), set(row[1] or [])
+        behind = [name for name in wanted if name not in caught_up and head > 0]
+        for name in behind:  # usually none: one query answered it
+            if _local_owner(self.database, name) is None and not self.is_running(name):
+                self._warn_behind(name, head, 0.0)  # nobody to wait for: answer now
+                return False
+            if not self.wait_for_position(name, head, max(0.0, deadline - time.monotonic())):
+                self._warn_behind(name, head, timeout)
+                return False
+        return True
+
+    def is_running(self, name: str) -> bool:
+        """Whether some process holds processor `name`'s lock (runs it) right now."""
+        key = lock_key("processor", name) & (2**64 - 1)
+        with self.cursor() as cursor:
+            row = cursor.execute(
+                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                " AND classid = %s::bigint::oid AND objid = %s::bigint::oid AND objsubid = 1)",
+                (key >> 32, key & 0xFFFFFFFF),
+            ).fetchone()
+        return bool(row and row[0])
+
+    def _warn_behind(self, name: str, head: int, timeout: float) -> None:
+        now = time.monotonic()
+        if now - self._last_warning < WARN_EVERY_SECONDS:
+            return
+        self._last_warning = now
+        logger.warning(
+            "read model %s is behind position %d (waited %.1fs): are the workers running "
+            "(`ledger serve` without --no-workers, or `ledger work`)?",
+            name,
+            head,
+            timeout,
+        )
+
+
+def wait_for_position(
+    source: Database | ReadStore, name: str, position: int, timeout: float
+) -> bool:
+    """True once processor `name` has processed every event up to `position` (a notification
+    id, e.g. `recordings[-1].notification.id` of a save); False after `timeout` seconds.
+
+    Usable from any process: waits on the in-process runner when there is one, else polls the
+    tracking table every few milliseconds (through the store's pool, or one connection)."""
+    if isinstance(source, ReadStore):
+        return source.wait_for_position(name, position, timeout)
+    local = _local_owner(source, name)
+    if local is not None:
+        return local.wait_until_processed(name, position, timeout)
+    with source.connect(autocommit=True) as conn, conn.cursor() as cursor:
+        return poll_tracking(cursor, name, position, timeout)
+
+
+def connect(database: Database, purpose: str, **kwargs: Any) -> psycopg.Connection[Any]:
+    """An autocommit connection named `ledger-<purpose>` in pg_stat_activity, with bounded
+    statements and lock waits."""
+    conn = database.connect(autocommit=True, application_name=f"ledger-{purpose}"[:63], **kwargs)
+    conn.execute("SET statement_timeout = '60s'")
+    conn.execute("SET lock_timeout = '10s'")
+    return conn
+
+
+def poll_tracking(cursor: psycopg.Cursor[Any], name: str, position: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    interval = 0.0005
+    while True:
+        try:
+            current = read_position(cursor, name)
+        except psycopg.errors.UndefinedTable:  # no runner has set the store up yet
+            current = None
+        if current is not None and current >= position:
+            return True
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        time.sleep(min(interval, remaining))
+        interval = min(interval * 2, MAX_POLL_INTERVAL)
+
+
+_HEAD_AND_POSITIONS = sql.SQL(
+    "WITH head AS (SELECT coalesce(max(notification_id), 0) AS position FROM {events})"
+    " SELECT head.position, array_agg(t.name) FILTER (WHERE t.position >= head.position)"
+    " FROM head LEFT JOIN {tracking} t ON t.name = ANY(%s) GROUP BY head.position"
+).format(events=EVENTS_TABLE, tracking=TRACKING)
+
+
+def _head(cursor: psycopg.Cursor[Any]) -> int:
+    row = cursor.execute(
+        sql.SQL("SELECT coalesce(max(notification_id), 0) FROM {}").format(EVENTS_TABLE)
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _configure(conn: psycopg.Connection[Any]) -> None:
+    conn.execute(f"SET statement_timeout = {int(STATEMENT_TIMEOUT_MS)}")

@@ -1,0 +1,91 @@
+"""The tracking table: how far through the log each processor has got."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from projections.base import LIVE_SCHEMA, TRACKING_TABLE
+
+TRACKING = sql.Identifier(LIVE_SCHEMA, TRACKING_TABLE)
+
+
+def ensure_tracking_table(cursor: psycopg.Cursor[Any]) -> None:
+    cursor.execute(
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} ("
+            " name text PRIMARY KEY,"
+            " position bigint NOT NULL DEFAULT 0,"
+            " version integer NOT NULL DEFAULT 0,"
+            " updated_at timestamptz NOT NULL DEFAULT now())"
+        ).format(TRACKING)
+    )
+
+
+def read_position(
+    cursor: psycopg.Cursor[Any], name: str, *, for_update: bool = False
+) -> int | None:
+    """The processor's position, or None when it has no tracking row (yet)."""
+    query = sql.SQL("SELECT position FROM {} WHERE name = %s").format(TRACKING)
+    if for_update:
+        query += sql.SQL(" FOR UPDATE")
+    row = cursor.execute(query, (name,)).fetchone()
+    return None if row is None else int(row[0])
+
+
+def read_positions(cursor: psycopg.Cursor[Any]) -> dict[str, int]:
+    rows = cursor.execute(sql.SQL("SELECT name, position FROM {}").format(TRACKING)).fetchall()
+    return {str(name): int(position) for name, position in rows}
+
+
+def read_version(cursor: psycopg.Cursor[Any], name: str) -> int | None:
+    row = cursor.execute(
+        sql.SQL("SELECT version FROM {} WHERE name = %s").format(TRACKING), (name,)
+    ).fetchone()
+    return None if row is None else int(row[0])
+
+
+def set_position(
+    cursor: psycopg.Cursor[Any],
+    name: str,
+    position: int,
+    *,
+    expected: int | None = None,
+    version: int | None = None,
+) -> bool:
+    """Moves the processor to `position` (only from `expected`, when given). Returns whether
+    the row changed: False means another runner moved it first."""
+    query = sql.SQL("UPDATE {} SET position = %s, updated_at = now()").format(TRACKING)
+    params: list[Any] = [position]
+    if version is not None:
+        query += sql.SQL(", version = %s")
+        params.append(version)
+    query += sql.SQL(" WHERE name = %s")
+    params.append(name)
+    if expected is not None:
+        query += sql.SQL(" AND position = %s")
+        params.append(expected)
+    cursor.execute(query, params)
+    return cursor.rowcount == 1
+
+
+def insert_tracking(cursor: psycopg.Cursor[Any], name: str, position: int, version: int) -> None:
+    """Starts a processor at `position`, or resets it there when it is already tracked."""
+    cursor.execute(
+        sql.SQL(
+            "INSERT INTO {} (name, position, version) VALUES (%s, %s, %s) "
+            "ON CONFLICT (name) DO UPDATE SET position = excluded.position,"
+            " version = excluded.version, updated_at = now()"
+        ).format(TRACKING),
+        (name, position, version),
+    )
+
+
+def start_tracking(cursor: psycopg.Cursor[Any], name: str) -> None:
+    """Starts a processor at the beginning of the log unless it is tracked already."""
+    cursor.execute(
+        sql.SQL("INSERT INTO {} (name) VALUES (%s) ON CONFLICT (name) DO NOTHING").format(TRACKING),
+        (name,),
+    )

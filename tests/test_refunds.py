@@ -1,0 +1,84 @@
+"""Paid but not fulfillable: the race for the last units, and the refunds that follow."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from ledger.storage import Database
+from tests.shop import Shop, eventually, running_shop
+
+
+@pytest.fixture
+def shop(database: Database) -> Iterator[Shop]:
+    with running_shop(database) as s:
+        yield s
+
+
+def statuses(shop: Shop, session_ids: list[str]) -> list[str]:
+    return [
+        shop.api.get(f"/api/checkout-sessions/{sid}/order").json()["status"] for sid in session_ids
+    ]
+
+
+def test_thirty_paid_sessions_racing_for_ten_units(shop: Shop) -> None:
+    shop.product("limited", unit_amount=2000, stock=10)
+    sessions = [shop.checkout(shop.cart(limited=1)) for _ in range(30)]
+    shop.stripe.webhook_url = None
+    for sid in sessions:
+        shop.stripe.complete(sid, "pay")
+    deliveries = [shop.stripe.build_event("checkout.session.completed", sid) for sid in sessions]
+    start = threading.Barrier(len(deliveries))
+    answers: list[int] = []
+
+    def deliver(payload: bytes, signature: str) -> None:
+        start.wait()
+        answers.append(shop.post_webhook(payload, signature).status_code)
+
+    threads = [threading.Thread(target=deliver, args=d) for d in deliveries]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert answers == [200] * 30
+    eventually(lambda: statuses(shop, sessions).count("refunded") == 20, timeout=30)
+    final = statuses(shop, sessions)
+    assert final.count("confirmed") == 10
+    assert final.count("refunded") == 20
+    assert shop.available("limited") == 0
+    refunds = shop.stripe.refunds()
+    assert len(refunds) == 20
+    assert all(r["idempotency_key"] for r in refunds)
+    assert len({r["payment_intent"] for r in refunds}) == 20
+    assert len({r["idempotency_key"] for r in refunds}) == 20
+    for r in refunds:
+        assert r["amount"] == 2000
+        assert r["metadata"]["order_id"]
+
+    # Stripe delivers everything again: nothing changes, no refund is issued twice.
+    for payload, signature in deliveries:
+        assert shop.post_webhook(payload, signature).status_code == 200
+    assert statuses(shop, sessions) == final
+    assert len(shop.stripe.refunds()) == 20
+    assert shop.available("limited") == 0
+
+
+def test_stripe_failing_along_the_way_still_ends_in_exactly_one_refund(shop: Shop) -> None:
+    shop.product("one", stock=1)
+    first = shop.checkout(shop.cart(one=1))
+    second = shop.checkout(shop.cart(one=1))
+    shop.stripe.complete(first, "pay")
+    shop.stripe.wait_for_deliveries(1)
+    # The next calls fail: the webhook's retrieve and the refund worker's first tries.
+    shop.stripe.fail_next(6, status=503)
+    shop.stripe.complete(second, "pay")
+
+    eventually(lambda: statuses(shop, [second]) == ["refunded"], timeout=30)
+    (refund,) = shop.stripe.refunds()
+    refund_calls = [q for q in shop.stripe.requests() if q["path"] == "/v1/refunds"]
+    assert {q["idempotency_key"] for q in refund_calls} == {refund["idempotency_key"]}
+    assert sum(q["failure_injected"] for q in shop.stripe.requests()) == 6
+    assert statuses(shop, [first]) == ["confirmed"]
