@@ -9,7 +9,7 @@ from starlette.routing import BaseRoute, Mount
 from web.bootstrap import STAND_IN_PREFIX, Services
 from web.errors import exception_handlers
 from web.middleware import RequestIdMiddleware
-from web.routes import carts, catalog, checkout, operations, stripe_webhooks
+from web.routes import carts, catalog, checkout, operations, pages, stripe_webhooks
 
 
 def create_app(services: Services) -> Starlette:
@@ -19,6 +19,7 @@ def create_app(services: Services) -> Starlette:
         *checkout.routes,
         *stripe_webhooks.routes,
         *operations.routes,
+        *pages.routes,
     ]
     if services.stand_in is not None:
         routes.append(Mount(STAND_IN_PREFIX, app=services.stand_in.app))
