@@ -22,9 +22,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ledger.storage import Database  # noqa: E402
-from tests.shop import running_shop  # noqa: E402
-from web.logs import configure_logging  # noqa: E402
+from tests.shop import running_shop
+
+from ledger.storage import Database
+from web.logs import configure_logging
 
 
 def percentiles(samples: list[float]) -> dict[str, float]:
