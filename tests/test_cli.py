@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -100,6 +101,19 @@ def test_serve_with_no_configuration_walks_the_whole_flow(tmp_path: Path) -> Non
             assert time.monotonic() < deadline, "the stand-in's webhook never converted the cart"
             time.sleep(0.1)
         assert api.get("/api/products/mug").json()["available"] == 1
+
+    # Structured logs: one JSON object per line; a webhook's lines carry its ids and outcome.
+    (log_file,) = tmp_path.glob("serve-*.log")
+    records = [
+        json.loads(line) for line in log_file.read_text().splitlines() if line.startswith("{")
+    ]
+    handled = [r for r in records if r.get("event") == "webhook_handled"]
+    assert handled, records
+    for record in handled:
+        assert record["request_id"] and record["stripe_event_id"].startswith("evt_")
+        assert record["session_id"] == checkout["checkout_session_id"]
+        assert record["outcome"] == "confirmed"
+    assert "s3cret" not in log_file.read_text()
 
     # The embedded store keeps everything across a restart.
     with serving(tmp_path) as url:
