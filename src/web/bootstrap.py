@@ -42,10 +42,6 @@ class Services:
     read_store: ReadStore
     stand_in: StripeStandIn | None = None
 
-    def read_your_writes(self, session_id: str) -> dict[str, Any] | None:
-        """The order status once the read model has caught up with every committed write."""
-        return self.order_status.get(session_id)
-
     def close(self) -> None:
         if self.stand_in is not None:
             self.stand_in.close()

@@ -49,11 +49,14 @@ class PollFulfillment:
                 self._last.popitem(last=False)
             return True
 
-    def maybe_fulfill(self, session_id: str, cause: str) -> None:
-        if self.due(session_id):
-            # On failure the webhook path records it; the poll only answers what is known.
-            with contextlib.suppress(PaymentProviderUnavailable, PaymentProviderRefused):
-                self.checkout.fulfill(session_id, cause)
+    def maybe_fulfill(self, session_id: str, cause: str) -> bool:
+        """Asks Stripe about the session unless it was asked recently; True when it asked."""
+        if not self.due(session_id):
+            return False
+        # On failure the webhook path records it; the poll only answers what is known.
+        with contextlib.suppress(PaymentProviderUnavailable, PaymentProviderRefused):
+            self.checkout.fulfill(session_id, cause)
+        return True
 
 
 async def begin_checkout(request: Request) -> JSONResponse:
@@ -84,19 +87,28 @@ async def begin_checkout(request: Request) -> JSONResponse:
     )
 
 
-async def order_status(request: Request) -> JSONResponse:
-    session_id = request.path_params["session_id"]
+async def current_order_status(request: Request, session_id: str) -> dict[str, Any] | None:
+    """The order status of a session (None when this ledger never created it): the read
+    model, after a rate-limited look at Stripe for a session still in flight."""
     svc = services(request)
     body = await in_store(request, svc.order_status.get, session_id)
+    if body is not None and body["status"] not in FINAL_STATUSES:
+        asked = await in_store(
+            request, svc.poll_fulfillment.maybe_fulfill, session_id, cause_of(request)
+        )
+        if asked:
+            body = await in_store(request, svc.order_status.get, session_id) or body
+    return body
+
+
+async def order_status(request: Request) -> JSONResponse:
+    body = await current_order_status(request, request.path_params["session_id"])
     if body is None:
         raise ApiError(
             404,
             "unknown_checkout_session",
             "This ledger never created a checkout session with that id.",
         )
-    if body["status"] not in FINAL_STATUSES:
-        await in_store(request, svc.poll_fulfillment.maybe_fulfill, session_id, cause_of(request))
-        body = await in_store(request, svc.read_your_writes, session_id) or body
     return JSONResponse(body)
 
 

@@ -124,7 +124,9 @@ async def _handle(request: Request) -> tuple[JSONResponse, str]:
         # Stripe will not answer differently next time: acknowledge, so it stops retrying.
         log.error("anomaly", kind="stripe_refused_retrieve", error=str(error))
         return _received(), "refused"
-    await in_store(request, svc.read_your_writes, session_id)
+    # Reading your own write: the read model's queries wait until it has applied every
+    # committed event, so once this returns, the storefront's next status poll shows it.
+    await in_store(request, svc.order_status.get, session_id)
     log.info("webhook_handled", outcome=result.status, order_id=str(result.order_id or ""))
     return _received(), result.status
 

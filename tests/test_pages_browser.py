@@ -1,0 +1,364 @@
+"""The customer-facing pages in a real headless Chromium: the checkout success page (every
+status, giving up, unknown sessions, no JavaScript) and the demo storefront end to end.
+
+The whole shop runs in real servers (`running_shop`): the ledger, and the Stripe stand-in
+whose pay page the storefront sends the customer to. Each test saves a screenshot under
+artifacts/screenshots/.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, ViewportSize, expect
+
+from ledger.storage import Database
+from tests.browser import DESKTOP, MOBILE, PageWatch, chromium, screenshot
+from tests.shop import Shop, running_shop
+
+pytestmark = pytest.mark.browser
+
+TIMEOUT = 3  # LEDGER_SUCCESS_PAGE_TIMEOUT for these tests, in seconds
+
+OpenPage = Callable[..., tuple[Page, PageWatch]]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with chromium() as b:
+        yield b
+
+
+@pytest.fixture
+def shop(database: Database) -> Iterator[Shop]:
+    with running_shop(database, LEDGER_SUCCESS_PAGE_TIMEOUT=TIMEOUT) as s:
+        yield s
+
+
+@pytest.fixture
+def open_page(browser: Browser) -> Iterator[OpenPage]:
+    """Opens a page in a fresh browser context (own cookies and storage)."""
+    contexts: list[BrowserContext] = []
+
+    def open_(
+        *, javascript: bool = True, viewport: ViewportSize = DESKTOP
+    ) -> tuple[Page, PageWatch]:
+        context = browser.new_context(
+            java_script_enabled=javascript, viewport=viewport, locale="en-US"
+        )
+        context.set_default_timeout(10_000)
+        contexts.append(context)
+        page = context.new_page()
+        watch = PageWatch()
+        watch.attach(page)
+        return page, watch
+
+    yield open_
+    for context in contexts:
+        context.close()
+
+
+def success_url(shop: Shop, session_id: str) -> str:
+    return f"{shop.url}/checkout/success?session_id={quote(session_id, safe='')}"
+
+
+def fits_width(page: Page, width: int) -> bool:
+    """No sideways scrolling: nothing on the page is wider than the viewport."""
+    scroll_width: int = page.evaluate("document.documentElement.scrollWidth")
+    return scroll_width <= width
+
+
+# ------------------------------------------------------------------------- success page
+
+
+def test_success_page_turns_from_processing_to_the_confirmation(
+    shop: Shop, open_page: OpenPage, request: pytest.FixtureRequest
+) -> None:
+    shop.product("mug", unit_amount=1250, stock=5)
+    shop.product("tea", unit_amount=800, stock=5)
+    session_id = shop.checkout(shop.cart(mug=2, tea=1))
+    shop.stripe.webhook_url = None  # the webhook comes when the test says so
+
+    page, watch = open_page()
+    page.goto(success_url(shop, session_id))
+    status = page.locator("[data-status]")
+    expect(status).to_have_attribute("data-status", "processing")
+    expect(status).to_have_attribute("role", "status")
+    expect(status.get_by_role("heading", level=1)).to_contain_text("confirming your payment")
+    expect(page.get_by_test_id("session-ref")).to_have_text(session_id)
+
+    shop.stripe.complete(session_id, "pay")
+    assert shop.deliver("checkout.session.completed", session_id).status_code == 200
+
+    expect(status).to_have_attribute("data-status", "confirmed")
+    expect(page).to_have_title(re.compile("order is confirmed"))
+    expect(page.locator("[data-status]")).to_have_count(1)
+    expect(page.get_by_test_id("order-total")).to_have_text("$33.00")
+    rows = status.locator("tbody tr")
+    expect(rows).to_have_count(2)
+    expect(rows.nth(0).locator("th, td")).to_have_text(["Product mug", "2", "$12.50", "$25.00"])
+    expect(rows.nth(1).locator("th, td")).to_have_text(["Product tea", "1", "$8.00", "$8.00"])
+    expect(status).to_contain_text("payment of $33.00")
+    expect(page.get_by_test_id("order-id")).to_have_text(str(shop.order(session_id).id))
+
+    polls = watch.status_polls()
+    assert polls >= 1
+    page.wait_for_timeout(1600)  # longer than the next backoff step
+    assert watch.status_polls() == polls, "the page kept polling after a final status"
+    assert watch.errors == []
+    screenshot(page, request.node.name)
+
+
+def test_success_page_shows_a_delayed_payment_then_its_failure(
+    shop: Shop, open_page: OpenPage, request: pytest.FixtureRequest
+) -> None:
+    shop.product("mug", unit_amount=1250, stock=5)
+    session_id = shop.checkout(shop.cart(mug=1))
+    shop.stripe.complete(session_id, "pay_later")
+    shop.stripe.wait_for_deliveries(1)
+
+    page, watch = open_page()
+    page.goto(success_url(shop, session_id))
+    status = page.locator("[data-status]")
+    expect(status).to_have_attribute("data-status", "awaiting_payment")
+    expect(status).to_contain_text("Your payment is on its way")
+
+    shop.stripe.complete(session_id, "async_fail")
+    shop.stripe.wait_for_deliveries(2)
+
+    expect(status).to_have_attribute("data-status", "payment_failed")
+    expect(status).to_contain_text("didn't go through")
+    expect(status).to_contain_text("nothing was charged")
+    expect(status.get_by_role("link", name="Back to the shop")).to_have_attribute("href", "/")
+    assert watch.errors == []
+    screenshot(page, request.node.name)
+
+
+def test_success_page_shows_a_refund_when_the_stock_was_gone(
+    shop: Shop,
+    open_page: OpenPage,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The refund worker runs in the background; hold its call to Stripe until the page has
+    # shown the refund as pending, so that both statuses are seen for certain.
+    release = threading.Event()
+    refund = shop.services.gateway.refund
+
+    def held_refund(*args: Any, **kwargs: Any) -> Any:
+        release.wait(10)
+        return refund(*args, **kwargs)
+
+    monkeypatch.setattr(shop.services.gateway, "refund", held_refund)
+    try:
+        shop.product("mug", unit_amount=1250, stock=1)
+        session_id = shop.checkout(shop.cart(mug=1))
+        r = shop.api.post("/api/products/mug/stock", json={"quantity": -1}, headers=shop.admin())
+        assert r.status_code == 200, r.text  # sold elsewhere while the customer pays
+        shop.stripe.complete(session_id, "pay")
+        shop.stripe.wait_for_deliveries(1)
+
+        page, watch = open_page()
+        page.goto(success_url(shop, session_id))
+        status = page.locator("[data-status]")
+        expect(status).to_have_attribute("data-status", "refund_pending")
+        expect(status).to_contain_text("can't fulfil this order")
+        expect(status).to_contain_text("refunding the full $12.50")
+        order_id = str(shop.order(session_id).id)
+        expect(page.get_by_test_id("order-id")).to_have_text(order_id)
+    finally:
+        release.set()
+
+    expect(status).to_have_attribute("data-status", "refunded")
+    expect(status).to_contain_text("refunded the full $12.50")
+    expect(page.get_by_test_id("order-id")).to_have_text(order_id)
+    assert len(shop.stripe.refunds()) == 1
+    assert watch.errors == []
+    screenshot(page, request.node.name)
+
+
+def test_success_page_gives_up_after_the_configured_limit(
+    shop: Shop, open_page: OpenPage, request: pytest.FixtureRequest
+) -> None:
+    shop.product("mug", stock=5)
+    session_id = shop.checkout(shop.cart(mug=1))  # never paid: stays processing
+
+    page, watch = open_page(viewport=MOBILE)
+    started = time.monotonic()
+    page.goto(success_url(shop, session_id))
+    status = page.locator("[data-status]")
+    expect(status).to_have_attribute("data-status", "processing")
+
+    expect(status).to_have_attribute("data-status", "timeout", timeout=TIMEOUT * 1000 + 3000)
+    waited = time.monotonic() - started
+    assert TIMEOUT - 0.5 <= waited <= TIMEOUT + 2, waited
+    expect(status).to_contain_text(session_id)
+    expect(status).to_contain_text("e-mail")
+    expect(status).to_contain_text("support")
+    expect(status).to_contain_text(f"{TIMEOUT} seconds")
+    expect(page.get_by_test_id("check-again")).to_be_visible()
+    polls = watch.status_polls()
+    assert 1 <= polls <= 3, polls  # 1 s, then 1.5 s later; the limit comes before the third
+    page.wait_for_timeout(1200)
+    assert watch.status_polls() == polls
+    assert fits_width(page, MOBILE["width"])
+    assert watch.errors == []
+    screenshot(page, request.node.name)
+
+
+def test_unknown_session_missing_reference_and_no_markup_echoed(
+    shop: Shop, open_page: OpenPage, request: pytest.FixtureRequest
+) -> None:
+    page, watch = open_page()
+    response = page.goto(f"{shop.url}/checkout/success")
+    assert response is not None and response.status == 400
+    assert "text/html" in response.headers["content-type"]
+    expect(page.get_by_role("heading", level=1)).to_contain_text("missing its checkout reference")
+
+    response = page.goto(f"{shop.url}/checkout/success?session_id=%20")
+    assert response is not None and response.status == 400
+
+    hostile = "cs_test_<img src=x onerror=alert(1)><script>alert(2)</script>"
+    response = page.goto(success_url(shop, hostile))
+    assert response is not None and response.status == 200
+    status = page.locator("[data-status]")
+    expect(status).to_have_attribute("data-status", "unknown")
+    expect(status.get_by_role("heading", level=1)).to_have_text("We can't find this checkout")
+    expect(status.locator("code")).to_have_text(hostile)
+    expect(page.get_by_test_id("session-ref")).to_have_text(hostile)
+    # It stays "unknown": no more polling after the second 404, and no giving up later.
+    page.wait_for_timeout(TIMEOUT * 1000 + 500)
+    expect(status).to_have_attribute("data-status", "unknown")
+    assert watch.status_polls() == 1
+    assert page.locator("main img, main script").count() == 0
+    assert watch.dialogs == []
+    assert watch.errors == []
+    screenshot(page, request.node.name)
+
+
+def test_success_page_without_javascript_renders_the_status_on_the_server(
+    shop: Shop, open_page: OpenPage, request: pytest.FixtureRequest
+) -> None:
+    shop.product("mug", unit_amount=2500, stock=5)
+    session_id = shop.checkout(shop.cart(mug=1))
+    shop.stripe.webhook_url = None
+
+    page, watch = open_page(javascript=False)
+    page.goto(success_url(shop, session_id))
+    status = page.locator("[data-status]")
+    expect(status).to_have_attribute("data-status", "processing")
+    shop.stripe.complete(session_id, "pay")
+    assert shop.deliver("checkout.session.completed", session_id).status_code == 200
+    # (Playwright's text search skips <noscript>; a CSS locator finds it.)
+    expect(page.locator("noscript [data-testid=refresh-note]")).to_contain_text(
+        "checks again every 3 seconds"
+    )
+
+    # The <noscript> meta refresh loads the page again, rendered with the new status.
+    expect(status).to_have_attribute("data-status", "confirmed", timeout=8000)
+    assert "started=" in page.url
+    expect(page.locator("noscript [data-testid=refresh-note]")).to_have_count(0)
+    expect(page.get_by_test_id("order-total")).to_have_text("$25.00")
+    expect(status.locator("tbody tr th, tbody tr td")).to_have_text(
+        ["Product mug", "1", "$25.00", "$25.00"]
+    )
+    assert watch.status_polls() == 0
+    assert watch.errors == []
+    screenshot(page, request.node.name)
+
+
+# ------------------------------------------------------------------------- storefront
+
+
+def test_storefront_cart_checkout_pay_and_confirmation(
+    shop: Shop, open_page: OpenPage, request: pytest.FixtureRequest
+) -> None:
+    shop.product("mug", unit_amount=1250, stock=5)
+    shop.product("tea", unit_amount=800, stock=5)
+    page, watch = open_page(viewport=MOBILE)
+
+    page.goto(f"{shop.url}/")
+    expect(page.get_by_test_id("product-mug")).to_contain_text("$12.50")
+    expect(page.get_by_test_id("available-mug")).to_have_text("Only 5 left")
+    page.get_by_test_id("add-mug").click()
+    expect(page.get_by_test_id("qty-mug")).to_have_value("1")
+    page.get_by_test_id("add-mug").click()
+    expect(page.get_by_test_id("qty-mug")).to_have_value("2")
+    page.get_by_test_id("add-tea").click()
+    expect(page.get_by_test_id("cart-total")).to_have_text("$33.00")
+    page.get_by_label("Quantity of Product tea").fill("3")
+    page.get_by_label("Quantity of Product tea").blur()
+    expect(page.get_by_test_id("cart-total")).to_have_text("$49.00")
+    page.get_by_test_id("remove-tea").click()
+    expect(page.get_by_test_id("qty-tea")).to_have_count(0)
+    expect(page.get_by_test_id("cart-total")).to_have_text("$25.00")
+
+    assert fits_width(page, MOBILE["width"])
+    cart_id = page.evaluate("localStorage.getItem('ledger-demo-cart-id')")
+    assert cart_id and f"cart_id={cart_id}" in page.url
+    assert shop.get_cart(cart_id)["amount_total"] == 2500
+
+    page.get_by_test_id("checkout").click()
+    page.wait_for_url(f"{shop.stripe.public_base_url}/pay/**")
+    page.locator("[data-action=pay]").click()
+
+    page.wait_for_url(re.compile(re.escape(f"{shop.url}/checkout/success?session_id=")))
+    status = page.locator("[data-status]")
+    expect(status).to_have_attribute("data-status", "confirmed")
+    expect(page.get_by_test_id("order-total")).to_have_text("$25.00")
+    expect(status.locator("tbody tr th, tbody tr td")).to_have_text(
+        ["Product mug", "2", "$12.50", "$25.00"]
+    )
+    assert shop.get_cart(cart_id)["status"] == "converted"
+    assert shop.available("mug") == 3
+    assert fits_width(page, MOBILE["width"])
+    assert watch.errors == []
+    screenshot(page, request.node.name)
+
+    # Back in the shop, the paid cart is gone and a new one starts empty.
+    status.get_by_role("link", name="Continue shopping").click()
+    expect(page.get_by_test_id("cart-empty")).to_be_visible()
+    expect(page.get_by_test_id("available-mug")).to_have_text("Only 3 left")
+    assert page.evaluate("localStorage.getItem('ledger-demo-cart-id')") is None
+
+
+def test_storefront_empty_catalog_out_of_stock_and_cancelled_checkout(
+    shop: Shop, open_page: OpenPage, request: pytest.FixtureRequest
+) -> None:
+    page, watch = open_page()
+    page.goto(f"{shop.url}/")
+    hint = page.get_by_test_id("empty-catalog")
+    expect(hint).to_be_visible()
+    expect(hint).to_contain_text(f"curl -X PUT {shop.url}/api/products/mug")
+    expect(hint).to_contain_text("Authorization: Bearer $LEDGER_ADMIN_TOKEN")
+
+    shop.product("mug", unit_amount=1250, stock=1)
+    page.reload()
+    expect(hint).to_be_hidden()
+    page.get_by_test_id("add-mug").click()
+    expect(page.get_by_test_id("qty-mug")).to_have_value("1")
+    page.get_by_test_id("add-mug").click()
+    expect(page.get_by_test_id("qty-mug")).to_have_value("2")
+
+    page.get_by_test_id("checkout").click()
+    notice = page.get_by_test_id("notice")
+    expect(notice).to_contain_text("Product mug: you asked for 2, only 1 available.")
+    page.get_by_test_id("fit-to-stock").click()
+    expect(page.get_by_test_id("qty-mug")).to_have_value("1")
+
+    page.get_by_test_id("checkout").click()
+    page.wait_for_url(f"{shop.stripe.public_base_url}/pay/**")
+    page.locator("[data-action=expire]").click()  # leaves Stripe through the cancel URL
+
+    page.wait_for_url(re.compile(re.escape(f"{shop.url}/?cart_id=")))
+    expect(notice).to_contain_text("Checkout cancelled")
+    expect(page.get_by_test_id("qty-mug")).to_have_value("1")
+    assert "checkout=cancelled" not in page.url  # a reload does not repeat the notice
+    assert watch.errors == []
+    screenshot(page, request.node.name)
