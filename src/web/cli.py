@@ -49,7 +49,14 @@ def serve(args: argparse.Namespace) -> int:
     try:
         if workers is not None:
             workers.start()
-        uvicorn.run(create_app(services), host=args.host, port=args.port, log_level="warning")
+        uvicorn.run(
+            create_app(services),
+            host=args.host,
+            port=args.port,
+            log_config=None,  # uvicorn's own lines go through our JSON handler too
+            log_level="warning",
+            access_log=False,  # the request middleware logs each request, with its id
+        )
     finally:
         if workers is not None:
             workers.stop()
