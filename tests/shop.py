@@ -93,6 +93,13 @@ class Shop:
         payload, signature = self.stripe.build_event(event_type, session_id)
         return self.post_webhook(payload, signature)
 
+    def status(self, session_id: str) -> str:
+        """What the storefront's status poll answers for the session."""
+        r = self.api.get(f"/api/checkout-sessions/{session_id}/order")
+        assert r.status_code == 200, r.text
+        status: str = r.json()["status"]
+        return status
+
     def order(self, session_id: str) -> Any:
         from ledger.domain import order_id_for
 

@@ -54,6 +54,7 @@ def test_checkout_creates_a_stripe_session_for_the_priced_cart(shop: Shop) -> No
     (create,) = [q for q in shop.stripe.requests() if q["path"] == "/v1/checkout/sessions"]
     assert create["idempotency_key"]
     assert shop.get_cart(cart_id)["status"] == "checking_out"
+    assert shop.status(body["checkout_session_id"]) == "processing"
 
 
 def test_checkout_refuses_short_stock_and_empty_carts(shop: Shop) -> None:
@@ -86,6 +87,15 @@ def test_paying_places_the_order_takes_stock_and_converts_the_cart(shop: Shop) -
     assert order is not None and order.status == "confirmed"
     assert shop.available("mug") == 3
     assert shop.get_cart(cart_id)["status"] == "converted"
+    poll = shop.api.get(f"/api/checkout-sessions/{session_id}/order").json()
+    assert poll == {
+        "checkout_session_id": session_id,
+        "status": "confirmed",
+        "order_id": str(order.id),
+        "amount_total": 2 * 1250,
+        "currency": "usd",
+        "items": [{"sku": "mug", "name": "Product mug", "quantity": 2, "unit_amount": 1250}],
+    }
 
 
 def test_one_event_delivered_ten_times_eight_at_once_places_one_order(
@@ -142,6 +152,7 @@ def test_delayed_payment_waits_then_clears(shop: Shop) -> None:
     shop.stripe.complete(session_id, "pay_later")
     shop.stripe.wait_for_deliveries(1)
     assert shop.order(session_id).status == "awaiting_payment"
+    assert shop.status(session_id) == "awaiting_payment"
     assert shop.available("mug") == 5  # nothing taken before the money clears
     assert shop.get_cart(cart_id)["status"] == "checking_out"
 
@@ -161,6 +172,7 @@ def test_delayed_payment_that_fails_reopens_the_cart(shop: Shop) -> None:
     shop.stripe.wait_for_deliveries(2)
 
     assert shop.order(session_id).status == "payment_failed"
+    assert shop.status(session_id) == "payment_failed"
     assert shop.get_cart(cart_id)["status"] == "open"
     assert shop.available("mug") == 5
 
@@ -174,6 +186,7 @@ def test_expired_session_reopens_the_cart_without_an_order(shop: Shop) -> None:
     shop.stripe.wait_for_deliveries(1)
 
     assert shop.order(session_id) is None
+    assert shop.status(session_id) == "expired"
     assert shop.get_cart(cart_id)["status"] == "open"
 
 
@@ -275,6 +288,9 @@ def test_a_session_this_ledger_never_created_places_no_order(
     assert r2.status_code == 200
     assert count_rows(database, EVENTS) == before
     assert shop.order(foreign.id) is None
+    unknown = shop.api.get(f"/api/checkout-sessions/{foreign.id}/order")
+    assert unknown.status_code == 404
+    assert unknown.json()["error"]["code"] == "unknown_checkout_session"
 
 
 def test_stripe_failing_gives_5xx_then_a_clean_success(shop: Shop, database: Database) -> None:
