@@ -13,7 +13,6 @@ from uuid import UUID
 import structlog
 
 from ledger.application import Ledger, PaidCheckout, Shortage
-from ledger.domain import order_id_for
 from ledger.domain.cart import CONVERTED
 from ledger.domain.errors import CartClosed, DomainError, EmptyCart, UnknownCheckoutSession
 from ledger.payments import CheckoutLine, CreatedCheckout, NewCheckout, PaymentGateway
@@ -123,9 +122,6 @@ class Checkout:
             )
             return Outcome(session_id, order.status, order.id)
         return Outcome(session_id, "processing")
-
-    def order_id(self, session_id: str) -> UUID:
-        return order_id_for(session_id)
 
     def _anomaly(self, session_id: str, kind: str) -> Outcome:
         log.warning("anomaly", kind=kind, session_id=session_id)

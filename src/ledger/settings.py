@@ -47,7 +47,3 @@ class Settings(BaseSettings):
     def auditor_tokens(self) -> list[str]:
         raw = self.auditor_token.get_secret_value() if self.auditor_token else ""
         return _split(raw)
-
-    @property
-    def uses_stripe_stand_in(self) -> bool:
-        return self.stripe_api_key is None
