@@ -32,12 +32,12 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 @contextmanager
-def serving(workdir: Path, **env: str) -> Iterator[str]:
+def serving(workdir: Path, *args: str, **env: str) -> Iterator[str]:
     port = free_port()
     log_path = workdir / f"serve-{port}.log"
     log_file = log_path.open("w")
     proc = subprocess.Popen(
-        [*LEDGER, "serve", "--port", str(port)],
+        [*LEDGER, "serve", "--port", str(port), *args],
         cwd=workdir,
         env=clean_env(**env),
         stdout=log_file,
@@ -120,6 +120,21 @@ def test_serve_with_no_configuration_walks_the_whole_flow(tmp_path: Path) -> Non
         assert httpx.get(f"{url}/api/products/mug").json()["available"] == 1
         assert httpx.get(f"{url}/api/carts/{cart_id}").json()["status"] == "converted"
     assert (tmp_path / ".ledger" / "pgdata" / "PG_VERSION").exists()
+
+
+def test_serve_demo_lists_products_for_the_storefront(tmp_path: Path) -> None:
+    with serving(tmp_path, "--demo") as url:
+        products = httpx.get(f"{url}/api/products").json()["products"]
+        page = httpx.get(f"{url}/")
+    assert len(products) == 4
+    assert all(p["available"] > 0 for p in products)
+    assert page.status_code == 200
+    assert "text/html" in page.headers["content-type"]
+
+    # A second start adds nothing twice.
+    with serving(tmp_path, "--demo") as url:
+        again = httpx.get(f"{url}/api/products").json()["products"]
+    assert again == products
 
 
 def run_ledger(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:

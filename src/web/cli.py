@@ -32,6 +32,7 @@ def serve(args: argparse.Namespace) -> int:
 
     from web.app import create_app
     from web.bootstrap import background_workers, bootstrap
+    from web.demo import seed_demo_products
     from web.logs import configure_logging, log
 
     configure_logging()
@@ -45,6 +46,9 @@ def serve(args: argparse.Namespace) -> int:
         store=services.database.describe(),
         stripe="stand-in" if services.stand_in else "stripe",
     )
+    if args.demo:
+        added = seed_demo_products(services.ledger)
+        log.info("demo_products", added=added, storefront=f"{listen_url}/")
     workers = None if args.no_workers else background_workers(services)
     try:
         if workers is not None:
@@ -100,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument("--port", type=int, default=8000)
     serve_cmd.add_argument(
         "--no-workers", action="store_true", help="do not run the background workers here"
+    )
+    serve_cmd.add_argument(
+        "--demo", action="store_true", help="add a few demo products (with stock) if missing"
     )
     serve_cmd.set_defaults(handler=serve)
     commands.add_parser("work", help="run the background workers alone").set_defaults(handler=work)
