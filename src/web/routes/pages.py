@@ -54,13 +54,13 @@ STATUS_TEXTS: dict[str, tuple[str, str]] = {
     "awaiting_payment": (
         "Thank you! Your payment is on its way",
         "Your payment method takes a little longer to clear, sometimes a few business days. "
-        "There is nothing more you need to do: we'll confirm your order by e-mail as soon as "
-        "the payment arrives.",
+        "There is nothing more you need to do: the order is confirmed as soon as the payment "
+        "arrives. Keep this page's address to come back and check.",
     ),
     "confirmed": (
         "Thank you! Your order is confirmed",
         "We've received your payment of {amount} and set your items aside. "
-        "A confirmation will also arrive by e-mail.",
+        "Keep this page's address as your record of the order.",
     ),
     "payment_failed": (
         "Your payment didn't go through",
@@ -92,9 +92,9 @@ STATUS_TEXTS: dict[str, tuple[str, str]] = {
     ),
     "timeout": (
         "We've stopped checking for now",
-        "{last} We checked for {seconds} seconds without a final answer. Your confirmation "
-        "will also arrive by e-mail. If it doesn't, contact the shop's support and quote your "
-        "payment reference, which you may want to note down now: {reference}",
+        "{last} We checked for {seconds} seconds without a final answer. Reload this page in "
+        "a little while to check again. If it still has no answer, contact the shop's support "
+        "and quote your payment reference, which you may want to note down now: {reference}",
     ),
 }
 
