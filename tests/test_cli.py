@@ -178,6 +178,12 @@ def test_a_malformed_database_url_is_one_clear_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_empty_variables_count_as_unset(tmp_path: Path) -> None:
+    # As a compose file's `STRIPE_API_KEY: ${STRIPE_API_KEY:-}` leaves them.
+    with serving(tmp_path, STRIPE_API_KEY="", STRIPE_WEBHOOK_SECRET="") as url:
+        assert httpx.get(f"{url}/readyz").status_code == 200
+
+
 def test_a_dotenv_file_configures_the_ledger(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("STRIPE_API_KEY=sk_test_from_dotenv\n")
     result = run_ledger(tmp_path, "serve")

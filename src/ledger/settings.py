@@ -15,8 +15,13 @@ def _split(value: str | None) -> list[str]:
 class Settings(BaseSettings):
     """Every knob the ledger reads. Names are the contract's environment variables."""
 
+    # An empty variable counts as unset, as `STRIPE_API_KEY=` in a compose file means.
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
+        env_file=".env",
+        env_file_encoding="utf-8",
+        env_ignore_empty=True,
+        extra="ignore",
+        populate_by_name=True,
     )
 
     database_url: str | None = Field(default=None, alias="LEDGER_DATABASE_URL")
