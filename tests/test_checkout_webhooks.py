@@ -291,6 +291,9 @@ def test_a_session_this_ledger_never_created_places_no_order(
     unknown = shop.api.get(f"/api/checkout-sessions/{foreign.id}/order")
     assert unknown.status_code == 404
     assert unknown.json()["error"]["code"] == "unknown_checkout_session"
+    metrics = shop.api.get("/metrics").text
+    assert 'ledger_anomalies_total{kind="not_started_by_this_ledger"}' in metrics
+    assert "ledger_webhook_seconds_bucket" in metrics
 
 
 def test_stripe_failing_gives_5xx_then_a_clean_success(shop: Shop, database: Database) -> None:

@@ -101,15 +101,16 @@ class Checkout:
                 ),
                 cause,
             )
-            if order.rejection_reason == "amount_mismatch":
-                log.warning(
-                    "anomaly",
-                    kind="amount_mismatch",
-                    session_id=session_id,
-                    charged=session.amount_total,
-                    priced=order.amount_total,
-                )
-            return Outcome(session_id, order.status, order.id)
+            if order.rejection_reason != "amount_mismatch":
+                return Outcome(session_id, order.status, order.id)
+            log.warning(
+                "anomaly",
+                kind="amount_mismatch",
+                session_id=session_id,
+                charged=session.amount_total,
+                priced=order.amount_total,
+            )
+            return Outcome(session_id, order.status, order.id, anomaly="amount_mismatch")
         if session.status == "expired":
             self.ledger.record_expired(session_id, cart_id, cause)
             return Outcome(session_id, "expired")

@@ -12,3 +12,8 @@ WEBHOOK_LATENCY = Histogram(
     "Time to answer a Stripe webhook delivery",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+ANOMALIES = Counter(
+    "ledger_anomalies_total",
+    "Webhook events the ledger recorded nothing for because something was off",
+    ["kind"],
+)

@@ -23,7 +23,7 @@ from ledger.payments import PaymentProviderRefused, PaymentProviderUnavailable
 from ledger.storage import StoreUnavailable
 from web.context import in_store, services
 from web.errors import ApiError, error_response
-from web.metrics import WEBHOOK_LATENCY, WEBHOOK_OUTCOMES
+from web.metrics import ANOMALIES, WEBHOOK_LATENCY, WEBHOOK_OUTCOMES
 from web.requests import read_limited
 
 log = structlog.get_logger("ledger.webhooks")
@@ -115,10 +115,11 @@ async def _handle(request: Request) -> tuple[JSONResponse, str]:
         )
     except (PaymentProviderUnavailable, StoreUnavailable, ConcurrentModification) as error:
         log.warning("webhook_retry_later", error=str(error))
-        return _unavailable(str(error)), "retry_later"
+        return _unavailable(), "retry_later"
     except DomainError as error:
         # The session's state does not allow what this event asks; retrying will not help.
         log.error("anomaly", kind=error.code, error=str(error))
+        ANOMALIES.labels(kind=error.code).inc()
         return _received(), "anomaly"
     except PaymentProviderRefused as error:
         # Stripe will not answer differently next time: acknowledge, so it stops retrying.
@@ -127,6 +128,8 @@ async def _handle(request: Request) -> tuple[JSONResponse, str]:
     # Reading your own write: the read model's queries wait until it has applied every
     # committed event, so once this returns, the storefront's next status poll shows it.
     await in_store(request, svc.order_status.get, session_id)
+    if result.anomaly:
+        ANOMALIES.labels(kind=result.anomaly).inc()
     log.info("webhook_handled", outcome=result.status, order_id=str(result.order_id or ""))
     return _received(), result.status
 
@@ -135,7 +138,7 @@ def _received() -> JSONResponse:
     return JSONResponse({"received": True})
 
 
-def _unavailable(reason: str) -> JSONResponse:
+def _unavailable() -> JSONResponse:
     return error_response(
         503, "temporarily_unavailable", "Could not record the event yet; Stripe will retry."
     )
