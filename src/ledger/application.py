@@ -13,7 +13,7 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError
 
 from ledger.domain import Cart, InventoryItem, Order, inventory_item_id, order_id_for
-from ledger.domain.cart import CONVERTED
+from ledger.domain.cart import CONVERTED, SESSION_PROCESSING
 from ledger.domain.errors import (
     CurrencyMismatch,
     DomainError,
@@ -256,7 +256,7 @@ class Ledger(Application[UUID]):
 
         def decide() -> Cart:
             cart = self.get_cart(cart_id)
-            if cart.checkout(session_id)["state"] == "processing":
+            if cart.checkout(session_id)["state"] == SESSION_PROCESSING:
                 cart.record_expired(session_id, cause)
                 self.save(cart)
             return cart

@@ -7,6 +7,8 @@ reports it now, which makes duplicates and out-of-order deliveries harmless.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -67,9 +69,10 @@ class Checkout:
                 ],
                 success_url=f"{self.public_url}/checkout/success?session_id={{CHECKOUT_SESSION_ID}}",
                 cancel_url=f"{self.public_url}/?cart_id={cart.id}&checkout=cancelled",
-                # The same cart state always asks for the same session, so a retried request
-                # (ours or the SDK's) cannot open a second one.
-                idempotency_key=f"checkout-{cart.id}-v{cart.version}",
+                # The same cart at the same prices always asks for the same session, so a
+                # retried request (ours or the SDK's) cannot open a second one; a price change
+                # makes a new key rather than an idempotency clash at Stripe.
+                idempotency_key=f"checkout-{cart.id}-v{cart.version}-{_digest(priced.snapshot())}",
             )
         )
         self.ledger.start_checkout(priced, created.session_id, cause)
@@ -127,6 +130,10 @@ class Checkout:
     def _anomaly(self, session_id: str, kind: str) -> Outcome:
         log.warning("anomaly", kind=kind, session_id=session_id)
         return Outcome(session_id, "ignored", anomaly=kind)
+
+
+def _digest(value: object) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _uuid(value: str | None) -> UUID | None:
