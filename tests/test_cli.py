@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 
+from ledger.storage import Database
 from tests.shop import free_port
 
 LEDGER = [sys.executable, "-m", "web.cli"]
@@ -135,6 +136,44 @@ def test_serve_demo_lists_products_for_the_storefront(tmp_path: Path) -> None:
     with serving(tmp_path, "--demo") as url:
         again = httpx.get(f"{url}/api/products").json()["products"]
     assert again == products
+
+
+def test_workers_in_their_own_process_and_a_rebuild(tmp_path: Path, database: Database) -> None:
+    url_env = {"LEDGER_DATABASE_URL": database.conninfo_url(), "LEDGER_ADMIN_TOKEN": "s3cret"}
+    admin = {"Authorization": "Bearer s3cret"}
+    with serving(tmp_path, "--no-workers", **url_env) as url, httpx.Client(base_url=url) as api:
+        api.put(
+            "/api/products/mug",
+            json={"name": "Mug", "unit_amount": 900, "currency": "usd"},
+            headers=admin,
+        )
+        api.post("/api/products/mug/stock", json={"quantity": 4}, headers=admin)
+        # Nobody runs the read models yet: the catalog does not know the product.
+        assert api.get("/api/products/mug").status_code == 404
+
+        worker = subprocess.Popen(
+            [*LEDGER, "work"],
+            cwd=tmp_path,
+            env=clean_env(**url_env),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 20
+            while api.get("/api/products/mug").status_code != 200:
+                assert time.monotonic() < deadline, "ledger work never built the read model"
+                time.sleep(0.1)
+            assert api.get("/api/products/mug").json()["available"] == 4
+
+            rebuilt = run_ledger(tmp_path, "projections", "rebuild", **url_env)
+            assert rebuilt.returncode == 0, rebuilt.stderr
+            assert "order_status" in rebuilt.stdout and "products" in rebuilt.stdout
+            assert api.get("/api/products").json()["products"] == [
+                {"sku": "mug", "name": "Mug", "unit_amount": 900, "currency": "usd", "available": 4}
+            ]
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            assert worker.wait(timeout=20) == 0
 
 
 def run_ledger(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
