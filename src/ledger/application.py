@@ -41,6 +41,7 @@ class PricedLine:
     name: str
     quantity: int
     unit_amount: int
+    on_hand: int  # as read when the cart was priced
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,12 @@ class PricedCart:
         return [
             {"sku": x.sku, "name": x.name, "quantity": x.quantity, "unit_amount": x.unit_amount}
             for x in self.lines
+        ]
+
+    def shortages(self) -> list[Shortage]:
+        """Lines the stock on hand (when priced) cannot cover."""
+        return [
+            Shortage(x.sku, x.quantity, x.on_hand) for x in self.lines if x.quantity > x.on_hand
         ]
 
 
@@ -151,27 +158,19 @@ class Ledger(Application[UUID]):
 
     def price(self, cart: Cart) -> PricedCart:
         items = [self.get_product(sku) for sku in sorted(cart.lines)]
-        lines = [PricedLine(i.sku, i.name, cart.lines[i.sku], i.unit_amount) for i in items]
+        lines = [
+            PricedLine(i.sku, i.name, cart.lines[i.sku], i.unit_amount, i.on_hand) for i in items
+        ]
         return PricedCart(cart, lines, items[0].currency if items else None)
-
-    def shortages(self, priced: PricedCart) -> list[Shortage]:
-        """Lines the stock on hand cannot cover right now."""
-        short = []
-        for line in priced.lines:
-            on_hand = self.get_product(line.sku).on_hand
-            if line.quantity > on_hand:
-                short.append(Shortage(line.sku, line.quantity, on_hand))
-        return short
 
     def start_checkout(self, priced: PricedCart, session_id: str, cause: str) -> Cart:
         """Records that a checkout session was created for exactly this priced cart."""
-        assert priced.currency is not None
+        currency = priced.currency
+        assert currency is not None
 
         def decide() -> Cart:
             cart = self.get_cart(priced.cart.id)
-            cart.start_checkout(
-                session_id, priced.snapshot(), priced.amount_total, priced.currency or "", cause
-            )
+            cart.start_checkout(session_id, priced.snapshot(), priced.amount_total, currency, cause)
             self.save(cart)
             return cart
 

@@ -16,7 +16,7 @@ import structlog
 
 from ledger.application import Ledger, PaidCheckout, Shortage
 from ledger.domain.cart import CONVERTED
-from ledger.domain.errors import CartClosed, DomainError, EmptyCart, UnknownCheckoutSession
+from ledger.domain.errors import CartClosed, DomainError, EmptyCart
 from ledger.payments import CheckoutLine, CreatedCheckout, NewCheckout, PaymentGateway
 
 log = structlog.get_logger("ledger.checkout")
@@ -56,7 +56,7 @@ class Checkout:
         priced = self.ledger.price(cart)
         if not priced.lines or priced.currency is None:
             raise EmptyCart()
-        shortages = self.ledger.shortages(priced)
+        shortages = priced.shortages()
         if shortages:
             raise OutOfStock(shortages)
         created = self.gateway.create_checkout(
@@ -90,7 +90,7 @@ class Checkout:
         try:
             cart = self.ledger.get_cart(cart_id)
             cart.checkout(session_id)
-        except (DomainError, UnknownCheckoutSession):
+        except DomainError:  # no such cart, or the cart never started this session
             return self._anomaly(session_id, "not_started_by_this_ledger")
 
         if session.is_paid:

@@ -22,15 +22,7 @@ def cart_json(priced: PricedCart) -> dict[str, Any]:
         "cart_id": str(cart.id),
         "user_id": cart.user_id,
         "status": cart.status,
-        "items": [
-            {
-                "sku": line.sku,
-                "name": line.name,
-                "quantity": line.quantity,
-                "unit_amount": line.unit_amount,
-            }
-            for line in priced.lines
-        ],
+        "items": priced.snapshot(),
         "amount_total": priced.amount_total,
         "currency": priced.currency,
     }
