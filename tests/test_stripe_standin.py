@@ -208,6 +208,23 @@ def test_retrieve_with_expanded_line_items_and_list_them(
     assert len(big_page.data) == 12 and not big_page.has_more
 
 
+def test_line_items_page_forwards_and_backwards(client: stripe.StripeClient, shop_url: str) -> None:
+    session = create(client, shop_url, lines=12)
+    items = client.v1.checkout.sessions.line_items
+    ids = [it.id for it in items.list(session.id, params={"limit": 100}).data]
+    assert len(ids) == 12
+
+    first = items.list(session.id, params={"limit": 5})
+    assert [it.id for it in first.data] == ids[:5] and first.has_more
+    after = items.list(session.id, params={"limit": 5, "starting_after": ids[9]})
+    assert [it.id for it in after.data] == ids[10:] and not after.has_more
+    before = items.list(session.id, params={"limit": 5, "ending_before": ids[7]})
+    assert [it.id for it in before.data] == ids[2:7] and before.has_more
+    with pytest.raises(stripe.InvalidRequestError) as refused:
+        items.list(session.id, params={"starting_after": "li_nope"})
+    assert refused.value.code == "resource_missing"
+
+
 def test_auth_and_unknown_session(client: stripe.StripeClient, server: RunningServer) -> None:
     answer = httpx.get(f"{server.url}/v1/checkout/sessions/cs_test_nope")
     assert answer.status_code == 401

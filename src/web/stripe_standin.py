@@ -716,29 +716,21 @@ class StripeStandIn:
             limit = _as_int(params["limit"], "limit", minimum=1, maximum=100)
         items = session.items
         ids = [it["id"] for it in items]
-        start, end = 0, len(items)
+
+        def position_of(param: str) -> int:
+            ref = _as_str(params[param], param)
+            if ref not in ids:
+                raise _StripeError(
+                    400, f"No such line item: '{ref}'", param=param, code="resource_missing"
+                )
+            return ids.index(ref)
+
         if params.get("starting_after") is not None:
-            ref = _as_str(params["starting_after"], "starting_after")
-            if ref not in ids:
-                raise _StripeError(
-                    400,
-                    f"No such line item: '{ref}'",
-                    param="starting_after",
-                    code="resource_missing",
-                )
-            start = ids.index(ref) + 1
+            start = position_of("starting_after") + 1
             page = items[start : start + limit]
-            has_more = start + limit < end
+            has_more = start + limit < len(items)
         elif params.get("ending_before") is not None:
-            ref = _as_str(params["ending_before"], "ending_before")
-            if ref not in ids:
-                raise _StripeError(
-                    400,
-                    f"No such line item: '{ref}'",
-                    param="ending_before",
-                    code="resource_missing",
-                )
-            end = ids.index(ref)
+            end = position_of("ending_before")
             page = items[max(0, end - limit) : end]
             has_more = end - limit > 0
         else:
