@@ -33,7 +33,7 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 @contextmanager
-def serving(workdir: Path, *args: str, **env: str) -> Iterator[str]:
+def serving(workdir: Path, *args: str, stop_with: int = signal.SIGINT, **env: str) -> Iterator[str]:
     port = free_port()
     log_path = workdir / f"serve-{port}.log"
     log_file = log_path.open("w")
@@ -61,7 +61,7 @@ def serving(workdir: Path, *args: str, **env: str) -> Iterator[str]:
             time.sleep(0.2)
         yield url
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop_with)
         try:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
@@ -121,6 +121,19 @@ def test_serve_with_no_configuration_walks_the_whole_flow(tmp_path: Path) -> Non
         assert httpx.get(f"{url}/api/products/mug").json()["available"] == 1
         assert httpx.get(f"{url}/api/carts/{cart_id}").json()["status"] == "converted"
     assert (tmp_path / ".ledger" / "pgdata" / "PG_VERSION").exists()
+
+
+def test_sigterm_stops_serve_and_its_embedded_database(tmp_path: Path) -> None:
+    # As `docker stop` or systemd stop it: the embedded server must stop with it, and must
+    # not be kept alive by a handle the stopped process failed to release.
+    pid_file = tmp_path / ".ledger" / "pgdata" / "postmaster.pid"
+    for _ in range(2):
+        with serving(tmp_path, stop_with=signal.SIGTERM):
+            assert pid_file.exists()
+        deadline = time.monotonic() + 15
+        while pid_file.exists():
+            assert time.monotonic() < deadline, "the embedded PostgreSQL outlived ledger serve"
+            time.sleep(0.1)
 
 
 def test_serve_demo_lists_products_for_the_storefront(tmp_path: Path) -> None:

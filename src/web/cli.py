@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
+from types import FrameType
 
 from pydantic import ValidationError
 
@@ -118,8 +120,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stop_gracefully(signum: int, frame: FrameType | None) -> None:
+    # uvicorn re-raises SIGTERM once it has shut down; the default action would end the
+    # process without `finally` blocks or atexit handlers, leaving the embedded database
+    # running with a handle nobody releases. A normal exit runs both.
+    raise SystemExit(0)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _stop_gracefully)
     try:
         return int(args.handler(args))
     except (ConfigurationError, StoreUnavailable, ValueError) as error:
