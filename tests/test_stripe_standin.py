@@ -23,8 +23,8 @@ from web.stripe_standin import StripeStandIn, parse_stripe_params
 
 SECRET = "whsec_test_standin"
 KEY = "sk_test_standin"
-# shared/ lies beside the repository, in development and in CI alike.
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "stripe"
+# Stripe's public sample objects; provenance in tests/fixtures/stripe/README.md.
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "stripe"
 
 
 class Receiver:
