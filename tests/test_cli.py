@@ -3,71 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
 from ledger.storage import Database
+from tests.processes import LEDGER, clean_env, serving
 from tests.shop import free_port
-
-LEDGER = [sys.executable, "-m", "web.cli"]
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """The environment minus anything that would configure the ledger from outside the test."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("LEDGER_", "STRIPE_", "POSTGRES_", "PG"))
-    }
-    env.update(extra)
-    return env
-
-
-@contextmanager
-def serving(workdir: Path, *args: str, stop_with: int = signal.SIGINT, **env: str) -> Iterator[str]:
-    port = free_port()
-    log_path = workdir / f"serve-{port}.log"
-    log_file = log_path.open("w")
-    proc = subprocess.Popen(
-        [*LEDGER, "serve", "--port", str(port), *args],
-        cwd=workdir,
-        env=clean_env(**env),
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"ledger serve exited: {log_path.read_text()}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError("ledger serve did not become ready")
-            time.sleep(0.2)
-        yield url
-    finally:
-        proc.send_signal(stop_with)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log_file.close()
 
 
 def test_serve_with_no_configuration_walks_the_whole_flow(tmp_path: Path) -> None:

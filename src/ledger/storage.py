@@ -13,6 +13,7 @@ import psycopg
 from eventsourcing.postgres import PostgresFactory
 from eventsourcing.utils import Environment, EnvType
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg_pool import ConnectionPool
 
 # A stuck lock or a runaway query turns into an error a caller can retry, never a hang.
 LOCK_TIMEOUT_SECONDS = 5
@@ -102,7 +103,9 @@ class Database:
             # How long a caller waits for a pooled connection. The library retries ten times.
             "POSTGRES_CONNECT_TIMEOUT": "2",
             "POSTGRES_LOCK_TIMEOUT": str(LOCK_TIMEOUT_SECONDS),
-            "POSTGRES_PRE_PING": "y",
+            # No ping before each use: it doubles every read's round trips, and a connection a
+            # restart broke fails its first statement, which the library retries on a new one.
+            "POSTGRES_PRE_PING": "n",
             "POSTGRES_POOL_SIZE": "4",
             "POSTGRES_MAX_OVERFLOW": "12",
             "LEDGER_EXTRA_LIBPQ_PARAMS": make_conninfo(
@@ -113,6 +116,30 @@ class Database:
 
 class LedgerPostgresFactory(PostgresFactory):
     """The library's PostgreSQL factory, plus the URI's other libpq parameters and timeouts."""
+
+    def lock_pool(self, lock_timeout_seconds: float, max_size: int = 16) -> ConnectionPool[Any]:
+        """Autocommit connections to the same database, for advisory locks: waiting for a
+        lock ends after `lock_timeout_seconds` with psycopg.errors.LockNotAvailable."""
+        own = self.datastore.pool.kwargs
+        assert isinstance(own, dict)
+        kwargs = {k: v for k, v in own.items() if k != "row_factory"}
+        options = f"{kwargs.pop('options', '')} -c lock_timeout={int(lock_timeout_seconds * 1000)}"
+        pool: ConnectionPool[Any] = ConnectionPool(
+            kwargs={
+                **kwargs,
+                "autocommit": True,
+                "options": options.strip(),
+                "application_name": "ledger-locks",
+                "connect_timeout": str(CONNECT_TIMEOUT_SECONDS),
+            },
+            min_size=1,
+            max_size=max_size,
+            timeout=lock_timeout_seconds,
+            open=False,
+            name="ledger-locks",
+        )
+        pool.open(wait=False)
+        return pool
 
     def __init__(self, env: Environment | EnvType | None):
         super().__init__(env)

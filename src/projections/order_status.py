@@ -10,11 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from ledger.domain import Cart, Order
+from ledger.domain import Cart, Order, order_id_for
 from projections.base import LIVE_SCHEMA, DomainEvent, Projection, Writer, handles, storable
+from projections.log import EVENTS_TABLE
 from projections.store import CONSISTENT_READ_WAIT_SECONDS, ReadStore
+from projections.tracking import TRACKING
 
 PROCESSING = "processing"
 AWAITING_PAYMENT = "awaiting_payment"
@@ -109,12 +112,29 @@ class OrderStatusProjection(Projection):
         )
 
 
+_WRITTEN, _APPLIED = 6, 7  # columns of OrderStatuses._GET after the body's six
+
+
+def _caught_up(row: tuple[Any, ...] | None) -> bool:
+    return row is not None and row[_APPLIED] is not None and row[_APPLIED] >= row[_WRITTEN]
+
+
 class OrderStatuses:
     """Queries: the contract's order-status body for a checkout session."""
 
-    _GET = (
-        f"SELECT checkout_session_id, status, order_id, amount_total, currency, items"
-        f' FROM "{LIVE_SCHEMA}".order_status WHERE checkout_session_id = %s'
+    # The row, how far the session's own streams (its cart's and its order's) are written,
+    # and how far the read model has applied the log: one round trip when it is caught up.
+    _GET = sql.SQL(
+        "SELECT s.checkout_session_id, s.status, s.order_id, s.amount_total, s.currency,"
+        " s.items,"
+        " (SELECT coalesce(max(e.notification_id), 0) FROM {events} e"
+        "  WHERE e.originator_id IN (s.cart_id, %(order_id)s)) AS written,"
+        " (SELECT t.position FROM {tracking} t WHERE t.name = %(name)s) AS applied"
+        " FROM {table} s WHERE s.checkout_session_id = %(session_id)s"
+    ).format(
+        events=EVENTS_TABLE,
+        tracking=TRACKING,
+        table=sql.Identifier(LIVE_SCHEMA, "order_status"),
     )
 
     def __init__(
@@ -125,8 +145,9 @@ class OrderStatuses:
         wait_seconds: float = CONSISTENT_READ_WAIT_SECONDS,
     ) -> None:
         """`consistent`: each query first waits (at most `wait_seconds`) until the read model
-        has every event committed before it began, so a status poll after a write (checkout
-        started, webhook answered) shows it, whichever process runs the workers."""
+        has applied every event of the session's own cart and order committed before it began,
+        so a status poll after a write (checkout started, webhook answered) shows it,
+        whichever process runs the workers. Other sessions' writes are not waited for."""
         self.store = store
         self.consistent = consistent
         self.wait_seconds = wait_seconds
@@ -137,16 +158,17 @@ class OrderStatuses:
         ledger never started (or that the read model has not seen yet)."""
         if not storable(session_id):
             return None
-        if self.consistent:
-            self.store.wait_for_head([OrderStatusProjection.name], self.wait_seconds)
-        with self.store.cursor() as cursor:
-            try:
-                row = cursor.execute(self._GET, (session_id,)).fetchone()
-            except psycopg.errors.UndefinedTable:  # the runner has not set up the store yet
-                return None
+        row = self._read(session_id)
+        if self.consistent and not _caught_up(row):
+            name = OrderStatusProjection.name
+            if row is None:  # not seen yet: its checkout may have just started
+                self.store.wait_for_head([name], self.wait_seconds)
+            else:
+                self.store.wait_until_applied(name, row[_WRITTEN], self.wait_seconds)
+            row = self._read(session_id)
         if row is None:
             return None
-        sid, status, order_id, amount_total, currency, items = row
+        sid, status, order_id, amount_total, currency, items = row[:6]
         return {
             "checkout_session_id": sid,
             "status": status,
@@ -155,3 +177,16 @@ class OrderStatuses:
             "currency": currency,
             "items": items,
         }
+
+    def _read(self, session_id: str) -> tuple[Any, ...] | None:
+        params = {
+            "session_id": session_id,
+            "order_id": order_id_for(session_id),
+            "name": OrderStatusProjection.name,
+        }
+        with self.store.cursor() as cursor:
+            try:
+                row = cursor.execute(self._GET, params).fetchone()
+            except psycopg.errors.UndefinedTable:  # the runner has not set up the store yet
+                return None
+        return None if row is None else tuple(row)

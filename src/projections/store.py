@@ -149,13 +149,20 @@ class ReadStore:
                 row = (_head(cursor), [])
         head, caught_up = int(row[0]), set(row[1] or [])
         behind = [name for name in wanted if name not in caught_up and head > 0]
-        for name in behind:  # usually none: one query answered it
-            if _local_owner(self.database, name) is None and not self.is_running(name):
-                self._warn_behind(name, head, 0.0)  # nobody to wait for: answer now
-                return False
-            if not self.wait_for_position(name, head, max(0.0, deadline - time.monotonic())):
-                self._warn_behind(name, head, timeout)
-                return False
+        return all(
+            self.wait_until_applied(name, head, max(0.0, deadline - time.monotonic()))
+            for name in behind  # usually none: one query answered it
+        )
+
+    def wait_until_applied(self, name: str, position: int, timeout: float) -> bool:
+        """`wait_for_position`, but False at once (with a warning) when no process runs the
+        processor, and a warning when it times out."""
+        if _local_owner(self.database, name) is None and not self.is_running(name):
+            self._warn_behind(name, position, 0.0)  # nobody to wait for: answer now
+            return False
+        if not self.wait_for_position(name, position, timeout):
+            self._warn_behind(name, position, timeout)
+            return False
         return True
 
     def is_running(self, name: str) -> bool:

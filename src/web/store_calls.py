@@ -3,6 +3,8 @@
 The eventsourcing library retries a failing connection ten times, so one request against a
 vanished database would otherwise hang for most of a minute. A request gets a budget instead;
 past it, or while a recent probe says the store is down, it answers a retryable 503 at once.
+Running out of budget while the store answers (a queue of writers on a hot product) is
+contention, not an outage: that request answers "busy" and the breaker stays closed.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import anyio.to_thread
 from eventsourcing.persistence import InterfaceError as StoreInterfaceError
 from eventsourcing.persistence import OperationalError as StoreOperationalError
 
+from ledger.locks import ConcurrentModification
 from ledger.storage import Database, StoreUnavailable
 
 T = TypeVar("T")
@@ -27,35 +30,44 @@ PROBE_INTERVAL_SECONDS = 0.5
 
 
 class StoreBreaker:
-    """Remembers that the store failed, and lets requests through again once it answers."""
+    """Opens when the store itself stops answering, and lets requests through again once it
+    answers. A slow or contended call is not an outage: the breaker opens only when a probe
+    (a fresh connection and `SELECT 1`) fails too."""
 
     def __init__(self, database: Database) -> None:
         self.database = database
-        self._down_since: float | None = None
-        self._last_probe = 0.0
+        self._down = False
+        self._probed_at = -PROBE_INTERVAL_SECONDS
         self._lock = threading.Lock()
-
-    def trip(self) -> None:
-        with self._lock:
-            if self._down_since is None:
-                self._down_since = time.monotonic()
 
     def is_down(self) -> bool:
         """True while the store is known to be down; re-probes it now and then (blocking)."""
         with self._lock:
-            if self._down_since is None:
+            if not self._down:
                 return False
+        return not self._answers()
+
+    def report_failure(self) -> bool:
+        """A call failed or ran out of time: opens the breaker if the store does not answer.
+        True when it is down."""
+        return not self._answers()
+
+    def _answers(self) -> bool:
+        """Probes the store, at most once per PROBE_INTERVAL_SECONDS (between probes, the
+        last probe's answer stands)."""
+        with self._lock:
             now = time.monotonic()
-            if now - self._last_probe < PROBE_INTERVAL_SECONDS:
-                return True
-            self._last_probe = now
+            if now - self._probed_at < PROBE_INTERVAL_SECONDS:
+                return not self._down
+            self._probed_at = now
         try:
             self.database.check(connect_timeout=1)
+            answers = True
         except StoreUnavailable:
-            return True
+            answers = False
         with self._lock:
-            self._down_since = None
-        return False
+            self._down = not answers
+        return answers
 
 
 async def call_store(
@@ -73,8 +85,9 @@ async def call_store(
             # the library gives up, and whatever it was doing commits whole or not at all.
             return await anyio.to_thread.run_sync(partial(fn, *args), abandon_on_cancel=True)
     except TimeoutError:
-        breaker.trip()
-        raise StoreUnavailable("the store did not answer in time") from None
+        if await anyio.to_thread.run_sync(breaker.report_failure):
+            raise StoreUnavailable("the store did not answer in time") from None
+        raise ConcurrentModification("The records are busy; please retry.") from None
     except (StoreUnavailable, StoreOperationalError, StoreInterfaceError) as error:
-        breaker.trip()
+        await anyio.to_thread.run_sync(breaker.report_failure)
         raise StoreUnavailable(str(error) or type(error).__name__) from error

@@ -125,8 +125,8 @@ async def _handle(request: Request) -> tuple[JSONResponse, str]:
         # Stripe will not answer differently next time: acknowledge, so it stops retrying.
         log.error("anomaly", kind="stripe_refused_retrieve", error=str(error))
         return _received(), "refused"
-    # Reading your own write: the read model's queries wait until it has applied every
-    # committed event, so once this returns, the storefront's next status poll shows it.
+    # Reading your own write: the status query waits until the read model has applied this
+    # session's own events (not everyone else's), so the storefront's next poll shows them.
     await in_store(request, svc.order_status.get, session_id)
     if result.anomaly:
         ANOMALIES.labels(kind=result.anomaly).inc()
