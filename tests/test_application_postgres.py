@@ -10,6 +10,7 @@ from eventsourcing.persistence import IntegrityError
 
 from ledger.application import Ledger, PaidCheckout
 from ledger.domain import Cart, Order, inventory_item_id, order_id_for
+from ledger.domain.errors import InvalidTransition
 from ledger.domain.order import CONFIRMED, REFUND_PENDING
 from ledger.storage import Database
 from tests.conftest import count_rows
@@ -254,6 +255,19 @@ def test_one_commit_decides_many_orders_and_each_sees_the_last(ledger: Ledger) -
     assert [o.status for o in orders] == [CONFIRMED, CONFIRMED, REFUND_PENDING, CONFIRMED]
     assert orders[0].id == orders[3].id
     assert ledger.get_product("few").on_hand == 0
+
+
+def test_a_refused_decision_in_a_batch_does_not_hold_back_the_others(ledger: Ledger) -> None:
+    stock_sku(ledger, "mug", 5)
+    first, expired, last = (checkout(ledger, "mug", 1, f"cs_mixed_{i}") for i in range(3))
+    ledger.record_expired(expired.session_id, expired.cart_id, "test")
+    with pytest.raises(InvalidTransition):  # Stripe cannot have been paid for an expired one
+        ledger.place_orders([first, expired, last], "evt")
+    for paid in (first, last):
+        order = ledger.get_order(order_id_for(paid.session_id))
+        assert order is not None and order.status == CONFIRMED
+    assert ledger.get_order(order_id_for(expired.session_id)) is None
+    assert ledger.get_product("mug").on_hand == 3
 
 
 def test_writers_in_two_applications_queue_instead_of_conflicting(database: Database) -> None:

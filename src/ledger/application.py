@@ -6,7 +6,7 @@ import random
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, cast
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
@@ -23,6 +23,7 @@ from ledger.domain.errors import (
     UnknownProduct,
 )
 from ledger.domain.order import AWAITING_PAYMENT, PLACED
+from ledger.group_commit import GroupCommit
 from ledger.locks import AggregateLocks, ConcurrentModification
 from ledger.storage import LedgerPostgresFactory
 
@@ -78,6 +79,13 @@ class Shortage:
 
 
 @dataclass(frozen=True)
+class _OrderRequest:
+    paid: PaidCheckout
+    cause: str
+    touched: frozenset[UUID]  # the aggregates its decision may write
+
+
+@dataclass(frozen=True)
 class PaidCheckout:
     """What Stripe says a checkout session charged, as the order decision needs it."""
 
@@ -110,6 +118,7 @@ class Ledger(Application[UUID]):
         self.locks = AggregateLocks(
             factory.lock_pool if isinstance(factory, LedgerPostgresFactory) else None
         )
+        self._order_desk: GroupCommit[_OrderRequest, Order] = GroupCommit(self._decide_orders)
         # Decisions decided again after a version conflict: the safety net at work, which
         # should stay near zero while every writer takes its locks.
         self.version_conflicts = 0
@@ -211,28 +220,46 @@ class Ledger(Application[UUID]):
         converted, or (stock gone, cart already converted, amount not what was priced) the
         order is rejected with a refund requested and the cart reopens. Idempotent: a session
         already decided returns the recorded order unchanged.
+
+        Concurrent calls are decided together (group commit): the orders waiting for the same
+        product take its locks, read it and commit once per batch, not once each.
         """
-        return self.place_orders([paid], cause)[0]
+        return self._order_desk.submit(self._order_request(paid, cause))
 
     def place_orders(self, paid: Sequence[PaidCheckout], cause: str) -> list[Order]:
-        """`place_order` for several sessions, decided in turn and saved in one commit: one
-        transaction for many orders (each decision stays whole: it commits with the others or
-        not at all). The orders are returned in the order of `paid`."""
+        """`place_order` for several sessions, decided in turn and saved in one commit (each
+        decision stays whole: it commits with the others or not at all). The orders are
+        returned in the order of `paid`; the first refusal raises."""
+        outcomes = self._decide_orders([self._order_request(p, cause) for p in paid])
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return cast(list[Order], outcomes)
+
+    def _order_request(self, paid: PaidCheckout, cause: str) -> _OrderRequest:
         # The session's snapshot names the items it takes, and never changes once recorded:
-        # read unlocked, it tells which aggregates to lock before deciding.
-        touched: set[UUID] = set()
-        for checkout in paid:
-            lines = self.get_cart(checkout.cart_id).checkout(checkout.session_id)["lines"]
-            touched |= {checkout.cart_id, order_id_for(checkout.session_id)}
-            touched |= {inventory_item_id(line["sku"]) for line in lines}
+        # read without locks, it tells which aggregates to lock before deciding.
+        lines = self.get_cart(paid.cart_id).checkout(paid.session_id)["lines"]
+        touched = {paid.cart_id, order_id_for(paid.session_id)}
+        touched |= {inventory_item_id(line["sku"]) for line in lines}
+        return _OrderRequest(paid, cause, frozenset(touched))
 
-        def decide() -> list[Order]:
+    def _decide_orders(self, requests: Sequence[_OrderRequest]) -> list[Order | BaseException]:
+        """Decides the requests in one commit; when one of them is refused (a domain error),
+        decides each alone instead, so that only the refused one fails."""
+
+        def decide() -> list[Order | BaseException]:
             commit = _Commit(self)
-            orders = [self._decide_order(checkout, commit, cause) for checkout in paid]
+            orders = [self._decide_order(r.paid, commit, r.cause) for r in requests]
             self.save(*commit.changed())
-            return orders
+            return list(orders)
 
-        return self._decide(touched, decide)
+        try:
+            return self._decide(frozenset().union(*(r.touched for r in requests)), decide)
+        except DomainError as refusal:
+            if len(requests) == 1:
+                return [refusal]
+        return [self._decide_orders([r])[0] for r in requests]
 
     def _decide_order(self, paid: PaidCheckout, commit: _Commit, cause: str) -> Order:
         # The cart is read first: whoever decided this session converted or reopened the

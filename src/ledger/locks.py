@@ -105,8 +105,11 @@ class AggregateLocks:
             raise StoreUnavailable(f"no connection for the record locks: {error}") from error
         try:
             try:
-                for key in keys:
-                    conn.execute("SELECT pg_advisory_lock(%s)", (key,))
+                # One round trip for all of them, taken in key order (PostgreSQL evaluates a
+                # volatile function in the select list after sorting).
+                conn.execute(
+                    "SELECT pg_advisory_lock(k) FROM unnest(%s::bigint[]) AS k ORDER BY k", (keys,)
+                )
             except psycopg.errors.LockNotAvailable:
                 raise ConcurrentModification(_TOO_LONG) from None
             except psycopg.OperationalError as error:
