@@ -9,6 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from ledger.domain import inventory_item_id
+from ledger.locks import advisory_lock_key
 from ledger.storage import Database
 from tests.conftest import count_rows
 from tests.shop import OLD_WEBHOOK_SECRET, Shop, eventually, running_shop
@@ -335,3 +337,28 @@ def test_a_slow_stripe_gets_a_5xx_well_within_five_seconds(shop: Shop) -> None:
     assert shop.order(session_id) is None
     eventually(lambda: shop.post_webhook(payload, signature).status_code == 200)
     assert shop.order(session_id).status == "confirmed"
+
+
+def test_a_decision_stuck_behind_a_lock_is_busy_not_an_outage(
+    shop: Shop, database: Database
+) -> None:
+    """Another writer holds the product's lock past the webhook's wait: that webhook answers
+    5xx (Stripe retries), but the store is not declared down: other requests go on at once."""
+    shop.product("mug", stock=5)
+    shop.product("tea", stock=5)
+    mug_session, tea_session = shop.checkout(shop.cart(mug=1)), shop.checkout(shop.cart(tea=1))
+    shop.stripe.complete(mug_session, "pay")
+    shop.stripe.complete(tea_session, "pay")
+    key = advisory_lock_key(inventory_item_id("mug"))
+    with database.connect(autocommit=True) as other_writer:
+        other_writer.execute("SELECT pg_advisory_lock(%s)", (key,))
+        stuck = shop.deliver("checkout.session.completed", mug_session)
+        assert stuck.status_code == 503, stuck.text
+        r = shop.deliver("checkout.session.completed", tea_session)  # no open breaker
+        assert r.status_code == 200, r.text
+        assert shop.status(tea_session) == "confirmed"
+        other_writer.execute("SELECT pg_advisory_unlock(%s)", (key,))
+    r = shop.deliver("checkout.session.completed", mug_session)  # Stripe's retry
+    assert r.status_code == 200, r.text
+    assert shop.status(mug_session) == "confirmed"
+    assert shop.available("mug") == 4

@@ -55,7 +55,7 @@ class AggregateLocks:
 
     @contextmanager
     def held(self, aggregate_ids: Iterable[UUID]) -> Iterator[None]:
-        keys = sorted({_key(i) for i in aggregate_ids})
+        keys = sorted({advisory_lock_key(i) for i in aggregate_ids})
         with ExitStack() as stack:
             for key in keys:
                 stack.enter_context(self._local_lock(key))
@@ -130,6 +130,6 @@ def _unlock_all(conn: psycopg.Connection[Any]) -> None:
         conn.close()
 
 
-def _key(aggregate_id: UUID) -> int:
-    """The aggregate's advisory-lock key: 64 bits of its (already random or hashed) UUID."""
+def advisory_lock_key(aggregate_id: UUID) -> int:
+    """The aggregate's advisory-lock key: 64 bits of its (random or hashed) UUID."""
     return int.from_bytes(aggregate_id.bytes[:8], "big", signed=True)
