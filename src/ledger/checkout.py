@@ -16,8 +16,20 @@ import structlog
 
 from ledger.application import Ledger, PaidCheckout, Shortage
 from ledger.domain.cart import CONVERTED
-from ledger.domain.errors import CartClosed, DomainError, EmptyCart
-from ledger.payments import CheckoutLine, CreatedCheckout, NewCheckout, PaymentGateway
+from ledger.domain.errors import (
+    CartClosed,
+    DomainError,
+    EmptyCart,
+    UnknownCart,
+    UnknownCheckoutSession,
+)
+from ledger.payments import (
+    CheckoutLine,
+    CheckoutSession,
+    CreatedCheckout,
+    NewCheckout,
+    PaymentGateway,
+)
 
 log = structlog.get_logger("ledger.checkout")
 
@@ -88,11 +100,14 @@ class Checkout:
         if cart_id is None:
             return self._anomaly(session_id, "no_cart_reference")
         try:
-            cart = self.ledger.get_cart(cart_id)
-            cart.checkout(session_id)
-        except DomainError:  # no such cart, or the cart never started this session
+            return self._record(session, cart_id, cause, event_type)
+        except (UnknownCart, UnknownCheckoutSession):  # not a session this ledger started
             return self._anomaly(session_id, "not_started_by_this_ledger")
 
+    def _record(
+        self, session: CheckoutSession, cart_id: UUID, cause: str, event_type: str | None
+    ) -> Outcome:
+        session_id = session.session_id
         if session.is_paid:
             order = self.ledger.place_order(
                 PaidCheckout(
@@ -125,6 +140,7 @@ class Checkout:
                 session_id, cart_id, session.payment_intent, cause
             )
             return Outcome(session_id, order.status, order.id)
+        self.ledger.get_cart(cart_id).checkout(session_id)  # one of ours, still open?
         return Outcome(session_id, "processing")
 
     def _anomaly(self, session_id: str, kind: str) -> Outcome:
