@@ -308,6 +308,31 @@ def test_queries_see_every_write_committed_before_them_whichever_process_runs_th
         worker.terminate()
 
 
+def test_a_status_read_waits_for_its_own_session_not_for_everyone_elses_writes(
+    database: Database, ledger: Ledger, caplog: pytest.LogCaptureFixture
+) -> None:
+    stock(ledger, "mug", 5)
+    start_checkout(ledger, "cs_mine", mug=1)
+    with workers(database):
+        assert caught_up(database, ["order_status"], timeout=5)
+    # Others keep writing while the read model's runner is alive but stuck (we hold its lock).
+    with database.connect(autocommit=True) as stuck_runner, store(database) as reads:
+        stuck_runner.execute(
+            "SELECT pg_advisory_lock(%s)", (lock_key("processor", "order_status"),)
+        )
+        stock(ledger, "tea", 5)
+        start_checkout(ledger, "cs_theirs", tea=1)
+        statuses = OrderStatuses(reads, wait_seconds=0.5)
+        with caplog.at_level("WARNING", logger="projections.store"):
+            mine = statuses.get("cs_mine")
+        # Everything cs_mine depends on is applied: it answers without waiting for the rest.
+        assert mine is not None and mine["status"] == "processing"
+        assert not [r for r in caplog.records if "is behind" in r.getMessage()]
+        with caplog.at_level("WARNING", logger="projections.store"):
+            assert statuses.get("cs_theirs") is None  # not applied yet: waited, then said so
+        assert [r for r in caplog.records if "is behind" in r.getMessage()]
+
+
 def test_the_read_side_works_on_the_embedded_default_store_too(any_database: Database) -> None:
     app = Ledger(env=any_database.eventsourcing_env())
     try:
