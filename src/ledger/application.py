@@ -82,7 +82,6 @@ class Shortage:
 class _OrderRequest:
     paid: PaidCheckout
     cause: str
-    touched: frozenset[UUID]  # the aggregates its decision may write
 
 
 @dataclass(frozen=True)
@@ -224,38 +223,45 @@ class Ledger(Application[UUID]):
         Concurrent calls are decided together (group commit): the orders waiting for the same
         product take its locks, read it and commit once per batch, not once each.
         """
-        return self._order_desk.submit(self._order_request(paid, cause))
+        return self._order_desk.submit(_OrderRequest(paid, cause))
 
     def place_orders(self, paid: Sequence[PaidCheckout], cause: str) -> list[Order]:
         """`place_order` for several sessions, decided in turn and saved in one commit (each
         decision stays whole: it commits with the others or not at all). The orders are
         returned in the order of `paid`; the first refusal raises."""
-        outcomes = self._decide_orders([self._order_request(p, cause) for p in paid])
+        outcomes = self._decide_orders([_OrderRequest(p, cause) for p in paid])
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
         return cast(list[Order], outcomes)
 
-    def _order_request(self, paid: PaidCheckout, cause: str) -> _OrderRequest:
-        # The session's snapshot names the items it takes, and never changes once recorded:
-        # read without locks, it tells which aggregates to lock before deciding.
-        lines = self.get_cart(paid.cart_id).checkout(paid.session_id)["lines"]
-        touched = {paid.cart_id, order_id_for(paid.session_id)}
-        touched |= {inventory_item_id(line["sku"]) for line in lines}
-        return _OrderRequest(paid, cause, frozenset(touched))
-
     def _decide_orders(self, requests: Sequence[_OrderRequest]) -> list[Order | BaseException]:
         """Decides the requests in one commit; when one of them is refused (a domain error),
-        decides each alone instead, so that only the refused one fails."""
+        decides each alone instead, so that only the refused one fails.
+
+        Locks are taken in two steps, always in this order: the sessions' carts and orders,
+        then the items their snapshots name (known only once the carts are read).
+        """
+        sessions = {r.paid.cart_id for r in requests}
+        sessions |= {order_id_for(r.paid.session_id) for r in requests}
 
         def decide() -> list[Order | BaseException]:
             commit = _Commit(self)
-            orders = [self._decide_order(r.paid, commit, r.cause) for r in requests]
-            self.save(*commit.changed())
+            carts = [
+                commit.get(Cart, r.paid.cart_id, UnknownCart(r.paid.cart_id)) for r in requests
+            ]
+            items = {
+                inventory_item_id(line["sku"])
+                for r, cart in zip(requests, carts, strict=True)
+                for line in cart.checkout(r.paid.session_id)["lines"]
+            }
+            with self.locks.held(items):
+                orders = [self._decide_order(r.paid, commit, r.cause) for r in requests]
+                self.save(*commit.changed())
             return list(orders)
 
         try:
-            return self._decide(frozenset().union(*(r.touched for r in requests)), decide)
+            return self._decide(sessions, decide)
         except DomainError as refusal:
             if len(requests) == 1:
                 return [refusal]
