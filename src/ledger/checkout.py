@@ -34,6 +34,7 @@ from ledger.payments import (
 log = structlog.get_logger("ledger.checkout")
 
 ASYNC_PAYMENT_FAILED = "checkout.session.async_payment_failed"
+IGNORED = "ignored"  # the outcome of an event the ledger records nothing for
 
 
 class OutOfStock(DomainError):
@@ -145,7 +146,7 @@ class Checkout:
 
     def _anomaly(self, session_id: str, kind: str) -> Outcome:
         log.warning("anomaly", kind=kind, session_id=session_id)
-        return Outcome(session_id, "ignored", anomaly=kind)
+        return Outcome(session_id, IGNORED, anomaly=kind)
 
 
 def _digest(value: object) -> str:

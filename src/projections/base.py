@@ -87,7 +87,7 @@ class Writer:
         self.schema = schema
         self.tables = tuple(tables)
 
-    def sql(self, query: str) -> sql.Composed:
+    def sql(self, query: str) -> bytes:
         """`query` with each `{table}` replaced by that table's qualified name."""
         return _compose(query, self.schema, self.tables)
 
@@ -100,8 +100,9 @@ class Writer:
 
 
 @lru_cache(maxsize=1024)
-def _compose(query: str, schema: str, tables: tuple[str, ...]) -> sql.Composed:
-    return sql.SQL(query).format(**{t: sql.Identifier(schema, t) for t in tables})
+def _compose(query: str, schema: str, tables: tuple[str, ...]) -> bytes:
+    # Composed once to bytes: psycopg would compose an `sql.Composed` on every execution.
+    return sql.SQL(query).format(**{t: sql.Identifier(schema, t) for t in tables}).as_bytes(None)
 
 
 class Projection(ABC):

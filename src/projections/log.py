@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 from uuid import UUID
 
@@ -64,15 +65,26 @@ class EventLog:
         finally:
             app.close()
 
-    @property
-    def _table(self) -> sql.Identifier:
-        return sql.Identifier(self.schema, self.table)
+    @cached_property
+    def _queries(self) -> dict[str, bytes]:
+        # Composed once: psycopg would compose an `sql.Composed` on every execution.
+        table = sql.Identifier(self.schema, self.table)
+        read = sql.SQL(
+            "SELECT notification_id, originator_id, originator_version, topic, state "
+            "FROM {} WHERE notification_id > %s AND notification_id <= %s"
+        ).format(table)
+        order = sql.SQL(" ORDER BY notification_id LIMIT %s")
+        return {
+            "head": sql.SQL("SELECT coalesce(max(notification_id), 0) FROM {}")
+            .format(table)
+            .as_bytes(None),
+            "read": (read + order).as_bytes(None),
+            "read_topics": (read + sql.SQL(" AND topic = ANY(%s)") + order).as_bytes(None),
+        }
 
     def head(self, cursor: psycopg.Cursor[Any]) -> int:
         """The position of the last event recorded (0 for an empty log)."""
-        row = cursor.execute(
-            sql.SQL("SELECT coalesce(max(notification_id), 0) FROM {}").format(self._table)
-        ).fetchone()
+        row = cursor.execute(self._queries["head"]).fetchone()
         assert row is not None
         return int(row[0])
 
@@ -91,16 +103,10 @@ class EventLog:
             hi = min(hi, stop)
         if hi <= after:
             return Batch([], after)
-        query = sql.SQL(
-            "SELECT notification_id, originator_id, originator_version, topic, state "
-            "FROM {} WHERE notification_id > %s AND notification_id <= %s"
-        ).format(self._table)
-        params: list[Any] = [after, hi]
         if topics:
-            query += sql.SQL(" AND topic = ANY(%s)")
-            params.append(list(topics))
-        query += sql.SQL(" ORDER BY notification_id LIMIT %s")
-        params.append(limit)
+            query, params = self._queries["read_topics"], [after, hi, list(topics), limit]
+        else:
+            query, params = self._queries["read"], [after, hi, limit]
         rows = cursor.execute(query, params).fetchall()
         events = [
             (

@@ -40,6 +40,11 @@ class StoreBreaker:
         self._probed_at = -PROBE_INTERVAL_SECONDS
         self._lock = threading.Lock()
 
+    @property
+    def open(self) -> bool:
+        """Whether the store was down when last probed (no I/O: a hint for the fast path)."""
+        return self._down
+
     def is_down(self) -> bool:
         """True while the store is known to be down; re-probes it now and then (blocking)."""
         with self._lock:
@@ -77,7 +82,7 @@ async def call_store(
     budget: float = REQUEST_BUDGET_SECONDS,
 ) -> T:
     """Runs a blocking store call in a worker thread, bounded by `budget` seconds."""
-    if await anyio.to_thread.run_sync(breaker.is_down):
+    if breaker.open and await anyio.to_thread.run_sync(breaker.is_down):
         raise StoreUnavailable("the store is not answering")
     try:
         with anyio.fail_after(budget):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import stripe
 import structlog
@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from ledger.application import ConcurrentModification
-from ledger.checkout import Outcome
+from ledger.checkout import IGNORED, Outcome
 from ledger.domain.errors import DomainError
 from ledger.payments import PaymentProviderRefused, PaymentProviderUnavailable
 from ledger.storage import StoreUnavailable
@@ -25,6 +25,9 @@ from web.context import in_store, services
 from web.errors import ApiError, error_response
 from web.metrics import ANOMALIES, WEBHOOK_LATENCY, WEBHOOK_OUTCOMES
 from web.requests import read_limited
+
+if TYPE_CHECKING:
+    from web.bootstrap import Services
 
 log = structlog.get_logger("ledger.webhooks")
 
@@ -107,7 +110,8 @@ async def _handle(request: Request) -> tuple[JSONResponse, str]:
     try:
         result: Outcome = await in_store(
             request,
-            svc.checkout.fulfill,
+            _fulfill_and_wait,
+            svc,
             session_id,
             f"stripe:{event['id']}",
             event_type,
@@ -125,13 +129,20 @@ async def _handle(request: Request) -> tuple[JSONResponse, str]:
         # Stripe will not answer differently next time: acknowledge, so it stops retrying.
         log.error("anomaly", kind="stripe_refused_retrieve", error=str(error))
         return _received(), "refused"
-    # Reading your own write: the status query waits until the read model has applied this
-    # session's own events (not everyone else's), so the storefront's next poll shows them.
-    await in_store(request, svc.order_status.get, session_id)
     if result.anomaly:
         ANOMALIES.labels(kind=result.anomaly).inc()
     log.info("webhook_handled", outcome=result.status, order_id=str(result.order_id or ""))
     return _received(), result.status
+
+
+def _fulfill_and_wait(svc: Services, session_id: str, cause: str, event_type: str) -> Outcome:
+    result = svc.checkout.fulfill(session_id, cause, event_type)
+    if result.status != IGNORED:
+        # Reading your own write: the status query waits until the read model has applied
+        # this session's own events (not everyone else's), so the storefront's next poll
+        # shows them.
+        svc.order_status.get(session_id)
+    return result
 
 
 def _received() -> JSONResponse:
