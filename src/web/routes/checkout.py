@@ -18,8 +18,11 @@ from web.context import cause_of, in_store, services
 from web.errors import ApiError, error_response
 from web.routes.carts import cart_id_of
 
-# Statuses after which nothing Stripe says can change the answer.
+# Statuses after which nothing can change the answer (the success page stops polling).
 FINAL_STATUSES = {"confirmed", "payment_failed", "refunded", "expired"}
+# Statuses that news of the checkout session can still change: only for these is Stripe asked.
+# (A refund moves on through the refund worker, not through the session.)
+IN_FLIGHT_STATUSES = {"processing", "awaiting_payment"}
 
 
 class OrderStatusReader(Protocol):
@@ -92,7 +95,7 @@ async def current_order_status(request: Request, session_id: str) -> dict[str, A
     model, after a rate-limited look at Stripe for a session still in flight."""
     svc = services(request)
     body = await in_store(request, svc.order_status.get, session_id)
-    if body is not None and body["status"] not in FINAL_STATUSES:
+    if body is not None and body["status"] in IN_FLIGHT_STATUSES:
         asked = await in_store(
             request, svc.poll_fulfillment.maybe_fulfill, session_id, cause_of(request)
         )
