@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import textwrap
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+
+from common import percentiles, scratch_database
 
 from ledger.application import Ledger
 from ledger.domain import Cart
@@ -30,33 +30,6 @@ from ledger.storage import Database
 from projections import OrderStatuses, ReadStore, Workers, default_projections
 
 LINES = [{"sku": "mug", "name": "Mug", "quantity": 1, "unit_amount": 1250}]
-
-
-def percentiles(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-
-    def at(q: float) -> float:
-        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 2)
-
-    return {
-        "p50": at(0.50),
-        "p95": at(0.95),
-        "p99": at(0.99),
-        "max": round(ordered[-1] * 1000, 2),
-        "mean": round(statistics.fmean(ordered) * 1000, 2),
-    }
-
-
-@contextmanager
-def scratch_database(admin: Database) -> Iterator[Database]:
-    name = f"ledger_bench_{uuid.uuid4().hex[:10]}"
-    with admin.connect(autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield Database({**admin.params, "dbname": name})
-    finally:
-        with admin.connect(autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @contextmanager
@@ -149,7 +122,7 @@ def main() -> None:
         row = conn.execute("SHOW server_version").fetchone()
         results["postgres"] = row[0] if row else None
     for mode in modes:
-        with scratch_database(admin) as database:
+        with scratch_database(admin, "ledger_bench_") as database:
             results[mode] = run(database, mode, args.rate, args.seconds)
     print(json.dumps(results, indent=2))
 

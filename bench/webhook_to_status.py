@@ -16,25 +16,16 @@ import argparse
 import json
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common import create_database, drop_database, percentiles
 from tests.shop import running_shop
 
 from ledger.storage import Database
 from web.logs import configure_logging
-
-
-def percentiles(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-
-    def at(q: float) -> float:
-        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 2)
-
-    return {"p50_ms": at(0.50), "p95_ms": at(0.95), "p99_ms": at(0.99), "max_ms": at(1.0)}
 
 
 def main() -> None:
@@ -46,10 +37,7 @@ def main() -> None:
     configure_logging("WARNING")  # stdout carries the JSON result alone
 
     admin = Database.from_url(args.url)
-    name = f"ledger_bench_{uuid.uuid4().hex[:8]}"
-    with admin.connect(autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    database = Database({**admin.params, "dbname": name})
+    database = create_database(admin, "ledger_bench_")
     webhook: list[float] = []
     visible: list[float] = []
     polls: list[int] = []
@@ -82,8 +70,7 @@ def main() -> None:
                 polls.append(count)
                 time.sleep(max(0.0, interval - (time.perf_counter() - started)))
     finally:
-        with admin.connect(autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_database(admin, database.params["dbname"])
     print(
         json.dumps(
             {
