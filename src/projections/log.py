@@ -95,10 +95,12 @@ class EventLog:
         topics: Sequence[str],
         limit: int,
         stop: int | None = None,
+        head: int | None = None,
     ) -> Batch:
         """Up to `limit` events with a position above `after` (and at most `stop`), in order,
-        of the given topics (all when empty)."""
-        hi = self.head(cursor)
+        of the given topics (all when empty). `head`: the log's head as the caller just read
+        it, to save reading it again."""
+        hi = self.head(cursor) if head is None else head
         if stop is not None:
             hi = min(hi, stop)
         if hi <= after:

@@ -159,12 +159,7 @@ class OrderStatuses:
         if not storable(session_id):
             return None
         row = self._read(session_id)
-        if self.consistent and not _caught_up(row):
-            name = OrderStatusProjection.name
-            if row is None:  # not seen yet: its checkout may have just started
-                self.store.wait_for_head([name], self.wait_seconds)
-            else:
-                self.store.wait_until_applied(name, row[_WRITTEN], self.wait_seconds)
+        if self.consistent and self._wait(row):
             row = self._read(session_id)
         if row is None:
             return None
@@ -177,6 +172,23 @@ class OrderStatuses:
             "currency": currency,
             "items": items,
         }
+
+    def wait_for(self, session_id: str) -> None:
+        """Waits (at most `wait_seconds`) until the read model has applied every event of the
+        session committed so far: after a write, so the next `get` shows it."""
+        if storable(session_id):
+            self._wait(self._read(session_id))
+
+    def _wait(self, row: tuple[Any, ...] | None) -> bool:
+        """Waits until the read model has applied what `row` depends on; True if it had to."""
+        if _caught_up(row):
+            return False
+        name = OrderStatusProjection.name
+        if row is None:  # not seen yet: its checkout may have just started
+            self.store.wait_for_head([name], self.wait_seconds)
+        else:
+            self.store.wait_until_applied(name, row[_WRITTEN], self.wait_seconds)
+        return True
 
     def _read(self, session_id: str) -> tuple[Any, ...] | None:
         params = {

@@ -376,14 +376,15 @@ class Workers:
         """Applies the next batch; returns True when it reached the end of the log."""
         log = self._require_log()
         cur = conn.cursor()
-        if slot.position >= 0 and slot.position >= log.head(cur):
+        head = log.head(cur)
+        if slot.position >= 0 and slot.position >= head:
             return True
         with conn.transaction():
             position = read_position(cur, slot.name, for_update=True)
             if position is None:  # someone removed its tracking row: set it up again
                 prepare(self.database, [projection])
                 return False
-            batch = log.read(cur, position, projection.topics, self.batch_size)
+            batch = log.read(cur, position, projection.topics, self.batch_size, head=head)
             if batch.upto > position:
                 writer = Writer(cur, LIVE_SCHEMA, projection.tables)
                 for event_position, event in batch.events:
@@ -398,13 +399,14 @@ class Workers:
         """Handles the next batch one event at a time; True when it reached the end of the log."""
         log = self._require_log()
         cur = conn.cursor()
-        if slot.position >= 0 and slot.position >= log.head(cur):
+        head = log.head(cur)
+        if slot.position >= 0 and slot.position >= head:
             return True
         position = read_position(cur, slot.name)
         if position is None:
             prepare(self.database, [], [slot.name])
             return False
-        batch = log.read(cur, position, list(effect.topics), self.batch_size)
+        batch = log.read(cur, position, list(effect.topics), self.batch_size, head=head)
         for event_position, event in batch.events:
             if not self._handle(slot, effect, event, event_position):
                 return False  # stopping, or no longer ours

@@ -27,6 +27,7 @@ IN_FLIGHT_STATUSES = {"processing", "awaiting_payment"}
 
 class OrderStatusReader(Protocol):
     def get(self, session_id: str) -> dict[str, Any] | None: ...
+    def wait_for(self, session_id: str) -> None: ...
 
 
 class PollFulfillment:

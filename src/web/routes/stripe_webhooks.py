@@ -141,7 +141,7 @@ def _fulfill_and_wait(svc: Services, session_id: str, cause: str, event_type: st
         # Reading your own write: the status query waits until the read model has applied
         # this session's own events (not everyone else's), so the storefront's next poll
         # shows them.
-        svc.order_status.get(session_id)
+        svc.order_status.wait_for(session_id)
     return result
 
 
