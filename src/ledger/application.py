@@ -5,13 +5,14 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
+from copy import deepcopy
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar, cast
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, Recording
 from eventsourcing.utils import EnvType
 
 from ledger.domain import Cart, InventoryItem, Order, inventory_item_id, order_id_for
@@ -125,6 +126,19 @@ class Ledger(Application[UUID]):
     def close(self) -> None:
         self.locks.close()
         super().close()
+
+    def save(self, *objs: Any, **kwargs: Any) -> list[Recording[UUID]]:
+        recordings = super().save(*objs, **kwargs)
+        # What was just saved is each aggregate's latest version (its writer holds its lock):
+        # cached, the next read fast-forwards from it instead of decoding what we just wrote.
+        # (The library caches on save only when it does not fast-forward.) A copy, so that
+        # what the caller holds and what the cache brings up to date stay apart.
+        cache = self.repository.cache
+        if cache is not None:
+            for obj in objs:
+                if isinstance(obj, Aggregate):
+                    cache.put(obj.id, deepcopy(obj))
+        return recordings
 
     # ---- catalog and stock -------------------------------------------------------------
 
