@@ -69,17 +69,23 @@ class EventLog:
     def _queries(self) -> dict[str, bytes]:
         # Composed once: psycopg would compose an `sql.Composed` on every execution.
         table = sql.Identifier(self.schema, self.table)
+        # The head and the events after a position up to it (or up to `stop`), in one round
+        # trip: a row with the head alone when there are none.
         read = sql.SQL(
-            "SELECT notification_id, originator_id, originator_version, topic, state "
-            "FROM {} WHERE notification_id > %s AND notification_id <= %s"
-        ).format(table)
-        order = sql.SQL(" ORDER BY notification_id LIMIT %s")
+            "SELECT h.head, e.notification_id, e.originator_id, e.originator_version, e.topic,"
+            " e.state FROM (SELECT coalesce(max(notification_id), 0) AS head FROM {table}) h"
+            " LEFT JOIN LATERAL (SELECT * FROM {table} WHERE notification_id > %(after)s"
+            " AND notification_id <= least(h.head, coalesce(%(stop)s, h.head)) {topics}"
+            " ORDER BY notification_id LIMIT %(limit)s) e ON true ORDER BY e.notification_id"
+        )
         return {
             "head": sql.SQL("SELECT coalesce(max(notification_id), 0) FROM {}")
             .format(table)
             .as_bytes(None),
-            "read": (read + order).as_bytes(None),
-            "read_topics": (read + sql.SQL(" AND topic = ANY(%s)") + order).as_bytes(None),
+            "read": read.format(table=table, topics=sql.SQL("")).as_bytes(None),
+            "read_topics": read.format(
+                table=table, topics=sql.SQL("AND topic = ANY(%(topics)s)")
+            ).as_bytes(None),
         }
 
     def head(self, cursor: psycopg.Cursor[Any]) -> int:
@@ -95,21 +101,14 @@ class EventLog:
         topics: Sequence[str],
         limit: int,
         stop: int | None = None,
-        head: int | None = None,
     ) -> Batch:
         """Up to `limit` events with a position above `after` (and at most `stop`), in order,
-        of the given topics (all when empty). `head`: the log's head as the caller just read
-        it, to save reading it again."""
-        hi = self.head(cursor) if head is None else head
-        if stop is not None:
-            hi = min(hi, stop)
-        if hi <= after:
-            return Batch([], after)
-        if topics:
-            query, params = self._queries["read_topics"], [after, hi, list(topics), limit]
-        else:
-            query, params = self._queries["read"], [after, hi, limit]
+        of the given topics (all when empty)."""
+        params = {"after": after, "stop": stop, "limit": limit, "topics": list(topics)}
+        query = self._queries["read_topics" if topics else "read"]
         rows = cursor.execute(query, params).fetchall()
+        hi = int(rows[0][0]) if stop is None else min(int(rows[0][0]), stop)
+        rows = [row[1:] for row in rows if row[1] is not None]
         events = [
             (
                 int(row[0]),
@@ -125,5 +124,5 @@ class EventLog:
             )
             for row in rows
         ]
-        upto = events[-1][0] if len(events) == limit else hi
+        upto = events[-1][0] if len(events) == limit else max(hi, after)
         return Batch(events, upto)

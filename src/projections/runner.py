@@ -10,8 +10,9 @@ seconds and take over when the owner's session ends (a process killed with SIGKI
 socket and PostgreSQL drops its locks at once).
 
 - A read model (`Projection`) applies a batch of events and its new position in one transaction
-  that starts by locking its tracking row (`SELECT ... FOR UPDATE`), so even two runners
-  that both believed they owned it (a network partition) could not apply an event twice.
+  that starts by moving its tracking row from the position the batch was read at
+  (compare-and-set, which locks the row), so even two runners that both believed they owned it
+  (a network partition) could not apply an event twice.
 - A side effect (`SideEffect`) handles one event at a time outside any transaction; the position
   is recorded (compare-and-set) after `handle` returns. When `handle` raises, the runner logs,
   backs off exponentially and calls it again with the same event: it never skips one.
@@ -70,7 +71,7 @@ class _Slot:
     wake: threading.Event = field(default_factory=threading.Event)
     owned: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
-    position: int = -1  # last position this process knows to be committed
+    position: int = -1  # last position this process knows to be committed (-1: read it)
     failures: int = 0  # consecutive failures of the current step
     last_error: str | None = None
 
@@ -321,6 +322,8 @@ class Workers:
             ).fetchone()
             if row is not None and row[0]:
                 logger.info("worker %s: running it here", slot.name)
+                with self._cond:  # another process may have moved it on: read it first
+                    slot.position = -1
                 slot.owned.set()
                 slot.wake.set()
 
@@ -376,21 +379,28 @@ class Workers:
         """Applies the next batch; returns True when it reached the end of the log."""
         log = self._require_log()
         cur = conn.cursor()
-        head = log.head(cur)
-        if slot.position >= 0 and slot.position >= head:
+        position = slot.position if slot.position >= 0 else read_position(cur, slot.name)
+        if position is None:  # someone removed its tracking row: set it up again
+            prepare(self.database, [projection])
+            return False
+        batch = log.read(cur, position, projection.topics, self.batch_size)
+        if batch.upto <= position:
+            self._advance(slot, position)
             return True
-        with conn.transaction():
-            position = read_position(cur, slot.name, for_update=True)
-            if position is None:  # someone removed its tracking row: set it up again
-                prepare(self.database, [projection])
-                return False
-            batch = log.read(cur, position, projection.topics, self.batch_size, head=head)
-            if batch.upto > position:
+        try:
+            with conn.transaction():
+                # Moving the position from where we read it (compare-and-set) locks the
+                # tracking row first (as a rebuild's swap does), so two runners that both
+                # believed they owned the read model (a network partition) cannot both apply
+                # the batch: the second finds the position moved and rolls back.
+                if not set_position(cur, slot.name, batch.upto, expected=position):
+                    raise _PositionMoved()
                 writer = Writer(cur, LIVE_SCHEMA, projection.tables)
                 for event_position, event in batch.events:
                     projection.apply(writer, event, event_position)
-                set_position(cur, slot.name, batch.upto)
-        self._advance(slot, max(position, batch.upto))
+        except _PositionMoved:
+            return self._moved(slot)
+        self._advance(slot, batch.upto)
         return len(batch.events) < self.batch_size
 
     def _side_effect_step(
@@ -399,26 +409,35 @@ class Workers:
         """Handles the next batch one event at a time; True when it reached the end of the log."""
         log = self._require_log()
         cur = conn.cursor()
-        head = log.head(cur)
-        if slot.position >= 0 and slot.position >= head:
-            return True
-        position = read_position(cur, slot.name)
+        position = slot.position if slot.position >= 0 else read_position(cur, slot.name)
         if position is None:
             prepare(self.database, [], [slot.name])
             return False
-        batch = log.read(cur, position, list(effect.topics), self.batch_size, head=head)
+        batch = log.read(cur, position, list(effect.topics), self.batch_size)
+        if batch.upto <= position:
+            self._advance(slot, position)
+            return True
         for event_position, event in batch.events:
             if not self._handle(slot, effect, event, event_position):
                 return False  # stopping, or no longer ours
             if not set_position(cur, slot.name, event_position, expected=position):
-                logger.warning("worker %s: another runner moved its position", slot.name)
-                return False
+                return self._moved(slot)
             position = event_position
             self._advance(slot, position)
-        if batch.upto > position and set_position(cur, slot.name, batch.upto, expected=position):
+        if batch.upto > position:
+            if not set_position(cur, slot.name, batch.upto, expected=position):
+                return self._moved(slot)
             position = batch.upto
         self._advance(slot, position)
         return len(batch.events) < self.batch_size
+
+    def _moved(self, slot: _Slot) -> bool:
+        """Someone else moved the processor's position (another runner, a rebuild's swap):
+        forget ours and read it again next step."""
+        logger.warning("worker %s: its position moved elsewhere; reading it again", slot.name)
+        with self._cond:
+            slot.position = -1
+        return False
 
     def _handle(self, slot: _Slot, effect: SideEffect, event: Any, position: int) -> bool:
         attempts = 0
@@ -455,6 +474,10 @@ class Workers:
         if self._log is None:
             raise RuntimeError("workers not started")
         return self._log
+
+
+class _PositionMoved(Exception):
+    """Rolls a batch back: its processor's position was not where the batch started."""
 
 
 def _close_quietly(conn: psycopg.Connection[Any]) -> None:
