@@ -625,7 +625,7 @@ class Http:
             + "\r\n"
         ).encode("latin-1") + body
         for attempt in range(2):
-            reused = bool(self._idle)
+            reused = attempt == 0 and bool(self._idle)  # the second try: a fresh connection
             if reused:
                 reader, writer = self._idle.pop()
             else:
