@@ -1042,6 +1042,14 @@ class Run:
         result["cpu_s"] = cpu.result()
         return result
 
+    def rss_of(self, servers: list[Proc], kind: str) -> dict[str, float]:
+        """The servers' memory in MB: the most sampled since the window began, and VmHWM."""
+        hwm = [read_status_kb(p.pid, "VmHWM") or 0 for p in servers]
+        return {
+            "max_vmrss": round(self.rss.take_window(kind) / 1024, 1),
+            "vmhwm": round(max(hwm) / 1024, 1),
+        }
+
     async def ledger(self, plan: Plan, stand_in: Proc) -> dict[str, Any]:
         conninfo = self.scratch.create("ledger")
         servers: list[Proc] = []
@@ -1060,11 +1068,7 @@ class Run:
             result["outcomes"] = await ledger_outcomes(servers[0], deliveries, set(plan.stock))
             result["outcomes"]["expected"] = plan.expected
             result["metrics"] = await asyncio.to_thread(ledger_metrics, servers)
-            hwm = [read_status_kb(p.pid, "VmHWM") or 0 for p in servers]
-            result["rss_mb"] = {
-                "max_vmrss": round(self.rss.take_window("ledger") / 1024, 1),
-                "vmhwm": round(max(hwm) / 1024, 1),
-            }
+            result["rss_mb"] = self.rss_of(servers, "ledger")
             return result
         finally:
             self.rss.unwatch(servers)
@@ -1088,11 +1092,7 @@ class Run:
             result = await self.load(plan, servers, stand_in, deliveries, lambda s: f"/orders/{s}")
             result["outcomes"] = baseline_outcomes(conninfo)
             result["outcomes"]["expected"] = plan.expected
-            hwm = [read_status_kb(p.pid, "VmHWM") or 0 for p in servers]
-            result["rss_mb"] = {
-                "max_vmrss": round(self.rss.take_window("baseline") / 1024, 1),
-                "vmhwm": round(max(hwm) / 1024, 1),
-            }
+            result["rss_mb"] = self.rss_of(servers, "baseline")
             return result
         finally:
             self.rss.unwatch(servers)
