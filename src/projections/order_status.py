@@ -124,18 +124,22 @@ class OrderStatuses:
 
     # The row, how far the session's own streams (its cart's and its order's) are written,
     # and how far the read model has applied the log: one round trip when it is caught up.
-    _GET = sql.SQL(
-        "SELECT s.checkout_session_id, s.status, s.order_id, s.amount_total, s.currency,"
-        " s.items,"
-        " (SELECT coalesce(max(e.notification_id), 0) FROM {events} e"
-        "  WHERE e.originator_id IN (s.cart_id, %(order_id)s)) AS written,"
-        " (SELECT t.position FROM {tracking} t WHERE t.name = %(name)s) AS applied"
-        " FROM {table} s WHERE s.checkout_session_id = %(session_id)s"
-    ).format(
-        events=EVENTS_TABLE,
-        tracking=TRACKING,
-        table=sql.Identifier(LIVE_SCHEMA, "order_status"),
-    )
+    _GET = (
+        sql.SQL(
+            "SELECT s.checkout_session_id, s.status, s.order_id, s.amount_total, s.currency,"
+            " s.items,"
+            " (SELECT coalesce(max(e.notification_id), 0) FROM {events} e"
+            "  WHERE e.originator_id IN (s.cart_id, %(order_id)s)) AS written,"
+            " (SELECT t.position FROM {tracking} t WHERE t.name = %(name)s) AS applied"
+            " FROM {table} s WHERE s.checkout_session_id = %(session_id)s"
+        )
+        .format(
+            events=EVENTS_TABLE,
+            tracking=TRACKING,
+            table=sql.Identifier(LIVE_SCHEMA, "order_status"),
+        )
+        .as_bytes(None)
+    )  # composed once, not on every poll
 
     def __init__(
         self,

@@ -47,10 +47,7 @@ class StoreBreaker:
 
     def is_down(self) -> bool:
         """True while the store is known to be down; re-probes it now and then (blocking)."""
-        with self._lock:
-            if not self._down:
-                return False
-        return not self._answers()
+        return self._down and not self._answers()
 
     def report_failure(self) -> bool:
         """A call failed or ran out of time: opens the breaker if the store does not answer.
