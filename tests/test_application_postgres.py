@@ -8,6 +8,7 @@ import threading
 import time
 from pathlib import Path
 from uuid import UUID
+
 import pytest
 from eventsourcing.persistence import IntegrityError
 
