@@ -32,6 +32,12 @@ def configure_logging(level: str = "INFO") -> None:
             ],
         )
     )
+    # What no line shows, not collected (the logging docs' "Optimization" section): the
+    # caller's file and line (a stack walk per line), thread, process and multiprocessing names.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level)
