@@ -396,8 +396,11 @@ class Workers:
                 if not set_position(cur, slot.name, batch.upto, expected=position):
                     raise _PositionMoved()
                 writer = Writer(cur, LIVE_SCHEMA, projection.tables)
-                for event_position, event in batch.events:
-                    projection.apply(writer, event, event_position)
+                # Pipelined: the batch's statements go out without waiting for each answer
+                # (an error still surfaces, at the end of the block, and rolls it all back).
+                with conn.pipeline():
+                    for event_position, event in batch.events:
+                        projection.apply(writer, event, event_position)
         except _PositionMoved:
             return self._moved(slot)
         self._advance(slot, batch.upto)
