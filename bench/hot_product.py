@@ -36,7 +36,7 @@ machine); every attempt is signed afresh with the webhook secret
 Run (bounded: a whole run at the defaults takes a few minutes):
 
     .venv/bin/python bench/hot_product.py [--url postgresql://postgres@127.0.0.1:5432/postgres]
-        [--sessions 300] [--scenarios hot,spread,open] [--processes 1] [--rate 50]
+        [--sessions 300] [--scenarios hot,spread,open] [--processes 1] [--rate 50] [--repeat 1]
 
 Progress goes to stderr; one JSON document to stdout:
 - `machine`: cores, load average at start, PostgreSQL version; `source`: the commit the ledger
@@ -62,6 +62,10 @@ Progress goes to stderr; one JSON document to stdout:
 - `scenarios.<name>.loadavg_at_start`: the machine's load average (it may be shared).
 - `scenarios.<name>.ratio`: ledger / baseline for `settled_per_s` (below 1: the ledger is
   slower), the latency percentiles and (open) the status lag.
+- with `--repeat N` (N > 1): `scenarios.<name>.repeats` (each run's ratios, settled/s, non-200
+  answers and webhook p99, ledger and baseline) and `ratio_median`; the rest is the last run.
+  The machine may be shared: repeats alternate the two systems, so a neighbour's load falls on
+  both, and the median ratio is the figure to quote.
 - `rss_peak_mb`: peak VmRSS in MB of any `ledger serve` (and baseline) process over the run.
 """
 
@@ -85,6 +89,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import median
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -1153,10 +1158,33 @@ def postgres_version(url: str) -> str:
     return str(row[0]) if row else "?"
 
 
-async def run_all(run: Run, selected: list[Plan]) -> dict[str, Any]:
+async def run_all(run: Run, selected: list[Plan], repeat: int) -> dict[str, Any]:
+    """Each scenario `repeat` times (ledger and baseline alternate, so a noisy neighbour hits
+    both alike): the last run in full, every run's ratios and figures, and the median ratios."""
     results: dict[str, Any] = {}
     for plan in selected:
-        results[plan.name] = await run.scenario(plan)
+        runs = [await run.scenario(plan) for _ in range(repeat)]
+        results[plan.name] = runs[-1]
+        if repeat > 1:
+            results[plan.name]["repeats"] = [
+                {
+                    "ratio": r["ratio"],
+                    **{
+                        f"{side}_{key}": r[side].get(key)
+                        for side in ("ledger", "baseline")
+                        for key in ("settled_per_s", "non_200")
+                    },
+                    **{
+                        f"{side}_webhook_p99": r[side]["webhook_ms"]["p99"]
+                        for side in ("ledger", "baseline")
+                    },
+                }
+                for r in runs
+            ]
+            results[plan.name]["ratio_median"] = {
+                key: median(v for r in runs if (v := r["ratio"].get(key)) is not None)
+                for key in runs[-1]["ratio"]
+            }
     return results
 
 
@@ -1169,13 +1197,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--scenarios", default="hot,spread,open")
     parser.add_argument("--processes", type=int, default=1)
     parser.add_argument("--rate", type=float, default=50.0, help="open loop: deliveries per s")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each scenario")
     parser.add_argument("--serve-stand-in", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     unknown = set(args.scenarios.split(",")) - {"hot", "spread", "open"}
     if unknown:
         parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
-    if args.sessions < 6 or args.processes < 1:
-        parser.error("--sessions must be at least 6 and --processes at least 1")
+    if args.sessions < 6 or args.processes < 1 or args.repeat < 1:
+        parser.error("--sessions must be at least 6, --processes and --repeat at least 1")
     return args
 
 
@@ -1214,9 +1243,9 @@ def main() -> None:
             try:
                 import uvloop  # uvicorn[standard] brings it: a cheaper loop for the generator
             except ImportError:
-                results = asyncio.run(run_all(run, selected))
+                results = asyncio.run(run_all(run, selected, args.repeat))
             else:
-                results = uvloop.run(run_all(run, selected))
+                results = uvloop.run(run_all(run, selected, args.repeat))
         rss = {k: round(v / 1024, 1) for k, v in run.rss.max_kb.items()}
     print(
         json.dumps(
@@ -1228,6 +1257,7 @@ def main() -> None:
                     "sessions": args.sessions,
                     "processes": args.processes,
                     "rate_per_s": args.rate,
+                    "repeat": args.repeat,
                     "scenarios": [p.name for p in selected],
                 },
                 "scenarios": results,
