@@ -103,8 +103,7 @@ class AggregateLocks:
         try:
             yield
         finally:
-            _unlock_all(conn)
-            pool.putconn(conn)
+            _release(pool, conn)
 
     def _locked_connection(
         self, pool: ConnectionPool[Any], keys: list[int]
@@ -124,26 +123,25 @@ class AggregateLocks:
                 )
                 return conn
             except psycopg.errors.LockNotAvailable:
-                _unlock_all(conn)
-                pool.putconn(conn)
+                _release(pool, conn)
                 raise ConcurrentModification(_TOO_LONG) from None
             except psycopg.OperationalError as error:
                 broken = conn.broken
-                _unlock_all(conn)
-                pool.putconn(conn)
+                _release(pool, conn)
                 if not broken:
                     raise StoreUnavailable(f"cannot lock the records: {error}") from error
         raise StoreUnavailable("cannot lock the records: every connection was broken")
 
 
-def _unlock_all(conn: psycopg.Connection[Any]) -> None:
-    """Releases this session's advisory locks; a connection that cannot is closed, which
-    releases them too (the pool then replaces it)."""
+def _release(pool: ConnectionPool[Any], conn: psycopg.Connection[Any]) -> None:
+    """Releases the connection's advisory locks and hands it back to the pool; a connection
+    that cannot unlock is closed, which releases them too (the pool then replaces it)."""
     try:
         if not conn.closed:
             conn.execute("SELECT pg_advisory_unlock_all()")
     except psycopg.Error:
         conn.close()
+    pool.putconn(conn)
 
 
 def advisory_lock_key(aggregate_id: UUID) -> int:
