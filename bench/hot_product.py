@@ -5,7 +5,7 @@ Both systems run as real processes on the same PostgreSQL and call the same Stri
   a fresh scratch database and the stand-in as `STRIPE_API_BASE`;
 - the baseline: `bench/baseline_app.py` (Starlette + psycopg 3 pool + stripe SDK, the seed
   design's webhook as one plain SQL transaction) in uvicorn subprocess(es), own scratch database;
-- the Stripe stand-in (`web.stripe_standin.StripeStandIn`) in a process of its own, delivering
+- the Stripe stand-in (`stripe_standin.StripeStandIn`) in a process of its own, delivering
   no webhooks itself: this script signs and delivers every one, and times it.
 Every sub-scenario gets fresh processes and fresh scratch databases (dropped afterwards).
 
@@ -233,10 +233,13 @@ def serve_stand_in(port: int, secret: str) -> None:
     """The Stripe stand-in alone in this process (`--serve-stand-in`), delivering nothing."""
     import uvicorn
 
-    from web.stripe_standin import StripeStandIn
+    from stripe_standin import StripeStandIn
 
     stand_in = StripeStandIn(
-        webhook_url=None, webhook_secret=secret, public_base_url=f"http://127.0.0.1:{port}"
+        api_key=STRIPE_KEY,
+        webhook_url=None,
+        webhook_secret=secret,
+        public_base_url=f"http://127.0.0.1:{port}",
     )
     uvicorn.run(stand_in.app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 

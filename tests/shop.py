@@ -14,10 +14,10 @@ import httpx
 
 from ledger.settings import Settings
 from ledger.storage import Database
+from stripe_standin import StripeStandIn
 from web.app import create_app
 from web.bootstrap import Services, background_workers, bootstrap
 from web.serving import RunningServer, run_in_thread
-from web.stripe_standin import StripeStandIn
 
 ADMIN = "admin-secret"
 AUDITOR = "auditor-secret"
@@ -117,7 +117,10 @@ def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
 @contextmanager
 def running_shop(database: Database, **settings: Any) -> Iterator[Shop]:
     stand_in = StripeStandIn(
-        webhook_url=None, webhook_secret=WEBHOOK_SECRET, public_base_url="http://127.0.0.1"
+        api_key=STRIPE_KEY,
+        webhook_url=None,
+        webhook_secret=WEBHOOK_SECRET,
+        public_base_url="http://127.0.0.1",
     )
     stripe_server: RunningServer = run_in_thread(stand_in.app)
     stand_in.public_base_url = stripe_server.url

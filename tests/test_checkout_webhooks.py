@@ -12,9 +12,9 @@ import pytest
 from ledger.domain import inventory_item_id
 from ledger.locks import advisory_lock_key
 from ledger.storage import Database
+from stripe_standin import sign_payload
 from tests.conftest import count_rows
-from tests.shop import OLD_WEBHOOK_SECRET, Shop, eventually, running_shop
-from web.stripe_standin import sign_payload
+from tests.shop import OLD_WEBHOOK_SECRET, STRIPE_KEY, Shop, eventually, running_shop
 
 EVENTS = "ledger_events"
 
@@ -259,9 +259,8 @@ def test_a_session_this_ledger_never_created_places_no_order(
     r = shop.stripe.app  # the stand-in is shared: create a session behind the ledger's back
     import stripe
 
-    client = stripe.StripeClient(
-        "sk_test_other_shop", base_addresses={"api": shop.stripe.public_base_url}
-    )
+    # The same account's key: the stand-in accepts only the one it was given.
+    client = stripe.StripeClient(STRIPE_KEY, base_addresses={"api": shop.stripe.public_base_url})
     foreign = client.v1.checkout.sessions.create(
         params={
             "mode": "payment",

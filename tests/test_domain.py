@@ -31,9 +31,11 @@ from ledger.domain.order import (
     CONFIRMED,
     PAYMENT_FAILED,
     PLACED,
+    REFUND_FAILED,
     REFUND_PENDING,
     REFUNDED,
 )
+from ledger.payments import Refund
 
 LINES = [{"sku": "mug", "name": "Mug", "quantity": 2, "unit_amount": 500}]
 
@@ -309,12 +311,15 @@ def test_session_transitions_out_of_order_are_refused() -> None:
         cart.record_awaiting_payment("cs_1", "evt")
     cart.record_payment_failed("cs_1", "evt")
     with pytest.raises(InvalidTransition):
-        cart.convert("cs_1", order_id_for("cs_1"), "evt")
+        cart.record_payment_failed("cs_1", "evt")
     with pytest.raises(InvalidTransition):
-        cart.record_rejected("cs_1", order_id_for("cs_1"), "out_of_stock", "evt")
+        cart.record_expired("cs_1", "evt")
     with pytest.raises(UnknownCheckoutSession):
         cart.record_expired("cs_never", "evt")
     assert cart.status == "open"
+    # A failed payment that clears after all (the customer paid again) is decided like any.
+    cart.convert("cs_1", order_id_for("cs_1"), "evt")
+    assert cart.status == "converted"
 
 
 # ---- orders --------------------------------------------------------------------------
@@ -331,13 +336,13 @@ def test_an_order_is_placed_then_awaits_then_is_confirmed() -> None:
         cause="evt",
     )
     assert order.status == PLACED
-    assert not order.is_settled
+    assert not order.is_decided
     order.await_payment("evt")
     assert order.status == AWAITING_PAYMENT
     order.confirm_payment("pi_1", "evt")
     assert order.status == CONFIRMED
     assert order.payment_intent == "pi_1"
-    assert order.is_settled
+    assert order.is_decided
     assert names(order) == ["OrderPlaced", "AwaitingPayment", "PaymentConfirmed"]
 
 
@@ -348,35 +353,73 @@ def test_a_rejected_order_requests_a_refund_then_records_it() -> None:
     assert order.rejection_reason == "out_of_stock"
     assert order.payment_intent == "pi_9"
     assert names(order) == ["OrderRejected", "RefundRequested"]
-    order.record_refund("re_1", "worker")
-    assert order.status == REFUNDED
-    assert order.refund_id == "re_1"
+    order.follow_refund("re_1", "pending", 1000, None, "worker")
+    assert (order.status, order.refund_id) == (REFUND_PENDING, "re_1")
+    assert names(order) == ["RefundSubmitted"]
+    order.follow_refund("re_1", "pending", 1000, None, "stripe:evt_2")  # the same news again
+    assert names(order) == []
+    order.follow_refund("re_1", "succeeded", 1000, None, "stripe:evt_3")
+    assert (order.status, order.refund_id) == (REFUNDED, "re_1")
     assert names(order) == ["RefundIssued"]
+    # A refund can still fail after it succeeded (Stripe: the card was closed meanwhile).
+    order.follow_refund("re_1", "failed", 1000, "expired_or_canceled_card", "stripe:evt_4")
+    assert (order.status, order.refund_failure) == (REFUND_FAILED, "expired_or_canceled_card")
+    assert names(order) == ["RefundFailed"]
 
 
-def test_a_delayed_payment_can_fail() -> None:
+def test_a_refused_refund_is_flagged_until_a_refund_succeeds() -> None:
+    order = placed_order()
+    order.reject("out_of_stock", "pi_9", "evt")
+    order.refuse_refund("charge_disputed", "worker")
+    assert (order.status, order.refund_failure) == (REFUND_FAILED, "charge_disputed")
+    order.follow_refund("re_by_hand", "pending", 1000, None, "stripe:evt_2")
+    assert order.status == REFUND_FAILED  # still a person's to watch until the money is back
+    order.follow_refund("re_by_hand", "succeeded", 1000, None, "stripe:evt_3")
+    assert (order.status, order.refund_id) == (REFUNDED, "re_by_hand")
+    assert names(order) == [
+        "OrderRejected", "RefundRequested", "RefundFailed", "RefundSubmitted", "RefundIssued"
+    ]  # fmt: skip
+
+
+def test_outside_refunds_and_disputes_are_recorded_once_and_change_no_status() -> None:
+    order = placed_order()
+    order.confirm_payment("pi_1", "evt")
+    order.collect_events()
+    for _ in range(2):
+        order.note_outside_refund("re_dash", "succeeded", 500, "usd", "stripe:evt_r")
+        order.note_dispute("dp_1", "needs_response", 1000, "usd", "fraudulent", "stripe:evt_d")
+    order.note_dispute("dp_1", "lost", 1000, "usd", "fraudulent", "stripe:evt_c")
+    order.note_dispute("dp_1", "lost", 1000, "usd", "fraudulent", "stripe:evt_c2")
+    assert order.status == CONFIRMED
+    assert names(order) == ["OutsideRefundRecorded", "DisputeOpened", "DisputeClosed"]
+    assert (order.outside_refunds, order.disputes) == ({"re_dash": "succeeded"}, {"dp_1": "lost"})
+
+
+def test_a_delayed_payment_can_fail_and_still_clear_later() -> None:
     order = placed_order()
     order.await_payment("evt")
     order.fail_payment("evt")
     assert order.status == PAYMENT_FAILED
-    assert order.is_settled
+    assert not order.is_decided
+    order.confirm_payment("pi_1", "evt_cleared")
+    assert order.status == CONFIRMED
 
 
 @pytest.mark.parametrize(
     ("setup", "attempt"),
     [
-        ([], lambda o: o.record_refund("re_1", "w")),
+        ([], lambda o: o.follow_refund("re_1", "succeeded", 1, None, "w")),
+        ([], lambda o: o.refuse_refund("charge_disputed", "w")),
         (["confirm"], lambda o: o.confirm_payment("pi", "e")),
         (["confirm"], lambda o: o.await_payment("e")),
         (["confirm"], lambda o: o.fail_payment("e")),
         (["confirm"], lambda o: o.reject("out_of_stock", None, "e")),
-        (["confirm"], lambda o: o.record_refund("re_1", "w")),
+        (["confirm"], lambda o: o.follow_refund("re_1", "succeeded", 1, None, "w")),
         (["await"], lambda o: o.await_payment("e")),
         (["reject"], lambda o: o.confirm_payment("pi", "e")),
         (["reject"], lambda o: o.reject("out_of_stock", None, "e")),
-        (["reject", "refund"], lambda o: o.record_refund("re_2", "w")),
-        (["fail"], lambda o: o.confirm_payment("pi", "e")),
-        (["fail"], lambda o: o.reject("out_of_stock", None, "e")),
+        (["reject", "refund"], lambda o: o.refuse_refund("charge_disputed", "w")),
+        (["fail"], lambda o: o.fail_payment("e")),
     ],
 )
 def test_invalid_order_transitions_are_refused(setup: list[str], attempt: Any) -> None:
@@ -385,7 +428,7 @@ def test_invalid_order_transitions_are_refused(setup: list[str], attempt: Any) -
         "confirm": lambda: order.confirm_payment("pi", "e"),
         "await": lambda: order.await_payment("e"),
         "reject": lambda: order.reject("out_of_stock", None, "e"),
-        "refund": lambda: order.record_refund("re_1", "w"),
+        "refund": lambda: order.follow_refund("re_1", "succeeded", 1, None, "w"),
         "fail": lambda: order.fail_payment("e"),
     }
     for step in setup:
@@ -430,7 +473,7 @@ def test_every_event_carries_its_cause_and_a_utc_timestamp() -> None:
     order.confirm_payment("pi", "c:confirm")
     other = placed_order("cs_2")
     other.reject("out_of_stock", None, "c:reject")
-    other.record_refund("re_1", "c:refund")
+    other.follow_refund("re_1", "succeeded", 1000, None, "c:refund")
     cart = Cart(user_id=None, cause="c:cart")
     cart.set_line("mug", 1, "c:line")
     cart.start_checkout("cs_1", LINES, 1000, "usd", "c:start")
@@ -616,9 +659,10 @@ def test_out_of_stock_rejects_and_reopens_the_cart(app: Ledger) -> None:
     assert app.get_product("mug").on_hand == 1
     assert app.get_cart(paid.cart_id).status == "open"
     assert app.place_order(paid, "evt_1-again").status == REFUND_PENDING
-    refunded = app.record_refund_issued(order.id, "re_1", "worker")
+    refund = Refund("re_1", "succeeded", 1000, "usd", "pi_1", str(order.id))
+    refunded = app.record_refund(order.id, refund, "worker")
     assert refunded.status == REFUNDED
-    assert app.record_refund_issued(order.id, "re_1", "worker").version == refunded.version
+    assert app.record_refund(order.id, refund, "worker").version == refunded.version
 
 
 @pytest.mark.parametrize(("amount", "currency"), [(999, "usd"), (1000, "eur"), (1001, "usd")])
@@ -683,3 +727,24 @@ def test_checking_out_an_empty_cart_is_refused_by_the_service(app: Ledger) -> No
     assert (priced.lines, priced.amount_total, priced.currency) == ([], 0, None)
     with pytest.raises(EmptyCart):
         cart.start_checkout("cs_1", priced.snapshot(), 0, "usd", "t")
+
+
+def test_a_payment_that_clears_after_a_recorded_failure_becomes_an_order_or_a_refund(
+    app: Ledger,
+) -> None:
+    stocked(app, "mug", 1)
+    cleared = paid_checkout(app, {"mug": 1}, "cs_cleared")
+    app.record_awaiting_payment("cs_cleared", cleared.cart_id, "pi_1", "evt_1")
+    app.record_payment_failed("cs_cleared", cleared.cart_id, "evt_2")
+    assert app.get_cart(cleared.cart_id).status == "open"
+    order = app.place_order(cleared, "evt_3")  # Stripe now says the payment succeeded
+    assert order.status == CONFIRMED
+    assert app.get_product("mug").on_hand == 0
+    assert app.get_cart(cleared.cart_id).status == "converted"
+    # A failure reported after the order was placed changes nothing: the money was taken.
+    assert app.record_payment_failed("cs_cleared", cleared.cart_id, "evt_4").status == CONFIRMED
+
+    late = paid_checkout(app, {"mug": 1}, "cs_late")
+    app.record_payment_failed("cs_late", late.cart_id, "evt_5")
+    order = app.place_order(late, "evt_6")  # cleared, but the last mug went meanwhile
+    assert (order.status, order.rejection_reason) == (REFUND_PENDING, "out_of_stock")

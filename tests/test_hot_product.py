@@ -16,10 +16,10 @@ import httpx
 
 from ledger.domain import inventory_item_id
 from ledger.storage import Database
+from stripe_standin import StripeStandIn
 from tests.processes import serving
 from tests.shop import ADMIN, STRIPE_KEY, WEBHOOK_SECRET
 from web.serving import run_in_thread
-from web.stripe_standin import StripeStandIn
 
 SESSIONS = 300
 UNITS = 250
@@ -30,7 +30,10 @@ def test_300_paid_sessions_for_250_units_over_two_processes(
     tmp_path: Path, database: Database
 ) -> None:
     stand_in = StripeStandIn(
-        webhook_url=None, webhook_secret=WEBHOOK_SECRET, public_base_url="http://127.0.0.1"
+        api_key=STRIPE_KEY,
+        webhook_url=None,
+        webhook_secret=WEBHOOK_SECRET,
+        public_base_url="http://127.0.0.1",
     )
     with run_in_thread(stand_in.app) as stripe_server:
         env = {

@@ -24,6 +24,7 @@ import pytest
 from ledger.application import Ledger, PaidCheckout
 from ledger.domain import Cart, order_id_for
 from ledger.domain.errors import UnknownProduct
+from ledger.payments import Refund
 from ledger.storage import Database
 from projections import (
     DomainEvent,
@@ -92,7 +93,8 @@ def churn(app: Ledger, stop: threading.Event, tag: str, pause: float = 0.0) -> i
             app.adjust_stock("mug", 2, "delivery", "test")
         order = app.place_order(paid, "test")
         if order.status == "refund_pending" and n % 2 == 0:
-            app.record_refund_issued(order.id, f"re_{tag}_{n}", "test")
+            refund = Refund(f"re_{tag}_{n}", "succeeded", 1, "usd", "pi", str(order.id))
+            app.record_refund(order.id, refund, "test")
         if pause:
             time.sleep(pause)
     return n
@@ -213,14 +215,19 @@ def test_order_status_answers_every_status_like_the_contract(
     ledger.place_order(PaidCheckout("cs_refund_pending", mismatch.cart_id, 1, "usd", "pi"), "test")
     refunded = start_checkout(ledger, "cs_refunded", pen=3)
     ledger.place_order(PaidCheckout("cs_refunded", refunded.cart_id, 1, "usd", "pi"), "test")
-    ledger.record_refund_issued(order_id_for("cs_refunded"), "re_1", "test")
+    refunded_id = order_id_for("cs_refunded")
+    refund = Refund("re_1", "succeeded", 1, "usd", "pi", str(refunded_id))
+    ledger.record_refund(refunded_id, refund, "test")
+    refused = start_checkout(ledger, "cs_refund_failed", pen=1)
+    ledger.place_order(PaidCheckout("cs_refund_failed", refused.cart_id, 1, "usd", "pi"), "test")
+    ledger.refuse_refund(order_id_for("cs_refund_failed"), "charge_disputed", "test")
 
     with workers(database), store(database) as reads:
         assert reads.wait_for_head(["order_status"], timeout=5)
         statuses = OrderStatuses(reads)
         got = {sid: statuses.get(sid) for sid in [
             "cs_processing", "cs_awaiting", "cs_confirmed", "cs_failed", "cs_expired",
-            "cs_refund_pending", "cs_refunded",
+            "cs_refund_pending", "cs_refunded", "cs_refund_failed",
         ]}  # fmt: skip
         assert statuses.get("cs_never_created") is None
 
@@ -232,6 +239,7 @@ def test_order_status_answers_every_status_like_the_contract(
         "cs_expired": "expired",
         "cs_refund_pending": "refund_pending",
         "cs_refunded": "refunded",
+        "cs_refund_failed": "refund_failed",
     }
     assert got["cs_confirmed"] == {
         "checkout_session_id": "cs_confirmed",
@@ -246,7 +254,7 @@ def test_order_status_answers_every_status_like_the_contract(
     }
     for sid in ["cs_processing", "cs_awaiting", "cs_failed", "cs_expired"]:
         assert got[sid]["order_id"] is None  # type: ignore[index]
-    for sid in ["cs_refund_pending", "cs_refunded"]:
+    for sid in ["cs_refund_pending", "cs_refunded", "cs_refund_failed"]:
         assert got[sid]["order_id"] == str(order_id_for(sid))  # type: ignore[index]
     assert_equal_to_a_fresh_replay(database)
 
@@ -603,7 +611,7 @@ class FlakyMailer:
         self.sent.append(position)
 
 
-def test_a_side_effect_is_retried_on_the_same_event_and_never_skipped(
+def test_a_failing_side_effect_is_retried_on_its_own_schedule_and_holds_back_no_other(
     database: Database, ledger: Ledger
 ) -> None:
     carts = [ledger.create_cart(None, "test") for _ in range(3)]
@@ -612,34 +620,40 @@ def test_a_side_effect_is_retried_on_the_same_event_and_never_skipped(
     ]
     assert len(positions) == len(carts)
     mailer = FlakyMailer(fail_on=1, failures=3)
-    with workers(database, [mailer], backoff=(0.01, 0.05)) as runner:
+    with workers(database, [mailer], retry_backoff=(0.01, 0.05)) as runner:
         assert runner.wait_until_processed("mailer", positions[-1], timeout=5)
-    assert mailer.sent == positions
-    assert mailer.calls == [
-        positions[0],
-        positions[1],
-        positions[1],
-        positions[1],
-        positions[1],
-        positions[2],
-    ]
+        deadline = time.monotonic() + 5
+        while len(mailer.sent) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    # The failing event did not hold back the one after it, and was tried until it worked.
+    assert mailer.calls[:3] == positions
+    assert mailer.calls.count(positions[1]) == 4
+    assert sorted(mailer.sent) == positions
+    assert mailer.sent[:2] == [positions[0], positions[2]]
+    assert query(database, "SELECT count(*) FROM side_effect_retries") == [(0,)]
 
-    # Stopped while failing: the position stays before the failing event; a restart resumes it.
+    # Stopped while one keeps failing: the position moves on past it, the item waits in the
+    # schedule, and a restart (a new process, with its own code) picks it up again.
     more = [ledger.create_cart(None, "test") for _ in range(2)]
     assert more
     stuck = FlakyMailer(fail_on=0, failures=10**6)
-    with workers(database, [stuck], backoff=(0.01, 0.02)):
+    with workers(database, [stuck], retry_backoff=(0.01, 0.02)):
         deadline = time.monotonic() + 5
-        while len(stuck.calls) < 3 and time.monotonic() < deadline:
+        while len(stuck.calls) < 4 and time.monotonic() < deadline:
             time.sleep(0.01)
-    assert stuck.sent == [] and len(set(stuck.calls)) == 1
+    failing = stuck.calls[0]
+    assert failing not in stuck.sent and stuck.sent == [head(database)]
     assert query(database, "SELECT position FROM projection_tracking WHERE name = 'mailer'") == [
-        (positions[-1],)
+        (head(database),)
     ]
+    assert query(database, "SELECT position FROM side_effect_retries") == [(failing,)]
     healed = FlakyMailer(fail_on=0, failures=0)
-    with workers(database, [healed]) as runner:
-        assert runner.wait_until_processed("mailer", head(database), timeout=5)
-    assert healed.sent == [stuck.calls[0], head(database)]
+    with workers(database, [healed], retry_backoff=(0.01, 0.02)):
+        deadline = time.monotonic() + 5
+        while not healed.sent and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert healed.sent == [failing]
+    assert query(database, "SELECT count(*) FROM side_effect_retries") == [(0,)]
 
 
 # ---- the worker process ------------------------------------------------------------------------

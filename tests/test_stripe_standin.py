@@ -6,6 +6,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
@@ -18,8 +19,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 
+from stripe_standin import StripeStandIn, parse_stripe_params
 from web.serving import RunningServer, run_in_thread
-from web.stripe_standin import StripeStandIn, parse_stripe_params
 
 SECRET = "whsec_test_standin"
 KEY = "sk_test_standin"
@@ -81,6 +82,7 @@ def shop_url(receiver: tuple[Receiver, RunningServer]) -> str:
 @pytest.fixture
 def standin(shop_url: str, hook: Receiver) -> Iterator[StripeStandIn]:
     stand_in = StripeStandIn(
+        api_key=KEY,
         webhook_url=f"{shop_url}/hook",
         webhook_secret=SECRET,
         public_base_url="http://placeholder",
@@ -136,6 +138,30 @@ def paid_session(client: stripe.StripeClient, standin: StripeStandIn, shop_url: 
     session = create(client, shop_url)
     standin.complete(session.id, "pay")
     return client.v1.checkout.sessions.retrieve(session.id)
+
+
+def signed_events(hook: Receiver) -> list[Any]:
+    """Every event the receiver got, each checked against its signature."""
+    return [
+        stripe.Webhook.construct_event(body, headers["stripe-signature"], SECRET)
+        for body, headers in hook.received
+    ]
+
+
+def fixture_fields(name: str) -> set[str]:
+    return set(json.loads((FIXTURES / f"fixture_{name}.json").read_text()))
+
+
+@contextmanager
+def serving(stand_in: StripeStandIn) -> Iterator[stripe.StripeClient]:
+    """A client of `stand_in` served on its own port; the stand-in is closed afterwards."""
+    running = run_in_thread(stand_in.app)
+    stand_in.public_base_url = running.url
+    try:
+        yield stripe.StripeClient(KEY, base_addresses={"api": running.url})
+    finally:
+        running.stop()
+        stand_in.close()
 
 
 # ------------------------------------------------------------------------------ sessions
@@ -237,6 +263,90 @@ def test_auth_and_unknown_session(client: stripe.StripeClient, server: RunningSe
     assert missing.value.http_status == 404 and missing.value.code == "resource_missing"
 
 
+def test_only_the_configured_api_key_is_accepted(server: RunningServer) -> None:
+    someone_else = stripe.StripeClient(
+        "sk_test_someone_else_abcd", base_addresses={"api": server.url}
+    )
+    with pytest.raises(stripe.AuthenticationError) as refused:
+        someone_else.v1.checkout.sessions.retrieve("cs_test_nope")
+    assert refused.value.http_status == 401
+    assert "Invalid API Key provided: sk_test_****abcd" in str(refused.value)
+    assert refused.value.error is not None and refused.value.error.type == "invalid_request_error"
+    as_basic = httpx.get(f"{server.url}/v1/checkout/sessions/cs_test_nope", auth=(KEY, ""))
+    assert as_basic.status_code == 404  # the right key as Basic auth's user: past the key check
+
+
+def test_a_body_over_1_mib_is_refused_and_the_server_still_answers(
+    client: stripe.StripeClient, standin: StripeStandIn, server: RunningServer, shop_url: str
+) -> None:
+    auth = {"Authorization": f"Bearer {KEY}"}
+    big = b"metadata[x]=" + b"a" * (2 * 1024 * 1024)
+    declared = httpx.post(f"{server.url}/v1/checkout/sessions", content=big, headers=auth)
+    assert declared.status_code == 413
+    assert declared.json()["error"]["type"] == "invalid_request_error"
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit holds while reading
+        for _ in range(32):
+            yield b"a" * 65536
+
+    streamed = httpx.post(f"{server.url}/v1/refunds", content=chunks(), headers=auth)
+    assert streamed.status_code == 413 and "error" in streamed.json()
+
+    session = create(client, shop_url)
+    assert httpx.post(f"{server.url}/pay/{session.id}/pay", content=big).status_code == 413
+    assert client.v1.checkout.sessions.retrieve(session.id).status == "open"
+    too_large = [r["params"] for r in standin.requests() if r["status"] == 413]
+    assert too_large == [{"_omitted": "more than 1048576 bytes"}] * 2
+
+
+def test_logs_caches_and_sessions_are_bounded(shop_url: str, hook: Receiver) -> None:
+    stand_in = StripeStandIn(
+        api_key=KEY,
+        webhook_url=f"{shop_url}/hook",
+        webhook_secret=SECRET,
+        public_base_url="http://placeholder",
+        max_logged_requests=3,
+        max_logged_params_bytes=2048,
+        max_idempotency_keys=2,
+        max_idempotent_request_bytes=4096,
+        max_events=2,
+        max_deliveries=2,
+        max_sessions=2,
+    )
+    with serving(stand_in) as client:
+        first = create(client, shop_url, key="k1")
+        stand_in.complete(first.id, "pay")  # settled: the first to be forgotten
+        first_pi = stand_in.payment_intent_of(first.id)
+        second = create(client, shop_url, key="k2")
+        third = create(client, shop_url, key="k3")
+        assert [s["id"] for s in stand_in.sessions()] == [second.id, third.id]
+        assert stand_in.payment_intents() == [] and stand_in.charges() == []
+        with pytest.raises(stripe.InvalidRequestError) as gone:
+            client.v1.checkout.sessions.retrieve(first.id)
+        assert gone.value.code == "resource_missing"
+        with pytest.raises(stripe.InvalidRequestError):
+            client.v1.payment_intents.retrieve(str(first_pi))
+
+        # Two keys are kept: k1's answer was forgotten, so its retry is a new request.
+        assert create(client, shop_url, key="k1").id != first.id
+        assert not stand_in.requests()[-1]["replayed"]
+        assert create(client, shop_url, key="k3").id == third.id
+        assert stand_in.requests()[-1]["replayed"]
+
+        # A large request is neither logged with its parameters nor saved for its key.
+        metadata = {f"k{i}": "x" * 500 for i in range(10)}
+        big = create(client, shop_url, key="big", metadata=metadata)
+        assert create(client, shop_url, key="big", metadata=metadata).id != big.id
+        [omitted] = stand_in.requests()[-1]["params"].values()
+        assert omitted.endswith(" bytes")
+        assert len(stand_in.requests()) == 3
+
+        for session in stand_in.sessions():
+            stand_in.complete(session["id"], "pay")
+        stand_in.wait_for_deliveries(3, timeout=5)  # counted, though only 2 are kept
+        assert len(stand_in.events()) == 2 and len(stand_in.deliveries()) == 2
+
+
 # ------------------------------------------------------------------------------ paying, webhooks
 
 
@@ -284,6 +394,57 @@ def test_pay_page_buttons_and_redirects(
     assert followed.status_code == 200 and followed.text == f"/success?session_id={other.id}"
     standin.wait_for_deliveries(2, timeout=5)
     assert [d["type"] for d in standin.deliveries()] == ["checkout.session.completed"] * 2
+
+
+def test_pay_page_refunds_and_disputes_a_paid_session(
+    client: stripe.StripeClient, standin: StripeStandIn, server: RunningServer, shop_url: str
+) -> None:
+    session = paid_session(client, standin, shop_url)
+    page_url = f"{server.url}/pay/{session.id}"
+
+    def act(action: str) -> str:
+        answer = httpx.post(f"{page_url}/{action}")
+        assert answer.status_code == 303, answer.text
+        assert answer.headers["location"] == f"/pay/{session.id}"  # back to the page
+        return httpx.get(page_url).text
+
+    page = httpx.get(page_url).text
+    assert 'data-payment-intent-status="succeeded"' in page
+    for action in ("dashboard_refund", "hold_refunds", "dispute"):
+        assert f'data-action="{action}"' in page
+    assert 'data-action="refund_succeed"' not in page and 'data-action="dispute_won"' not in page
+
+    page = act("hold_refunds")
+    assert 'data-action="hold_refunds" aria-pressed="true"' in page
+    page = act("dashboard_refund")
+    [refund] = standin.refunds()
+    assert (refund["status"], refund["idempotency_key"]) == ("pending", None)
+    assert f'data-refund="{refund["id"]}" data-refund-status="pending"' in page
+    assert 'data-action="refund_succeed"' in page and 'data-action="dashboard_refund"' not in page
+    page = act("refund_fail")
+    assert 'data-refund-status="failed"' in page
+    assert 'data-action="dashboard_refund"' in page  # the money came back: refundable again
+
+    page = act("dispute")
+    [dispute] = standin.disputes()
+    assert f'data-dispute="{dispute["id"]}" data-dispute-status="needs_response"' in page
+    assert 'data-action="dispute_won"' in page and 'data-action="dispute_lost"' in page
+    assert 'data-action="dashboard_refund"' not in page
+    refused = httpx.post(f"{page_url}/dashboard_refund")
+    assert refused.status_code == 409 and "charged back" in refused.text
+    page = act("dispute_lost")
+    assert 'data-dispute-status="lost"' in page and 'data-action="dispute_won"' not in page
+
+    standin.wait_for_deliveries(7, timeout=5)
+    assert [e["type"] for e in standin.events()] == [
+        "checkout.session.completed",
+        "refund.created",
+        "charge.refunded",
+        "refund.failed",
+        "refund.updated",
+        "charge.dispute.created",
+        "charge.dispute.closed",
+    ]
 
 
 def test_delayed_payment_outcomes_and_expiry(
@@ -378,6 +539,75 @@ def test_build_event_is_signed_for_the_ledger(
     with pytest.raises(ValueError):
         standin.build_event("charge.refunded", session.id)
 
+    paid = paid_session(client, standin, shop_url)
+    refund: Any = client.v1.refunds.create(params={"payment_intent": paid.payment_intent})
+    for type_, object_id in (("refund.updated", refund.id), ("charge.refunded", refund.charge)):
+        payload, header = standin.build_event(type_, object_id)
+        about = stripe.Webhook.construct_event(payload, header, SECRET).data.object
+        assert about.id == object_id
+    with pytest.raises(KeyError):
+        standin.build_event("refund.created", "re_nope")
+    with pytest.raises(ValueError):
+        standin.build_event("payment_intent.succeeded", str(paid.payment_intent))
+
+
+def test_retrieve_expands_the_payment_intent_of_every_outcome(
+    client: stripe.StripeClient, standin: StripeStandIn, shop_url: str
+) -> None:
+    cart = {"cart_id": "7b0c3f3e-0000-4000-8000-000000000001"}
+
+    def checkout(*outcomes: str) -> Any:
+        session = create(client, shop_url, payment_intent_data={"metadata": cart})
+        for outcome in outcomes:
+            standin.complete(session.id, outcome)
+        return client.v1.checkout.sessions.retrieve(
+            session.id, params={"expand": ["payment_intent", "line_items"]}
+        )
+
+    paid = checkout("pay")
+    pi = paid.payment_intent
+    assert pi.object == "payment_intent" and pi.id == standin.payment_intent_of(paid.id)
+    assert (pi.status, pi.amount, pi.amount_received, pi.currency) == (
+        "succeeded",
+        7502,
+        7502,
+        "usd",
+    )
+    assert pi.latest_charge == standin.charge_of(paid.id) and pi.latest_charge.startswith("ch_")
+    assert pi.metadata.to_dict() == cart and len(paid.line_items.data) == 2
+    assert fixture_fields("payment_intent") <= set(pi.to_dict())
+
+    later = checkout("pay_later").payment_intent
+    assert (later.status, later.latest_charge, later.amount_received) == ("processing", None, 0)
+    failed = checkout("pay_later", "async_fail").payment_intent
+    assert failed.status == "requires_payment_method" and failed.latest_charge is None
+    assert failed.last_payment_error.code == "payment_intent_payment_attempt_failed"
+    cleared = checkout("pay_later", "async_succeed").payment_intent
+    assert cleared.status == "succeeded" and cleared.latest_charge.startswith("ch_")
+    assert checkout("async_fail").payment_intent.status == "requires_payment_method"
+    open_session = create(client, shop_url)
+    unpaid: Any = client.v1.checkout.sessions.retrieve(
+        open_session.id, params={"expand": ["payment_intent"]}
+    )
+    assert unpaid.payment_intent is None and standin.payment_intent_of(open_session.id) is None
+
+    assert client.v1.payment_intents.retrieve(pi.id).to_dict() == pi.to_dict()
+    with pytest.raises(stripe.InvalidRequestError) as missing:
+        client.v1.payment_intents.retrieve("pi_nope")
+    assert missing.value.http_status == 404 and missing.value.code == "resource_missing"
+    charge: Any = client.v1.charges.retrieve(pi.latest_charge)
+    assert (charge.object, charge.amount, charge.currency, charge.status) == (
+        "charge",
+        7502,
+        "usd",
+        "succeeded",
+    )
+    assert (charge.amount_refunded, charge.refunded, charge.disputed) == (0, False, False)
+    assert charge.payment_intent == pi.id and charge.metadata.to_dict() == cart
+    assert fixture_fields("charge") <= set(charge.to_dict())
+    with pytest.raises(stripe.InvalidRequestError):
+        client.v1.charges.retrieve("ch_nope")
+
 
 # ------------------------------------------------------------------------------ refunds
 
@@ -429,6 +659,197 @@ def test_refunds_are_idempotent_and_bounded(
     assert missing.value.http_status == 404
 
 
+def test_pending_refunds_settle_and_every_change_is_a_signed_event(
+    client: stripe.StripeClient, standin: StripeStandIn, hook: Receiver, shop_url: str
+) -> None:
+    standin.refund_status = "pending"
+    session = paid_session(client, standin, shop_url)
+    refund: Any = client.v1.refunds.create(
+        params={
+            "payment_intent": session.payment_intent,
+            "reason": "requested_by_customer",
+            "metadata": {"order_id": "o-1"},
+        },
+        options={"idempotency_key": "refund-o-1"},
+    )
+    assert (refund.status, refund.amount) == ("pending", 7502)
+    charge: Any = client.v1.charges.retrieve(refund.charge)
+    assert (charge.amount_refunded, charge.refunded) == (7502, True)  # pending counts
+    assert standin.settle_refund(refund.id, "succeeded")["status"] == "succeeded"
+    assert client.v1.refunds.retrieve(refund.id).status == "succeeded"
+    with pytest.raises(ValueError):
+        standin.settle_refund(refund.id, "succeeded")
+
+    standin.refund_status = "succeeded"
+    held = paid_session(client, standin, shop_url)
+    standin.hold_refunds(held.id)  # this payment's refunds stay pending all the same
+    failing: Any = client.v1.refunds.create(params={"payment_intent": held.payment_intent})
+    assert failing.status == "pending"
+    failed = standin.settle_refund(failing.id, "failed", "lost_or_stolen_card")
+    assert (failed["status"], failed["failure_reason"]) == ("failed", "lost_or_stolen_card")
+    charge = client.v1.charges.retrieve(failing.charge)
+    assert (charge.amount_refunded, charge.refunded) == (0, False)  # the money came back
+    again: Any = client.v1.refunds.create(params={"payment_intent": held.payment_intent})
+    assert (again.status, again.amount) == ("pending", 7502)
+    late = standin.settle_refund(refund.id, "failed")  # Stripe may fail one that succeeded
+    assert (late["status"], late["failure_reason"]) == ("failed", "expired_or_canceled_card")
+    assert client.v1.charges.retrieve(refund.charge).amount_refunded == 0
+
+    standin.wait_for_deliveries(13, timeout=10)
+    events = signed_events(hook)
+    assert [(e.type, e.data.object.id, e.data.object.status) for e in events] == [
+        ("checkout.session.completed", session.id, "complete"),
+        ("refund.created", refund.id, "pending"),
+        ("charge.refunded", refund.charge, "succeeded"),
+        ("refund.updated", refund.id, "succeeded"),
+        ("checkout.session.completed", held.id, "complete"),
+        ("refund.created", failing.id, "pending"),
+        ("charge.refunded", failing.charge, "succeeded"),
+        ("refund.failed", failing.id, "failed"),
+        ("refund.updated", failing.id, "failed"),
+        ("refund.created", again.id, "pending"),
+        ("charge.refunded", again.charge, "succeeded"),
+        ("refund.failed", refund.id, "failed"),
+        ("refund.updated", refund.id, "failed"),
+    ]
+    assert events[1].request.idempotency_key == "refund-o-1"
+    assert events[2].data.object.amount_refunded == 7502
+    assert events[7].data.object.failure_reason == "lost_or_stolen_card"
+    failed_deliveries = [d for d in standin.deliveries() if d["type"] == "refund.failed"]
+    assert [(d["object_id"], d["session_id"]) for d in failed_deliveries] == [
+        (failing.id, held.id),
+        (refund.id, session.id),
+    ]
+
+
+def test_list_refunds_of_a_payment_newest_first(
+    client: stripe.StripeClient, standin: StripeStandIn, shop_url: str
+) -> None:
+    session = paid_session(client, standin, shop_url)
+    pi = session.payment_intent
+    first = client.v1.refunds.create(params={"payment_intent": pi, "amount": 1000})
+    second = client.v1.refunds.create(params={"payment_intent": pi, "amount": 2000})
+    other = paid_session(client, standin, shop_url)
+    client.v1.refunds.create(params={"payment_intent": other.payment_intent})
+
+    listed = client.v1.refunds.list(params={"payment_intent": pi})
+    assert [r.id for r in listed.data] == [second.id, first.id]
+    assert (listed.object, listed.has_more, listed.url) == ("list", False, "/v1/refunds")
+    page = client.v1.refunds.list(params={"payment_intent": pi, "limit": 1})
+    assert [r.id for r in page.data] == [second.id] and page.has_more
+    assert [r.id for r in page.auto_paging_iter()] == [second.id, first.id]
+    by_charge = client.v1.refunds.list(params={"charge": str(first.charge)})
+    assert [r.id for r in by_charge.data] == [second.id, first.id]
+    assert len(client.v1.refunds.list().data) == 3
+    with pytest.raises(stripe.InvalidRequestError) as unknown:
+        client.v1.refunds.list(params={"payment_intent": "pi_nope"})
+    assert unknown.value.code == "resource_missing"
+    with pytest.raises(stripe.InvalidRequestError):
+        client.v1.refunds.list(params={"payment_intent": pi, "limit": 101})
+
+
+def test_a_disputed_charge_cannot_be_refunded(
+    client: stripe.StripeClient, standin: StripeStandIn, shop_url: str
+) -> None:
+    session = paid_session(client, standin, shop_url)
+    dispute = standin.open_dispute(session.id)
+    params: Any = {
+        "payment_intent": session.payment_intent,
+        "metadata": {"order_id": "o-9"},
+        "reason": "requested_by_customer",
+    }
+    with pytest.raises(stripe.InvalidRequestError) as refused:
+        client.v1.refunds.create(params=params, options={"idempotency_key": "refund-o-9"})
+    assert refused.value.http_status == 400 and refused.value.code == "charge_disputed"
+    charge = standin.charge_of(session.id)
+    assert f"Charge {charge} has been charged back; cannot issue a refund." in str(refused.value)
+
+    standin.close_dispute(dispute["id"], "won")
+    with pytest.raises(stripe.InvalidRequestError) as saved:  # the answer kept for that key
+        client.v1.refunds.create(params=params, options={"idempotency_key": "refund-o-9"})
+    assert saved.value.code == "charge_disputed" and standin.requests()[-1]["replayed"]
+    won: Any = client.v1.refunds.create(params=params, options={"idempotency_key": "refund-o-9b"})
+    assert won.status == "succeeded" and won.amount == 7502
+
+
+def test_a_dashboard_refund_leaves_nothing_to_refund(
+    client: stripe.StripeClient, standin: StripeStandIn, shop_url: str
+) -> None:
+    session = paid_session(client, standin, shop_url)
+    made = standin.dashboard_refund(session.id)
+    assert (made["amount"], made["metadata"], made["reason"], made["status"]) == (
+        7502,
+        {},
+        None,
+        "succeeded",
+    )
+    [recorded] = standin.refunds()
+    assert recorded["id"] == made["id"] and recorded["idempotency_key"] is None
+    with pytest.raises(stripe.InvalidRequestError) as refused:
+        client.v1.refunds.create(
+            params={
+                "payment_intent": session.payment_intent,
+                "metadata": {"order_id": "o-2"},
+                "reason": "requested_by_customer",
+            },
+            options={"idempotency_key": "refund-o-2"},
+        )
+    assert refused.value.code == "charge_already_refunded"
+    charge: Any = client.v1.charges.retrieve(made["charge"])
+    assert charge.refunded and charge.amount_refunded == 7502
+    listed = client.v1.refunds.list(params={"payment_intent": session.payment_intent})
+    assert [r.id for r in listed.data] == [made["id"]]
+    with pytest.raises(ValueError):
+        standin.dashboard_refund(session.id)
+    with pytest.raises(KeyError):
+        standin.dashboard_refund("cs_test_nope")
+
+
+def test_disputes_open_and_close_with_events(
+    client: stripe.StripeClient, standin: StripeStandIn, hook: Receiver, shop_url: str
+) -> None:
+    session = paid_session(client, standin, shop_url)
+    opened = standin.open_dispute(session.id, reason="product_not_received")
+    got: Any = client.v1.disputes.retrieve(opened["id"])
+    assert (got.object, got.amount, got.currency, got.reason, got.status) == (
+        "dispute",
+        7502,
+        "usd",
+        "product_not_received",
+        "needs_response",
+    )
+    assert (got.charge, got.payment_intent) == (
+        standin.charge_of(session.id),
+        session.payment_intent,
+    )
+    assert fixture_fields("dispute") <= set(got.to_dict())
+    assert client.v1.charges.retrieve(got.charge).disputed
+    assert [d["id"] for d in standin.disputes()] == [opened["id"]]
+    with pytest.raises(ValueError):
+        standin.open_dispute(session.id)  # one dispute per charge
+
+    assert standin.close_dispute(opened["id"], "lost")["status"] == "lost"
+    with pytest.raises(ValueError):
+        standin.close_dispute(opened["id"], "won")
+    with pytest.raises(stripe.InvalidRequestError) as refused:
+        client.v1.refunds.create(params={"payment_intent": session.payment_intent})
+    assert refused.value.code == "charge_disputed"
+
+    standin.wait_for_deliveries(3, timeout=5)
+    assert [(e.type, e.data.object.id, e.data.object.status) for e in signed_events(hook)] == [
+        ("checkout.session.completed", session.id, "complete"),
+        ("charge.dispute.created", opened["id"], "needs_response"),
+        ("charge.dispute.closed", opened["id"], "lost"),
+    ]
+    payload, header = standin.build_event("charge.dispute.created", opened["id"])
+    assert stripe.Webhook.construct_event(payload, header, SECRET).data.object.status == "lost"
+    with pytest.raises(stripe.InvalidRequestError) as missing:
+        client.v1.disputes.retrieve("dp_nope")
+    assert missing.value.http_status == 404
+    with pytest.raises(ValueError):
+        standin.open_dispute(create(client, shop_url).id)  # nothing paid: nothing to dispute
+
+
 # ------------------------------------------------------------------------------ failures, delay
 
 
@@ -460,6 +881,42 @@ def test_fail_next_makes_the_sdk_raise_or_retry(
     ]
 
 
+def test_fail_next_with_a_path_fails_only_those_calls(
+    client: stripe.StripeClient, standin: StripeStandIn, server: RunningServer, shop_url: str
+) -> None:
+    once = stripe.StripeClient(KEY, base_addresses={"api": server.url})
+    session = paid_session(client, standin, shop_url)
+    pi = session.payment_intent
+    standin.fail_next(1, 401, path="/v1/refunds")
+    assert once.v1.checkout.sessions.retrieve(session.id).id == session.id  # passes untouched
+    with pytest.raises(stripe.AuthenticationError) as rejected:
+        once.v1.refunds.create(params={"payment_intent": pi})
+    assert rejected.value.error is not None
+    assert rejected.value.error.type == "invalid_request_error"
+    standin.fail_next(1, 403, path="/v1/refunds")
+    with pytest.raises(stripe.PermissionError):
+        once.v1.refunds.list(params={"payment_intent": pi})  # any method
+    standin.fail_next(1, 400, path="/v1/refunds", code="resource_missing")
+    with pytest.raises(stripe.InvalidRequestError) as missing:
+        once.v1.refunds.retrieve("re_whatever")
+    assert missing.value.code == "resource_missing"
+    standin.fail_next(1, 429, path="/v1/refunds", error_type="rate_limit_error")
+    with pytest.raises(stripe.RateLimitError) as limited:
+        once.v1.refunds.create(params={"payment_intent": pi})
+    assert limited.value.error is not None and limited.value.error.type == "rate_limit_error"
+    assert standin.refunds() == []
+
+    refund = once.v1.refunds.create(params={"payment_intent": pi})  # the failures are used up
+    assert refund.status == "succeeded"
+    injected = [(r["path"], r["status"]) for r in standin.requests() if r["failure_injected"]]
+    assert injected == [
+        ("/v1/refunds", 401),
+        ("/v1/refunds", 403),
+        ("/v1/refunds/re_whatever", 400),
+        ("/v1/refunds", 429),
+    ]
+
+
 def test_delay_seconds_slows_every_api_call(
     client: stripe.StripeClient, standin: StripeStandIn, shop_url: str
 ) -> None:
@@ -476,7 +933,7 @@ def test_mounted_under_a_path_prefix_in_another_app(shop_url: str) -> None:
     """As `ledger serve` uses it: inside the ledger's own app under /_stripe, with the ledger's
     webhook handler calling back into the stand-in while the delivery is in flight."""
     stand_in = StripeStandIn(
-        webhook_url=None, webhook_secret=SECRET, public_base_url="http://placeholder"
+        api_key=KEY, webhook_url=None, webhook_secret=SECRET, public_base_url="http://placeholder"
     )
     seen: list[str] = []
     holder: dict[str, stripe.StripeClient] = {}

@@ -12,20 +12,27 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError, Recording
+from eventsourcing.persistence import (
+    IntegrityError,
+    Recording,
+)
 from eventsourcing.utils import EnvType
 
+from ledger.bulk_reads import BulkReader
 from ledger.domain import Cart, InventoryItem, Order, inventory_item_id, order_id_for
 from ledger.domain.cart import CONVERTED, SESSION_PROCESSING
 from ledger.domain.errors import (
     CurrencyMismatch,
     DomainError,
+    EmptyCart,
     UnknownCart,
+    UnknownOrder,
     UnknownProduct,
 )
-from ledger.domain.order import AWAITING_PAYMENT, PLACED
+from ledger.domain.order import PAYMENT_FAILED, REFUND_FAILED, REFUND_PENDING, REFUNDED
 from ledger.group_commit import GroupCommit
 from ledger.locks import AggregateLocks, ConcurrentModification
+from ledger.payments import Dispute, Refund
 from ledger.storage import LedgerPostgresFactory
 
 T = TypeVar("T")
@@ -45,6 +52,7 @@ class PricedLine:
     quantity: int
     unit_amount: int
     on_hand: int  # as read when the cart was priced
+    currency: str
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,21 @@ class PricedCart:
             {"sku": x.sku, "name": x.name, "quantity": x.quantity, "unit_amount": x.unit_amount}
             for x in self.lines
         ]
+
+    def checkout_currency(self) -> str:
+        """The one currency the lines are priced in now, which the cart is charged in.
+
+        A product's currency may change while it sits in a cart: a cart whose products no
+        longer share one is refused rather than charged in whichever comes first.
+        """
+        skus_by_currency: dict[str, list[str]] = {}
+        for line in self.lines:
+            skus_by_currency.setdefault(line.currency, []).append(line.sku)
+        if not skus_by_currency:
+            raise EmptyCart()
+        if len(skus_by_currency) > 1:
+            raise CurrencyMismatch.within(skus_by_currency)
+        return next(iter(skus_by_currency))
 
     def shortages(self) -> list[Shortage]:
         """Lines the stock on hand (when priced) cannot cover."""
@@ -118,6 +141,7 @@ class Ledger(Application[UUID]):
         self.locks = AggregateLocks(
             factory.lock_pool if isinstance(factory, LedgerPostgresFactory) else None
         )
+        self._bulk = BulkReader(self)
         self._order_desk: GroupCommit[_OrderRequest, Order] = GroupCommit(self._decide_orders)
         # Decisions decided again after a version conflict: the safety net at work, which
         # should stay near zero while every writer takes its locks.
@@ -193,23 +217,35 @@ class Ledger(Application[UUID]):
         def decide() -> Cart:
             cart = self.get_cart(cart_id)
             product = self.get_product(sku)
-            if quantity:
-                others = [self.get_product(s) for s in cart.lines if s != sku]
-                for other in others:
-                    if other.currency != product.currency:
-                        raise CurrencyMismatch(other.currency, product.currency)
-            cart.set_line(sku, quantity, cause)
+            others = None
+            if quantity and cart.currency_in_doubt(sku, product.currency):
+                others = self._bulk.read_many(
+                    InventoryItem,
+                    [inventory_item_id(s) for s in cart.lines if s != sku],
+                    lambda item: item.currency,
+                ).values()
+            cart.set_line(sku, quantity, cause, product.currency, others)
             self.save(cart)
             return cart
 
         return self._decide([cart_id], decide)
 
     def price(self, cart: Cart) -> PricedCart:
-        items = [self.get_product(sku) for sku in sorted(cart.lines)]
-        lines = [
-            PricedLine(i.sku, i.name, cart.lines[i.sku], i.unit_amount, i.on_hand) for i in items
-        ]
-        return PricedCart(cart, lines, items[0].currency if items else None)
+        ids = {sku: inventory_item_id(sku) for sku in sorted(cart.lines)}
+        priced = self._bulk.read_many(
+            InventoryItem,
+            ids.values(),
+            lambda i: PricedLine(
+                i.sku, i.name, cart.lines[i.sku], i.unit_amount, i.on_hand, i.currency
+            ),
+        )
+        lines = []
+        for sku, item_id in ids.items():
+            line = priced.get(item_id)
+            if line is None:
+                raise UnknownProduct(sku)
+            lines.append(line)
+        return PricedCart(cart, lines, lines[0].currency if lines else None)
 
     def start_checkout(self, priced: PricedCart, session_id: str, cause: str) -> Cart:
         """Records that a checkout session was created for exactly this priced cart."""
@@ -291,7 +327,7 @@ class Ledger(Application[UUID]):
         order = None
         if snapshot["state"] != SESSION_PROCESSING:
             order = commit.find(Order, order_id_for(paid.session_id))
-        if order is not None and order.status not in (PLACED, AWAITING_PAYMENT):
+        if order is not None and order.is_decided:
             return order
         if order is None:
             order = commit.add(self._open_order(paid.session_id, cart, paid.payment_intent, cause))
@@ -336,7 +372,7 @@ class Ledger(Application[UUID]):
         def decide() -> Order:
             cart = self.get_cart(cart_id)
             order = self._find(Order, order_id_for(session_id))
-            if order is not None and order.is_settled:
+            if order is not None and (order.is_decided or order.status == PAYMENT_FAILED):
                 return order
             if order is None:
                 order = self._open_order(session_id, cart, None, cause)
@@ -359,18 +395,75 @@ class Ledger(Application[UUID]):
 
         return self._decide([cart_id], decide)
 
-    def record_refund_issued(self, order_id: UUID, refund_id: str, cause: str) -> Order:
+    def record_refund(
+        self, order_id: UUID, refund: Refund, cause: str, *, adopt: bool = False
+    ) -> Order:
+        """Records what Stripe says of a refund of the order's payment. The order's own refund
+        (asked for by the ledger, or `adopt`ed: the one found when Stripe says the charge is
+        refunded already, or one a person made for an order whose refund failed) moves the
+        order on; any other is recorded as a refund made outside the ledger."""
+
         def decide() -> Order:
-            order: Order = self.repository.get(order_id)
-            if order.refund_id is None:
-                order.record_refund(refund_id, cause)
+            order = self._require_order(order_id)
+            if self._is_order_refund(order, refund, adopt):
+                order.follow_refund(
+                    refund.refund_id, refund.status, refund.amount, refund.failure_reason, cause
+                )
+            else:
+                order.note_outside_refund(
+                    refund.refund_id, refund.status, refund.amount, refund.currency, cause
+                )
+            self.save(order)
+            return order
+
+        return self._decide([order_id], decide)
+
+    def refuse_refund(self, order_id: UUID, code: str, cause: str) -> Order:
+        """Stripe refused the order's refund for good (`code` is Stripe's error code)."""
+
+        def decide() -> Order:
+            order = self._require_order(order_id)
+            if order.status == REFUND_PENDING and order.refund_id is None:
+                order.refuse_refund(code, cause)
                 self.save(order)
             return order
 
         return self._decide([order_id], decide)
 
+    def record_dispute(self, order_id: UUID, dispute: Dispute, cause: str) -> Order:
+        def decide() -> Order:
+            order = self._require_order(order_id)
+            order.note_dispute(
+                dispute.dispute_id,
+                dispute.status,
+                dispute.amount,
+                dispute.currency,
+                dispute.reason,
+                cause,
+            )
+            self.save(order)
+            return order
+
+        return self._decide([order_id], decide)
+
+    @staticmethod
+    def _is_order_refund(order: Order, refund: Refund, adopt: bool) -> bool:
+        if order.status not in (REFUND_PENDING, REFUNDED, REFUND_FAILED):
+            return False  # a confirmed order owes nothing back: any refund came from outside
+        if refund.refund_id == order.refund_id or refund.order_id == str(order.id):
+            return True
+        if order.status == REFUND_FAILED:
+            return refund.succeeded  # a person refunded it by hand: the money is back
+        return adopt and order.refund_id is None
+
     def get_order(self, order_id: UUID) -> Order | None:
         return self._find(Order, order_id)
+
+    def _require_order(self, order_id: UUID) -> Order:
+        order = self._find(Order, order_id)
+        if order is None:
+            raise UnknownOrder(order_id)
+        return order
 
     # ---- helpers -----------------------------------------------------------------------
 

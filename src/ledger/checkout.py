@@ -15,11 +15,8 @@ from uuid import UUID
 import structlog
 
 from ledger.application import Ledger, PaidCheckout, Shortage
-from ledger.domain.cart import CONVERTED
 from ledger.domain.errors import (
-    CartClosed,
     DomainError,
-    EmptyCart,
     UnknownCart,
     UnknownCheckoutSession,
 )
@@ -33,7 +30,6 @@ from ledger.payments import (
 
 log = structlog.get_logger("ledger.checkout")
 
-ASYNC_PAYMENT_FAILED = "checkout.session.async_payment_failed"
 IGNORED = "ignored"  # the outcome of an event the ledger records nothing for
 
 
@@ -64,11 +60,9 @@ class Checkout:
     def begin(self, cart_id: UUID, cause: str) -> CreatedCheckout:
         """Creates a Stripe checkout session for the cart as priced now, and records it."""
         cart = self.ledger.get_cart(cart_id)
-        if cart.status == CONVERTED:
-            raise CartClosed()
+        cart.check_checkout(cart.lines)
         priced = self.ledger.price(cart)
-        if not priced.lines or priced.currency is None:
-            raise EmptyCart()
+        currency = priced.checkout_currency()
         shortages = priced.shortages()
         if shortages:
             raise OutOfStock(shortages)
@@ -77,23 +71,27 @@ class Checkout:
                 cart_id=str(cart.id),
                 user_id=cart.user_id,
                 lines=[
-                    CheckoutLine(line.name, line.quantity, line.unit_amount, priced.currency)
+                    CheckoutLine(line.name, line.quantity, line.unit_amount, currency)
                     for line in priced.lines
                 ],
                 success_url=f"{self.public_url}/checkout/success?session_id={{CHECKOUT_SESSION_ID}}",
                 cancel_url=f"{self.public_url}/?cart_id={cart.id}&checkout=cancelled",
                 # The same cart at the same prices always asks for the same session, so a
-                # retried request (ours or the SDK's) cannot open a second one; a price change
-                # makes a new key rather than an idempotency clash at Stripe.
-                idempotency_key=f"checkout-{cart.id}-v{cart.version}-{_digest(priced.snapshot())}",
+                # retried request (ours or the SDK's) cannot open a second one; a price or
+                # currency change makes a new key rather than an idempotency clash at Stripe.
+                idempotency_key=(
+                    f"checkout-{cart.id}-v{cart.version}-{_digest([currency, priced.snapshot()])}"
+                ),
             )
         )
         self.ledger.start_checkout(priced, created.session_id, cause)
         log.info("checkout_started", cart_id=str(cart.id), session_id=created.session_id)
         return created
 
-    def fulfill(self, session_id: str, cause: str, event_type: str | None = None) -> Outcome:
-        """Records whatever Stripe says became of the session. Safe to call any number of times."""
+    def fulfill(self, session_id: str, cause: str) -> Outcome:
+        """Records whatever Stripe says became of the session (and of its payment, for a
+        delayed one): the event that brought us here is only a hint. Safe to call any number
+        of times, in any order."""
         session = self.gateway.retrieve_checkout(session_id)
         if session is None:
             return self._anomaly(session_id, "unknown_to_stripe")
@@ -101,13 +99,11 @@ class Checkout:
         if cart_id is None:
             return self._anomaly(session_id, "no_cart_reference")
         try:
-            return self._record(session, cart_id, cause, event_type)
+            return self._record(session, cart_id, cause)
         except (UnknownCart, UnknownCheckoutSession):  # not a session this ledger started
             return self._anomaly(session_id, "not_started_by_this_ledger")
 
-    def _record(
-        self, session: CheckoutSession, cart_id: UUID, cause: str, event_type: str | None
-    ) -> Outcome:
+    def _record(self, session: CheckoutSession, cart_id: UUID, cause: str) -> Outcome:
         session_id = session.session_id
         if session.is_paid:
             order = self.ledger.place_order(
@@ -133,7 +129,7 @@ class Checkout:
         if session.status == "expired":
             self.ledger.record_expired(session_id, cart_id, cause)
             return Outcome(session_id, "expired")
-        if session.status == "complete" and event_type == ASYNC_PAYMENT_FAILED:
+        if session.payment_failed:
             order = self.ledger.record_payment_failed(session_id, cart_id, cause)
             return Outcome(session_id, order.status, order.id)
         if session.status == "complete":

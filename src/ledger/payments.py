@@ -7,11 +7,22 @@ from typing import Protocol
 
 
 class PaymentProviderUnavailable(Exception):
-    """A failure worth retrying: the provider timed out, was unreachable or answered 5xx/429."""
+    """A failure worth retrying: the provider timed out, was unreachable, answered 5xx/429, or
+    refused our key (a rotated or restricted key is fixed by a person, then retries succeed)."""
 
 
 class PaymentProviderRefused(Exception):
-    """The provider refused the request for good (bad parameters, auth, idempotency clash)."""
+    """The provider refused the request for good; `code` is its error code, when it gave one
+    (e.g. `charge_already_refunded`, `charge_disputed`)."""
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# A PaymentIntent's statuses that decide a delayed payment (Stripe's words).
+PAYMENT_SUCCEEDED = "succeeded"
+PAYMENT_FAILED_STATUSES = frozenset({"requires_payment_method", "canceled"})
 
 
 @dataclass(frozen=True)
@@ -42,7 +53,7 @@ class CreatedCheckout:
 
 @dataclass(frozen=True)
 class CheckoutSession:
-    """A checkout session as the provider reports it now."""
+    """A checkout session as the provider reports it now, with its payment's status."""
 
     session_id: str
     status: str  # open | complete | expired
@@ -50,26 +61,82 @@ class CheckoutSession:
     amount_total: int | None
     currency: str | None
     payment_intent: str | None
+    payment_intent_status: str | None  # processing | succeeded | requires_payment_method | ...
     cart_id: str | None
 
     @property
     def is_paid(self) -> bool:
-        return self.status == "complete" and self.payment_status in ("paid", "no_payment_required")
+        if self.status != "complete":
+            return False
+        return self.payment_status in ("paid", "no_payment_required") or (
+            self.payment_intent_status == PAYMENT_SUCCEEDED
+        )
+
+    @property
+    def payment_failed(self) -> bool:
+        """The payment was tried and failed: Stripe's PaymentIntent says so, not an event."""
+        return self.status == "complete" and self.payment_intent_status in PAYMENT_FAILED_STATUSES
 
 
 @dataclass(frozen=True)
-class IssuedRefund:
+class Refund:
+    """A refund as the provider reports it now."""
+
     refund_id: str
-    status: str
+    status: str  # pending | requires_action | succeeded | failed | canceled
+    amount: int
+    currency: str
+    payment_intent: str | None
+    order_id: str | None  # our metadata, when the ledger asked for it
+    failure_reason: str | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "succeeded"
+
+    @property
+    def failed(self) -> bool:
+        return self.status in ("failed", "canceled")
+
+
+@dataclass(frozen=True)
+class Charge:
+    charge_id: str
+    payment_intent: str | None
+
+
+@dataclass(frozen=True)
+class Dispute:
+    dispute_id: str
+    status: str  # warning_needs_response | needs_response | under_review | won | lost | ...
+    amount: int
+    currency: str
+    reason: str
+    payment_intent: str | None
+
+    @property
+    def closed(self) -> bool:
+        return self.status in ("won", "lost", "warning_closed")
 
 
 class PaymentGateway(Protocol):
+    """Every `retrieve_*` answers None when the provider has no such object (its only
+    permanent answer), and raises PaymentProviderUnavailable for any other failure."""
+
     def create_checkout(self, checkout: NewCheckout) -> CreatedCheckout: ...
 
-    def retrieve_checkout(self, session_id: str) -> CheckoutSession | None:
-        """The session, or None when the provider has no such session."""
+    def retrieve_checkout(self, session_id: str) -> CheckoutSession | None: ...
+
+    def refund(self, payment_intent: str, order_id: str, idempotency_key: str) -> Refund:
+        """A full refund of the payment (whatever was actually charged)."""
         ...
 
-    def refund(
-        self, payment_intent: str, amount: int, order_id: str, idempotency_key: str
-    ) -> IssuedRefund: ...
+    def retrieve_refund(self, refund_id: str) -> Refund | None: ...
+
+    def refunds_of(self, payment_intent: str) -> list[Refund]:
+        """The payment's refunds, newest first."""
+        ...
+
+    def retrieve_charge(self, charge_id: str) -> Charge | None: ...
+
+    def retrieve_dispute(self, dispute_id: str) -> Dispute | None: ...

@@ -1,49 +1,171 @@
-"""The refund worker: pays back every RefundRequested, exactly once in effect.
+"""Refunds: where a refund is decided, issued and followed until Stripe says how it ended.
 
-It follows the log at least once; Stripe's idempotency key, derived from the order id and the
-same on every retry, makes a repeated call return the first refund instead of a second one.
+An order that was paid but cannot be fulfilled owes a refund (`RefundRequested`). The refund
+worker asks Stripe for a full refund of the payment (no amount: whatever Stripe actually
+charged), with an idempotency key derived from the order, the same on every retry. The order
+stays `refund_pending` until Stripe reports the refund `succeeded` (a refund event, or the
+periodic resync), and becomes `refund_failed` when Stripe refuses it for good or it fails later.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
+from uuid import UUID
 
 import structlog
 from eventsourcing.utils import get_topic
 
 from ledger.application import Ledger
+from ledger.checkout import IGNORED, Outcome
 from ledger.domain import Order
-from ledger.payments import PaymentGateway
+from ledger.domain.order import REFUND_FAILED, REFUND_PENDING, REFUNDED
+from ledger.metrics import OUTSIDE_REFUNDS, REFUNDS
+from ledger.payments import PaymentGateway, PaymentProviderRefused, Refund
 
 log = structlog.get_logger("ledger.refunds")
+
+# Stripe's answer when the charge has no money left to refund: it is back with the customer
+# already (a refund in the Dashboard, or an earlier one of ours whose answer was lost).
+ALREADY_REFUNDED = "charge_already_refunded"
+NO_CHARGE = "no_charge"  # the refund of an order nothing was charged for
+
+_OUTCOME_OF_STATUS = {REFUND_PENDING: "pending", REFUNDED: "succeeded", REFUND_FAILED: "failed"}
 
 
 def refund_idempotency_key(order_id: object) -> str:
     return f"refund-{order_id}"
 
 
+class PaymentIndex(Protocol):
+    """Which order a payment (a PaymentIntent id) belongs to: kept by a read model."""
+
+    def order_for(self, payment_intent: str) -> UUID | None: ...
+
+
+class Refunds:
+    def __init__(self, ledger: Ledger, gateway: PaymentGateway, payments: PaymentIndex) -> None:
+        self.ledger = ledger
+        self.gateway = gateway
+        self.payments = payments
+
+    def issue(self, order_id: UUID, cause: str) -> Order | None:
+        """Asks Stripe to refund the order's payment, once in effect however often called.
+        Raises PaymentProviderUnavailable when Stripe cannot answer now: try again later."""
+        order = self.ledger.get_order(order_id)
+        if order is None or order.status != REFUND_PENDING or order.refund_id is not None:
+            return order
+        if not order.payment_intent or order.amount_total == 0:
+            free = Refund(NO_CHARGE, "succeeded", 0, order.currency, None, str(order.id))
+            return self._record(order, free, cause)
+        try:
+            refund = self.gateway.refund(
+                payment_intent=order.payment_intent,
+                order_id=str(order.id),
+                idempotency_key=refund_idempotency_key(order.id),
+            )
+        except PaymentProviderRefused as refusal:
+            if refusal.code == ALREADY_REFUNDED:
+                made = self._refund_already_made(order.payment_intent, order.id)
+                if made is not None:
+                    log.info("refund_found", order_id=str(order.id), refund_id=made.refund_id)
+                    return self._record(order, made, cause, adopt=True)
+            return self._refused(order, refusal.code or "refused", str(refusal), cause)
+        return self._record(order, refund, f"stripe:{refund.refund_id}")
+
+    def follow(self, refund_id: str, cause: str) -> Outcome:
+        """Records what Stripe says of the refund now (its events, and the resync)."""
+        refund = self.gateway.retrieve_refund(refund_id)
+        if refund is None:
+            return _anomaly("unknown_to_stripe", refund_id=refund_id)
+        order = self._order_of(refund.order_id, refund.payment_intent)
+        if order is None:
+            return _anomaly("not_a_payment_of_this_ledger", refund_id=refund_id)
+        order = self._record(order, refund, cause)
+        return Outcome(order.checkout_session_id, order.status, order.id)
+
+    def follow_charge(self, charge_id: str, cause: str) -> Outcome:
+        """A charge was refunded (`charge.refunded`): records each refund of its payment."""
+        charge = self.gateway.retrieve_charge(charge_id)
+        if charge is None or charge.payment_intent is None:
+            return _anomaly("unknown_to_stripe", charge_id=charge_id)
+        order = self._order_of(None, charge.payment_intent)
+        if order is None:
+            return _anomaly("not_a_payment_of_this_ledger", charge_id=charge_id)
+        for refund in reversed(self.gateway.refunds_of(charge.payment_intent)):  # oldest first
+            order = self._record(order, refund, cause)
+        return Outcome(order.checkout_session_id, order.status, order.id)
+
+    def _refund_already_made(self, payment_intent: str, order_id: UUID) -> Refund | None:
+        """The refund that emptied the charge: ours if Stripe holds one (its answer was lost),
+        else the newest one that has not failed."""
+        made = [r for r in self.gateway.refunds_of(payment_intent) if not r.failed]
+        ours = [r for r in made if r.order_id == str(order_id)]
+        return next(iter(ours or made), None)
+
+    def _order_of(self, order_ref: str | None, payment_intent: str | None) -> Order | None:
+        order_id: UUID | None = None
+        if order_ref:
+            try:
+                order_id = UUID(order_ref)
+            except ValueError:
+                order_id = None
+        if order_id is None and payment_intent:
+            order_id = self.payments.order_for(payment_intent)
+        return None if order_id is None else self.ledger.get_order(order_id)
+
+    def _record(self, order: Order, refund: Refund, cause: str, *, adopt: bool = False) -> Order:
+        before = (order.status, dict(order.outside_refunds))
+        order = self.ledger.record_refund(order.id, refund, cause, adopt=adopt)
+        if order.status != before[0] and order.status in _OUTCOME_OF_STATUS:
+            REFUNDS.labels(outcome=_OUTCOME_OF_STATUS[order.status]).inc()
+            if order.status == REFUND_FAILED:
+                log.error(
+                    "refund_failed",
+                    order_id=str(order.id),
+                    refund_id=refund.refund_id,
+                    code=order.refund_failure,
+                )
+            else:
+                log.info(
+                    "refund_" + _OUTCOME_OF_STATUS[order.status],
+                    order_id=str(order.id),
+                    refund_id=refund.refund_id,
+                )
+        if order.outside_refunds != before[1]:
+            OUTSIDE_REFUNDS.labels(status=refund.status).inc()
+            log.warning(
+                "outside_refund",
+                order_id=str(order.id),
+                refund_id=refund.refund_id,
+                status=refund.status,
+            )
+        return order
+
+    def _refused(self, order: Order, code: str, message: str, cause: str) -> Order:
+        order = self.ledger.refuse_refund(order.id, code, cause)
+        REFUNDS.labels(outcome="failed").inc()
+        log.error("refund_failed", order_id=str(order.id), code=code, error=message)
+        return order
+
+
 class RefundWorker:
+    """Follows the log for RefundRequested and issues each refund. The runner gives each
+    event its own retry schedule, so one refund Stripe cannot take now holds back no other."""
+
     name = "refunds"
     topics: Sequence[str] = (f"{get_topic(Order)}.RefundRequested",)
 
-    def __init__(self, ledger: Ledger, gateway: PaymentGateway) -> None:
-        self.ledger = ledger
-        self.gateway = gateway
+    def __init__(self, refunds: Refunds) -> None:
+        self.refunds = refunds
 
     def handle(self, event: Any, position: int) -> None:
-        order = self.ledger.get_order(event.originator_id)
-        if order is None or order.refund_id is not None:
-            return
-        if not order.payment_intent or order.amount_total == 0:
-            # Nothing was charged (a free checkout): nothing to pay back.
-            self.ledger.record_refund_issued(order.id, "no_charge", f"worker:{self.name}")
-            return
-        refund = self.gateway.refund(
-            payment_intent=order.payment_intent,
-            amount=order.amount_total,
-            order_id=str(order.id),
-            idempotency_key=refund_idempotency_key(order.id),
-        )
-        self.ledger.record_refund_issued(order.id, refund.refund_id, f"stripe:{refund.refund_id}")
-        log.info("refund_issued", order_id=str(order.id), refund_id=refund.refund_id)
+        self.refunds.issue(event.originator_id, f"worker:{self.name}")
+
+
+def _anomaly(kind: str, **about: str) -> Outcome:
+    log.warning("anomaly", kind=kind, **about)
+    return Outcome("", IGNORED, anomaly=kind)
+
+
+__all__ = ["PaymentIndex", "RefundWorker", "Refunds", "refund_idempotency_key"]

@@ -2,10 +2,29 @@
 
 from __future__ import annotations
 
+import re
+from datetime import timedelta
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import BeforeValidator, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> timedelta:
+    """`10m`, `30s`, `2h`, `1d`, `500ms` (a bare number is seconds)."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"not a duration: {text!r} (try 30s, 10m, 2h or 1d)")
+    return timedelta(seconds=float(match[1]) * _UNIT_SECONDS[match[2] or "s"])
+
+
+Duration = Annotated[
+    timedelta, BeforeValidator(lambda v: parse_duration(v) if isinstance(v, str) else v)
+]
 
 
 def _split(value: str | None) -> list[str]:
@@ -36,6 +55,11 @@ class Settings(BaseSettings):
     success_page_timeout: float = Field(
         default=30.0, gt=0, le=30, alias="LEDGER_SUCCESS_PAGE_TIMEOUT"
     )
+
+    # The workers' resync: how often it runs (seconds), and how long a session, refund or
+    # dispute must have waited for news from Stripe before it is asked for.
+    resync_interval: float = Field(default=300.0, gt=0, alias="LEDGER_RESYNC_INTERVAL")
+    resync_after: Duration = Field(default=timedelta(minutes=10), alias="LEDGER_RESYNC_AFTER")
 
     @model_validator(mode="after")
     def _stripe_key_needs_a_webhook_secret(self) -> Settings:

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import stripe
 
 from ledger.payments import (
+    Charge,
     CheckoutSession,
     CreatedCheckout,
-    IssuedRefund,
+    Dispute,
     NewCheckout,
     PaymentProviderRefused,
     PaymentProviderUnavailable,
+    Refund,
 )
+
+T = TypeVar("T")
 
 # A webhook must be answered well within Stripe's budget: every call is short and retried once.
 CONNECT_TIMEOUT_SECONDS = 1.0
@@ -54,6 +58,8 @@ class StripeGateway:
                 for line in checkout.lines
             ],
             "metadata": metadata,
+            # So that the payment in Stripe's Dashboard names its cart.
+            "payment_intent_data": {"metadata": {"cart_id": checkout.cart_id}},
             "client_reference_id": checkout.cart_id,
             "success_url": checkout.success_url,
             "cancel_url": checkout.cancel_url,
@@ -66,42 +72,99 @@ class StripeGateway:
         return CreatedCheckout(session_id=session.id, url=session.url or "")
 
     def retrieve_checkout(self, session_id: str) -> CheckoutSession | None:
-        try:
-            with _translated_errors():
-                # No line items: the decision compares Stripe's amount with the snapshot of
-                # what was priced, and parsing them is much of what a retrieve costs in CPU.
-                session = self.client.v1.checkout.sessions.retrieve(session_id)
-        except PaymentProviderRefused as refusal:
-            if isinstance(refusal.__cause__, stripe.InvalidRequestError) and (
-                refusal.__cause__.http_status == 404
-            ):
-                return None
-            raise
+        # The PaymentIntent is expanded: a delayed payment's fate is its status. No line
+        # items: the decision compares Stripe's amount with the snapshot of what was priced,
+        # and parsing them is much of what a retrieve costs in CPU.
+        session = self._retrieve(
+            self.client.v1.checkout.sessions.retrieve,
+            session_id,
+            {"expand": ["payment_intent"]},
+        )
+        if session is None:
+            return None
         metadata = session.metadata.to_dict() if session.metadata else {}
+        intent = session.payment_intent
         return CheckoutSession(
             session_id=session.id,
             status=session.status or "open",
             payment_status=session.payment_status,
             amount_total=session.amount_total,
             currency=session.currency,
-            payment_intent=_id_of(session.payment_intent),
+            payment_intent=_id_of(intent),
+            payment_intent_status=None
+            if isinstance(intent, str)
+            else getattr(intent, "status", None),
             cart_id=metadata.get("cart_id") or session.client_reference_id,
         )
 
-    def refund(
-        self, payment_intent: str, amount: int, order_id: str, idempotency_key: str
-    ) -> IssuedRefund:
+    def refund(self, payment_intent: str, order_id: str, idempotency_key: str) -> Refund:
         with _translated_errors():
             refund = self.client.v1.refunds.create(
                 params={
                     "payment_intent": payment_intent,
-                    "amount": amount,
                     "reason": "requested_by_customer",
                     "metadata": {"order_id": order_id},
                 },
                 options={"idempotency_key": idempotency_key},
             )
-        return IssuedRefund(refund_id=refund.id, status=refund.status or "pending")
+        return _refund(refund)
+
+    def retrieve_refund(self, refund_id: str) -> Refund | None:
+        refund = self._retrieve(self.client.v1.refunds.retrieve, refund_id)
+        return None if refund is None else _refund(refund)
+
+    def refunds_of(self, payment_intent: str) -> list[Refund]:
+        with _translated_errors(fetching=True):
+            page = self.client.v1.refunds.list(
+                params={"payment_intent": payment_intent, "limit": 100}
+            )
+        return [_refund(r) for r in page.data]
+
+    def retrieve_charge(self, charge_id: str) -> Charge | None:
+        charge = self._retrieve(self.client.v1.charges.retrieve, charge_id)
+        if charge is None:
+            return None
+        return Charge(charge_id=charge.id, payment_intent=_id_of(charge.payment_intent))
+
+    def retrieve_dispute(self, dispute_id: str) -> Dispute | None:
+        dispute = self._retrieve(self.client.v1.disputes.retrieve, dispute_id)
+        if dispute is None:
+            return None
+        return Dispute(
+            dispute_id=dispute.id,
+            status=dispute.status,
+            amount=dispute.amount,
+            currency=dispute.currency,
+            reason=dispute.reason,
+            payment_intent=_id_of(dispute.payment_intent),
+        )
+
+    @staticmethod
+    def _retrieve(
+        fetch: Callable[..., T], object_id: str, params: dict[str, Any] | None = None
+    ) -> T | None:
+        """The object, or None when Stripe has no such object: the only permanent answer.
+        Any other failure (a rejected or restricted key included) is worth retrying."""
+        try:
+            with _translated_errors(fetching=True):
+                return fetch(object_id, params=params) if params else fetch(object_id)
+        except PaymentProviderRefused as refusal:
+            if refusal.code == "resource_missing":
+                return None
+            raise PaymentProviderUnavailable(str(refusal)) from refusal
+
+
+def _refund(refund: Any) -> Refund:
+    metadata = refund.metadata.to_dict() if refund.metadata else {}
+    return Refund(
+        refund_id=refund.id,
+        status=refund.status or "pending",
+        amount=refund.amount,
+        currency=refund.currency,
+        payment_intent=_id_of(refund.payment_intent),
+        order_id=metadata.get("order_id"),
+        failure_reason=getattr(refund, "failure_reason", None),
+    )
 
 
 def _id_of(value: object) -> str | None:
@@ -111,11 +174,23 @@ def _id_of(value: object) -> str | None:
 
 
 @contextlib.contextmanager
-def _translated_errors() -> Iterator[None]:
-    """Maps the SDK's errors onto the port's two kinds: retry later, or give up."""
+def _translated_errors(*, fetching: bool = False) -> Iterator[None]:
+    """Maps the SDK's errors onto the port's two kinds: retry later, or given up for good.
+
+    A rejected or restricted key is a retry: a person fixes the configuration, and the
+    payment it was about must not be lost meanwhile. Reading, only "no such object" is
+    permanent (it arrives as a refusal with code `resource_missing`).
+    """
     try:
         yield
     except stripe.StripeError as error:
-        if isinstance(error, _TRANSIENT) or (error.http_status or 0) >= 500:
+        status = error.http_status or 0
+        code = error.code or ("resource_missing" if status == 404 else None)
+        if (
+            isinstance(error, _TRANSIENT)
+            or status >= 500
+            or status in (401, 403)
+            or (fetching and code != "resource_missing")
+        ):
             raise PaymentProviderUnavailable(f"Stripe is unavailable: {error}") from error
-        raise PaymentProviderRefused(f"Stripe refused the request: {error}") from error
+        raise PaymentProviderRefused(f"Stripe refused the request: {error}", code) from error

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from projections.base import (
     DomainEvent,
+    PeriodicTask,
     Processor,
     Projection,
     SideEffect,
@@ -18,7 +19,7 @@ from projections.base import (
     topic_of,
     topics_of,
 )
-from projections.order_status import OrderStatuses, OrderStatusProjection
+from projections.order_status import OrderStatuses, OrderStatusProjection, Payments
 from projections.products import ProductCatalog, ProductsProjection
 from projections.rebuild import prepare, rebuild, rebuild_all, verify, verify_all
 from projections.runner import Workers
@@ -34,6 +35,8 @@ __all__ = [
     "DomainEvent",
     "OrderStatusProjection",
     "OrderStatuses",
+    "Payments",
+    "PeriodicTask",
     "Processor",
     "ProductCatalog",
     "ProductsProjection",

@@ -1,5 +1,6 @@
 """What a processor of the event log is: a read model (rows + tracking in one transaction) or a
-side effect (the effect first, then the tracking position: at-least-once, handlers idempotent).
+side effect (the effect first, then the tracking position: at-least-once, handlers idempotent);
+and periodic tasks, which the same workers run.
 
 A read model is a `Projection` subclass: it names its tables, creates them, and says how each
 event changes them with `@handles(Aggregate, "EventName")` methods. It writes SQL with its table
@@ -89,7 +90,7 @@ class Writer:
 
     def sql(self, query: str) -> bytes:
         """`query` with each `{table}` replaced by that table's qualified name."""
-        return _compose(query, self.schema, self.tables)
+        return compose(query, self.schema, self.tables)
 
     def execute(self, query: str, params: Params = None) -> psycopg.Cursor[Any]:
         return self.cursor.execute(self.sql(query), params)
@@ -100,7 +101,8 @@ class Writer:
 
 
 @lru_cache(maxsize=1024)
-def _compose(query: str, schema: str, tables: tuple[str, ...]) -> bytes:
+def compose(query: str, schema: str, tables: tuple[str, ...]) -> bytes:
+    """`query` with each `{table}` replaced by that table's name qualified by `schema`."""
     # Composed once to bytes: psycopg would compose an `sql.Composed` on every execution.
     return sql.SQL(query).format(**{t: sql.Identifier(schema, t) for t in tables}).as_bytes(None)
 
@@ -164,4 +166,15 @@ class SideEffect(Protocol):
     def handle(self, event: DomainEvent, position: int) -> None: ...
 
 
-Processor = Projection | SideEffect
+@runtime_checkable
+class PeriodicTask(Protocol):
+    """Work a worker does every `interval` seconds, in one process at a time (the resync of
+    what Stripe never told us). `run` raising is logged and retried at the next interval."""
+
+    name: str
+    interval: float
+
+    def run(self) -> None: ...
+
+
+Processor = Projection | SideEffect | PeriodicTask

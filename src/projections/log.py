@@ -126,3 +126,8 @@ class EventLog:
         ]
         upto = events[-1][0] if len(events) == limit else max(hi, after)
         return Batch(events, upto)
+
+    def event_at(self, cursor: psycopg.Cursor[Any], position: int) -> DomainEvent | None:
+        """The event at `position`, or None when there is none."""
+        events = self.read(cursor, position - 1, (), 1, stop=position).events
+        return events[0][1] if events and events[0][0] == position else None

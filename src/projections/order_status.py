@@ -2,19 +2,31 @@
 
 One row per checkout session: what it was priced at, and what became of it in the contract's
 words (`processing`, `awaiting_payment`, `confirmed`, `payment_failed`, `refund_pending`,
-`refunded`, `expired`). No personal data.
+`refunded`, `refund_failed`, `expired`). No personal data. Also which order each payment
+(PaymentIntent) belongs to, and the disputes of those payments, for Stripe's refund and dispute
+events and for the resync of whatever is still unsettled.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
+from uuid import UUID
 
 import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from ledger.domain import Cart, Order, order_id_for
-from projections.base import LIVE_SCHEMA, DomainEvent, Projection, Writer, handles, storable
+from projections.base import (
+    LIVE_SCHEMA,
+    DomainEvent,
+    Projection,
+    Writer,
+    compose,
+    handles,
+    storable,
+)
 from projections.log import EVENTS_TABLE
 from projections.store import CONSISTENT_READ_WAIT_SECONDS, ReadStore
 from projections.tracking import TRACKING
@@ -25,13 +37,19 @@ CONFIRMED = "confirmed"
 PAYMENT_FAILED = "payment_failed"
 REFUND_PENDING = "refund_pending"
 REFUNDED = "refunded"
+REFUND_FAILED = "refund_failed"
 EXPIRED = "expired"
+# Statuses that show the order id: an outcome was recorded for a paid session.
+WITH_ORDER = (CONFIRMED, REFUND_PENDING, REFUNDED, REFUND_FAILED)
+# Statuses whose sessions (and refunds) are still waiting for news from Stripe.
+SESSION_UNSETTLED = (PROCESSING, AWAITING_PAYMENT)
+DISPUTE_CLOSED = ("won", "lost", "warning_closed")
 
 
 class OrderStatusProjection(Projection):
     name = "order_status"
-    tables = ("order_status",)
-    version = 1
+    tables = ("order_status", "payment_disputes")
+    version = 2
 
     def create_tables(self, db: Writer) -> None:
         db.execute(
@@ -43,9 +61,22 @@ class OrderStatusProjection(Projection):
             " amount_total bigint NOT NULL,"
             " currency text NOT NULL,"
             " items jsonb NOT NULL,"
+            " payment_intent text,"
+            " updated_at timestamptz NOT NULL,"
             " position bigint NOT NULL)"
         )
         db.execute("CREATE INDEX ON {order_status} (order_id) WHERE order_id IS NOT NULL")
+        db.execute(
+            "CREATE INDEX ON {order_status} (payment_intent) WHERE payment_intent IS NOT NULL"
+        )
+        db.execute("CREATE INDEX ON {order_status} (status, updated_at)")
+        db.execute(
+            "CREATE TABLE {payment_disputes} ("
+            " dispute_id text PRIMARY KEY,"
+            " order_id uuid NOT NULL,"
+            " status text NOT NULL,"
+            " updated_at timestamptz NOT NULL)"
+        )
 
     @handles(Cart, "CheckoutStarted")
     def _started(self, db: Writer, e: DomainEvent, position: int) -> None:
@@ -60,11 +91,12 @@ class OrderStatusProjection(Projection):
         ]
         db.execute(
             "INSERT INTO {order_status} AS s (checkout_session_id, cart_id, order_id, status,"
-            " amount_total, currency, items, position)"
-            " VALUES (%s, %s, NULL, %s, %s, %s, %s, %s)"
+            " amount_total, currency, items, updated_at, position)"
+            " VALUES (%s, %s, NULL, %s, %s, %s, %s, %s, %s)"
             " ON CONFLICT (checkout_session_id) DO UPDATE SET cart_id = excluded.cart_id,"
             " order_id = NULL, status = excluded.status, amount_total = excluded.amount_total,"
-            " currency = excluded.currency, items = excluded.items, position = excluded.position",
+            " currency = excluded.currency, items = excluded.items,"
+            " updated_at = excluded.updated_at, position = excluded.position",
             (
                 e.session_id,
                 e.originator_id,
@@ -72,43 +104,86 @@ class OrderStatusProjection(Projection):
                 e.amount_total,
                 e.currency,
                 Jsonb(items),
+                e.timestamp,
                 position,
             ),
         )
 
+    @handles(Order, "OrderPlaced")
+    def _order_placed(self, db: Writer, e: DomainEvent, position: int) -> None:
+        # The order id is known from here on (the status query shows it only once the
+        # payment has an outcome); so is the payment, for Stripe's refund and dispute events.
+        db.execute(
+            "UPDATE {order_status} SET order_id = %s,"
+            " payment_intent = coalesce(%s, payment_intent) WHERE checkout_session_id = %s",
+            (e.originator_id, e.payment_intent, e.checkout_session_id),
+        )
+
+    @handles(Order, "PaymentConfirmed")
+    @handles(Order, "OrderRejected")
+    def _payment_known(self, db: Writer, e: DomainEvent, position: int) -> None:
+        if e.payment_intent:
+            db.execute(
+                "UPDATE {order_status} SET payment_intent = %s WHERE order_id = %s",
+                (e.payment_intent, e.originator_id),
+            )
+
     @handles(Cart, "CheckoutAwaitingPayment")
     def _awaiting_payment(self, db: Writer, e: DomainEvent, position: int) -> None:
-        self._set(db, e.session_id, AWAITING_PAYMENT, None, position)
+        self._set_session(db, e, AWAITING_PAYMENT, position)
 
     @handles(Cart, "CheckoutPaymentFailed")
     def _payment_failed(self, db: Writer, e: DomainEvent, position: int) -> None:
-        self._set(db, e.session_id, PAYMENT_FAILED, None, position)
+        self._set_session(db, e, PAYMENT_FAILED, position)
 
     @handles(Cart, "CheckoutExpired")
     def _expired(self, db: Writer, e: DomainEvent, position: int) -> None:
-        self._set(db, e.session_id, EXPIRED, None, position)
+        self._set_session(db, e, EXPIRED, position)
 
     @handles(Cart, "CheckoutRejected")
     def _rejected(self, db: Writer, e: DomainEvent, position: int) -> None:
-        self._set(db, e.session_id, REFUND_PENDING, e.order_id, position)
+        self._set_session(db, e, REFUND_PENDING, position)
 
     @handles(Cart, "CartConverted")
     def _converted(self, db: Writer, e: DomainEvent, position: int) -> None:
-        self._set(db, e.session_id, CONFIRMED, e.order_id, position)
+        self._set_session(db, e, CONFIRMED, position)
+
+    @handles(Order, "RefundSubmitted")
+    def _refund_submitted(self, db: Writer, e: DomainEvent, position: int) -> None:
+        self._set_order(db, e, REFUND_PENDING, position)
 
     @handles(Order, "RefundIssued")
     def _refunded(self, db: Writer, e: DomainEvent, position: int) -> None:
+        self._set_order(db, e, REFUNDED, position)
+
+    @handles(Order, "RefundFailed")
+    def _refund_failed(self, db: Writer, e: DomainEvent, position: int) -> None:
+        self._set_order(db, e, REFUND_FAILED, position)
+
+    @handles(Order, "DisputeOpened")
+    @handles(Order, "DisputeClosed")
+    def _dispute(self, db: Writer, e: DomainEvent, position: int) -> None:
         db.execute(
-            "UPDATE {order_status} SET status = %s, position = %s WHERE order_id = %s",
-            (REFUNDED, position, e.originator_id),
+            "INSERT INTO {payment_disputes} (dispute_id, order_id, status, updated_at)"
+            " VALUES (%s, %s, %s, %s) ON CONFLICT (dispute_id) DO UPDATE"
+            " SET status = excluded.status, updated_at = excluded.updated_at",
+            (e.dispute_id, e.originator_id, e.status, e.timestamp),
         )
 
     @staticmethod
-    def _set(db: Writer, session_id: str, status: str, order_id: Any, position: int) -> None:
+    def _set_session(db: Writer, e: DomainEvent, status: str, position: int) -> None:
         db.execute(
             "UPDATE {order_status} SET status = %s, order_id = coalesce(%s, order_id),"
-            " position = %s WHERE checkout_session_id = %s",
-            (status, order_id, position, session_id),
+            " updated_at = %s, position = %s WHERE checkout_session_id = %s",
+            (status, getattr(e, "order_id", None), e.timestamp, position, e.session_id),
+        )
+
+    @staticmethod
+    def _set_order(db: Writer, e: DomainEvent, status: str, position: int) -> None:
+        db.execute(
+            "UPDATE {order_status} SET status = %s, updated_at = %s, position = %s"
+            " WHERE order_id = %s",
+            (status, e.timestamp, position, e.originator_id),
         )
 
 
@@ -126,8 +201,9 @@ class OrderStatuses:
     # and how far the read model has applied the log: one round trip when it is caught up.
     _GET = (
         sql.SQL(
-            "SELECT s.checkout_session_id, s.status, s.order_id, s.amount_total, s.currency,"
-            " s.items,"
+            "SELECT s.checkout_session_id, s.status,"
+            " CASE WHEN s.status = ANY(%(with_order)s) THEN s.order_id END,"
+            " s.amount_total, s.currency, s.items,"
             " (SELECT coalesce(max(e.notification_id), 0) FROM {events} e"
             "  WHERE e.originator_id IN (s.cart_id, %(order_id)s)) AS written,"
             " (SELECT t.position FROM {tracking} t WHERE t.name = %(name)s) AS applied"
@@ -199,6 +275,7 @@ class OrderStatuses:
             "session_id": session_id,
             "order_id": order_id_for(session_id),
             "name": OrderStatusProjection.name,
+            "with_order": list(WITH_ORDER),
         }
         with self.store.cursor() as cursor:
             try:
@@ -206,3 +283,76 @@ class OrderStatuses:
             except psycopg.errors.UndefinedTable:  # the runner has not set up the store yet
                 return None
         return None if row is None else tuple(row)
+
+
+class Payments:
+    """Queries for Stripe's payment news: which order a payment belongs to, and what is still
+    waiting for news from Stripe (for the resync)."""
+
+    def __init__(
+        self, store: ReadStore, *, wait_seconds: float = CONSISTENT_READ_WAIT_SECONDS
+    ) -> None:
+        self.store = store
+        self.wait_seconds = wait_seconds
+
+    def order_for(self, payment_intent: str) -> UUID | None:
+        """The order paid with `payment_intent`, or None when it is not one of ours. A payment
+        not seen yet is looked for again once the read model has caught up with the log."""
+        if not storable(payment_intent):
+            return None
+        found = self._order_for(payment_intent)
+        if found is None and self.store.wait_for_head(
+            [OrderStatusProjection.name], self.wait_seconds
+        ):
+            found = self._order_for(payment_intent)
+        return found
+
+    def unsettled_sessions(self, older_than: timedelta, limit: int) -> list[str]:
+        """Sessions still processing or awaiting payment, unchanged for `older_than`."""
+        return [
+            row[0]
+            for row in self._rows(
+                "SELECT checkout_session_id FROM {order_status}"
+                " WHERE status = ANY(%s) AND updated_at < now() - %s"
+                " ORDER BY updated_at LIMIT %s",
+                (list(SESSION_UNSETTLED), older_than, limit),
+            )
+        ]
+
+    def unsettled_refunds(self, older_than: timedelta, limit: int) -> list[UUID]:
+        """Orders whose refund is still pending, unchanged for `older_than`."""
+        return [
+            row[0]
+            for row in self._rows(
+                "SELECT order_id FROM {order_status} WHERE status = %s"
+                " AND updated_at < now() - %s ORDER BY updated_at LIMIT %s",
+                (REFUND_PENDING, older_than, limit),
+            )
+        ]
+
+    def open_disputes(self, older_than: timedelta, limit: int) -> list[str]:
+        """Disputes not closed yet, unchanged for `older_than`."""
+        return [
+            row[0]
+            for row in self._rows(
+                "SELECT dispute_id FROM {payment_disputes} WHERE NOT status = ANY(%s)"
+                " AND updated_at < now() - %s ORDER BY updated_at LIMIT %s",
+                (list(DISPUTE_CLOSED), older_than, limit),
+            )
+        ]
+
+    def _order_for(self, payment_intent: str) -> UUID | None:
+        rows = self._rows(
+            "SELECT order_id FROM {order_status} WHERE payment_intent = %s"
+            " AND order_id IS NOT NULL LIMIT 1",
+            (payment_intent,),
+        )
+        return rows[0][0] if rows else None
+
+    def _rows(self, query: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        text = compose(query, LIVE_SCHEMA, OrderStatusProjection.tables)
+        with self.store.cursor() as cursor:
+            try:
+                return [tuple(row) for row in cursor.execute(text, params).fetchall()]
+            except psycopg.errors.UndefinedTable:  # the runner has not set up the store yet
+                return []

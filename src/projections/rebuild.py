@@ -22,6 +22,7 @@ from psycopg import sql
 from ledger.storage import Database
 from projections.base import LIVE_SCHEMA, Projection, Writer, lock_key
 from projections.log import EventLog
+from projections.retries import ensure_retries_table
 from projections.store import connect
 from projections.tracking import (
     ensure_tracking_table,
@@ -58,6 +59,8 @@ def prepare(
         cur = conn.cursor()
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key("setup", "store"),))
         ensure_tracking_table(cur)
+        if side_effects:
+            ensure_retries_table(cur)
         for projection in projections:
             version = read_version(cur, projection.name)
             if version is None or not _tables_exist(cur, LIVE_SCHEMA, projection.tables):

@@ -14,8 +14,11 @@ socket and PostgreSQL drops its locks at once).
   (compare-and-set, which locks the row), so even two runners that both believed they owned it
   (a network partition) could not apply an event twice.
 - A side effect (`SideEffect`) handles one event at a time outside any transaction; the position
-  is recorded (compare-and-set) after `handle` returns. When `handle` raises, the runner logs,
-  backs off exponentially and calls it again with the same event: it never skips one.
+  is recorded (compare-and-set) after `handle` returns. When `handle` raises, the event joins
+  the retry schedule (in the same transaction that moves the position on) and the runner goes
+  on with the next one: each failed event is tried again on its own exponential backoff, so
+  none holds back another, and none is skipped.
+- A periodic task (`PeriodicTask`) runs every `interval` seconds.
 """
 
 from __future__ import annotations
@@ -36,7 +39,16 @@ from psycopg import sql
 from psycopg_pool import PoolTimeout
 
 from ledger.storage import Database, StoreUnavailable
-from projections.base import LIVE_SCHEMA, Processor, Projection, SideEffect, Writer, lock_key
+from projections import retries
+from projections.base import (
+    LIVE_SCHEMA,
+    PeriodicTask,
+    Processor,
+    Projection,
+    SideEffect,
+    Writer,
+    lock_key,
+)
 from projections.log import EventLog
 from projections.rebuild import prepare, rebuild
 from projections.store import (
@@ -92,22 +104,25 @@ class Workers:
         poll_interval: float = 1.0,
         lock_interval: float = 1.0,
         backoff: tuple[float, float] = (0.05, 10.0),
+        retry_backoff: tuple[float, float] = (1.0, 600.0),
         channel: str | None = None,
     ) -> None:
         """`poll_interval`: longest wait for new events without a NOTIFY; `lock_interval`: how
         often a processor owned elsewhere is retried; `backoff`: first and longest pause after a
-        failure; `channel`: the NOTIFY channel to LISTEN on (default: the log's)."""
+        failed step; `retry_backoff`: first and longest pause before a side effect's failed
+        event is tried again; `channel`: the NOTIFY channel to LISTEN on (default: the log's)."""
         names = [p.name for p in processors]
         if len(set(names)) != len(names):
             raise ValueError(f"processor names must be unique: {names}")
         for p in processors:
-            if not isinstance(p, Projection) and not isinstance(p, SideEffect):
-                raise TypeError(f"{p!r} is neither a Projection nor a SideEffect")
+            if not isinstance(p, Projection | SideEffect | PeriodicTask):
+                raise TypeError(f"{p!r} is not a Projection, a SideEffect or a PeriodicTask")
         self.database = database
         self.batch_size = batch_size
         self.poll_interval = poll_interval
         self.lock_interval = lock_interval
         self.backoff = backoff
+        self.retry_backoff = retry_backoff
         self._channel = channel
         self._slots = {p.name: _Slot(p) for p in processors}
         self._cond = threading.Condition()
@@ -130,7 +145,7 @@ class Workers:
             self._log = EventLog.of(self.database)
             processors = [s.processor for s in self._slots.values()]
             projections = [p for p in processors if isinstance(p, Projection)]
-            effects = [p.name for p in processors if not isinstance(p, Projection)]
+            effects = [p.name for p in processors if isinstance(p, SideEffect)]
             stale = prepare(self.database, projections, effects)
             for projection in stale:  # before any query meets tables of another layout
                 logger.info("read model %s: tables of another version; rebuilding", projection.name)
@@ -353,10 +368,16 @@ class Workers:
                 if conn is None:
                     conn = connect(self.database, f"worker:{slot.name}")
                 slot.wake.clear()
-                if isinstance(slot.processor, Projection):
-                    caught_up = self._projection_step(conn, slot, slot.processor)
+                processor = slot.processor
+                if isinstance(processor, Projection):
+                    caught_up = self._projection_step(conn, slot, processor)
+                elif isinstance(processor, SideEffect):
+                    caught_up = self._side_effect_step(conn, slot, processor)
                 else:
-                    caught_up = self._side_effect_step(conn, slot, slot.processor)
+                    processor.run()
+                    slot.failures = 0
+                    self._stopping.wait(processor.interval)
+                    continue
                 slot.failures = 0
                 if caught_up:
                     slot.wake.wait(self.poll_interval)
@@ -409,21 +430,38 @@ class Workers:
     def _side_effect_step(
         self, conn: psycopg.Connection[Any], slot: _Slot, effect: SideEffect
     ) -> bool:
-        """Handles the next batch one event at a time; True when it reached the end of the log."""
+        """Retries what is due, then handles the next batch one event at a time; True when it
+        reached the end of the log."""
         log = self._require_log()
         cur = conn.cursor()
         position = slot.position if slot.position >= 0 else read_position(cur, slot.name)
         if position is None:
             prepare(self.database, [], [slot.name])
             return False
+        for due, attempts in retries.due(cur, slot.name, self.batch_size):
+            event = log.event_at(cur, due)
+            error = None if event is None else self._try(slot, effect, event, due)
+            if not self._running(slot):
+                return False
+            if error is None:
+                retries.done(cur, slot.name, due)
+            else:
+                self._schedule(cur, slot, due, attempts + 1, error)
         batch = log.read(cur, position, list(effect.topics), self.batch_size)
         if batch.upto <= position:
             self._advance(slot, position)
             return True
         for event_position, event in batch.events:
-            if not self._handle(slot, effect, event, event_position):
-                return False  # stopping, or no longer ours
-            if not set_position(cur, slot.name, event_position, expected=position):
+            error = self._try(slot, effect, event, event_position)
+            if not self._running(slot):
+                return False  # stopping, or no longer ours: this event is handled again
+            try:
+                with conn.transaction():  # the item joins the schedule as the position moves on
+                    if error is not None:
+                        self._schedule(cur, slot, event_position, 1, error)
+                    if not set_position(cur, slot.name, event_position, expected=position):
+                        raise _PositionMoved()
+            except _PositionMoved:
                 return self._moved(slot)
             position = event_position
             self._advance(slot, position)
@@ -442,26 +480,32 @@ class Workers:
             slot.position = -1
         return False
 
-    def _handle(self, slot: _Slot, effect: SideEffect, event: Any, position: int) -> bool:
-        attempts = 0
-        while not self._stopping.is_set() and slot.owned.is_set():
-            try:
-                effect.handle(event, position)
-            except Exception as error:
-                attempts += 1
-                slot.failures = attempts
-                slot.last_error = f"{type(error).__name__}: {error}"
-                logger.exception(
-                    "worker %s: handling the event at position %d failed (attempt %d); retrying it",
-                    slot.name,
-                    position,
-                    attempts,
-                )
-                self._stopping.wait(self._pause(attempts))
-            else:
-                slot.failures = 0
-                return True
-        return False
+    def _try(self, slot: _Slot, effect: SideEffect, event: Any, position: int) -> str | None:
+        """Handles the event once; the error, or None when it succeeded."""
+        try:
+            effect.handle(event, position)
+        except Exception as error:
+            slot.last_error = f"{type(error).__name__}: {error}"
+            return slot.last_error
+        return None
+
+    def _schedule(
+        self, cur: psycopg.Cursor[Any], slot: _Slot, position: int, attempts: int, error: str
+    ) -> None:
+        first, longest = self.retry_backoff
+        delay = float(min(longest, first * 2 ** min(attempts - 1, 30)))
+        logger.warning(
+            "worker %s: the event at position %d failed (attempt %d): %s; trying it again in %.1fs",
+            slot.name,
+            position,
+            attempts,
+            error,
+            delay,
+        )
+        retries.schedule(cur, slot.name, position, attempts, delay, error)
+
+    def _running(self, slot: _Slot) -> bool:
+        return not self._stopping.is_set() and slot.owned.is_set()
 
     def _advance(self, slot: _Slot, position: int) -> None:
         with self._cond:

@@ -6,20 +6,31 @@ import secrets
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import psycopg
+
 from ledger.application import Ledger
 from ledger.checkout import Checkout
+from ledger.disputes import Disputes
 from ledger.payments import PaymentGateway
-from ledger.refunds import RefundWorker
+from ledger.refunds import Refunds, RefundWorker
+from ledger.resync import Resync
 from ledger.settings import Settings
 from ledger.storage import Database, resolve_database
+from ledger.stripe_events import StripeEvents
 from ledger.stripe_gateway import StripeGateway
-from projections import OrderStatuses, ProductCatalog, ReadStore, Workers, default_projections
+from projections import (
+    OrderStatuses,
+    Payments,
+    ProductCatalog,
+    ReadStore,
+    Workers,
+    default_projections,
+)
+from stripe_standin import StripeStandIn
 from web.routes.checkout import OrderStatusReader, PollFulfillment
 from web.store_calls import StoreBreaker
-from web.stripe_standin import StripeStandIn
 
 STAND_IN_PREFIX = "/_stripe"
-STAND_IN_API_KEY = "sk_test_ledger_stand_in"
 
 
 class Catalog(Protocol):
@@ -35,6 +46,9 @@ class Services:
     catalog: Catalog
     gateway: PaymentGateway
     checkout: Checkout
+    refunds: Refunds
+    stripe_events: StripeEvents
+    resync: Resync
     poll_fulfillment: PollFulfillment
     order_status: OrderStatusReader
     webhook_secrets: list[str]
@@ -68,12 +82,14 @@ def bootstrap(
     stand_in: StripeStandIn | None = None
     if settings.stripe_api_key is None:
         webhook_secret = f"whsec_standin_{secrets.token_hex(16)}"
+        api_key = stand_in_api_key(database)
         stand_in = StripeStandIn(
+            api_key=api_key,
             webhook_url=f"{listen_url}/webhooks/stripe",
             webhook_secret=webhook_secret,
             public_base_url=f"{public_url}{STAND_IN_PREFIX}",
         )
-        gateway = StripeGateway(STAND_IN_API_KEY, api_base=f"{listen_url}{STAND_IN_PREFIX}")
+        gateway = StripeGateway(api_key, api_base=f"{listen_url}{STAND_IN_PREFIX}")
         webhook_secrets = [webhook_secret]
     else:
         gateway = StripeGateway(
@@ -82,6 +98,9 @@ def bootstrap(
         webhook_secrets = settings.webhook_secrets
     checkout = Checkout(ledger, gateway, public_url)
     read_store = ReadStore(database)
+    payments = Payments(read_store)
+    refunds = Refunds(ledger, gateway, payments)
+    disputes = Disputes(ledger, gateway, payments)
     return Services(
         settings=settings,
         database=database,
@@ -89,6 +108,16 @@ def bootstrap(
         catalog=ProductCatalog(read_store),
         gateway=gateway,
         checkout=checkout,
+        refunds=refunds,
+        stripe_events=StripeEvents(checkout, refunds, disputes),
+        resync=Resync(
+            checkout,
+            refunds,
+            disputes,
+            payments,
+            older_than=settings.resync_after,
+            interval=settings.resync_interval,
+        ),
         poll_fulfillment=PollFulfillment(checkout),
         order_status=OrderStatuses(read_store),
         webhook_secrets=webhook_secrets,
@@ -98,9 +127,35 @@ def bootstrap(
     )
 
 
+def stand_in_api_key(database: Database) -> str:
+    """The stand-in's secret key: made at random once per database and kept there, so that
+    only this ledger's processes can call it, `ledger work` in another process included."""
+    with database.connect(autocommit=True) as conn:
+        for attempt in range(2):  # two processes creating the table at once: one loses
+            try:
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS stripe_standin_secrets"
+                    " (name text PRIMARY KEY, value text NOT NULL)"
+                )
+                break
+            except psycopg.errors.UniqueViolation:
+                if attempt:
+                    raise
+        conn.execute(
+            "INSERT INTO stripe_standin_secrets VALUES ('api_key', %s) ON CONFLICT DO NOTHING",
+            (f"sk_test_standin_{secrets.token_hex(16)}",),
+        )
+        row = conn.execute(
+            "SELECT value FROM stripe_standin_secrets WHERE name = 'api_key'"
+        ).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
 def background_workers(services: Services) -> Workers:
-    """The read models and the side-effect workers, for `ledger serve` and `ledger work`."""
+    """The read models, the side-effect workers and the resync, for `ledger serve` and
+    `ledger work`."""
     return Workers(
         services.database,
-        [*default_projections(), RefundWorker(services.ledger, services.gateway)],
+        [*default_projections(), RefundWorker(services.refunds), services.resync],
     )

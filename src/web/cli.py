@@ -98,6 +98,28 @@ def rebuild_projections(args: argparse.Namespace) -> int:
     return 0
 
 
+def stripe_resync(args: argparse.Namespace) -> int:
+    from ledger.settings import parse_duration
+    from web.bootstrap import bootstrap
+    from web.logs import configure_logging
+
+    configure_logging()
+    older_than = parse_duration(args.older_than)
+    settings = load_settings()
+    if settings.stripe_api_key is None:
+        raise ConfigurationError(
+            "resync asks Stripe itself: set STRIPE_API_KEY (without it, the built-in stand-in"
+            " lives inside `ledger serve`, whose workers resync periodically)"
+        )
+    services = bootstrap(settings)
+    try:
+        report = services.resync.run_once(older_than)
+    finally:
+        services.close()
+    print(f"resync: {report.summary()}")
+    return 1 if report.failures else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ledger", description="An event-sourced order ledger.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -117,6 +139,17 @@ def build_parser() -> argparse.ArgumentParser:
     actions.add_parser("rebuild", help="rebuild every read model from the log").set_defaults(
         handler=rebuild_projections
     )
+    stripe_cmd = commands.add_parser("stripe", help="Stripe")
+    stripe_actions = stripe_cmd.add_subparsers(dest="action", required=True)
+    resync_cmd = stripe_actions.add_parser(
+        "resync", help="re-fetch what is still unsettled from Stripe and decide it"
+    )
+    resync_cmd.add_argument(
+        "--older-than",
+        default="10m",
+        help="only what has waited at least this long (30s, 10m, 2h, 1d; default 10m)",
+    )
+    resync_cmd.set_defaults(handler=stripe_resync)
     return parser
 
 

@@ -18,6 +18,7 @@ from ledger.domain.errors import (
     InsufficientStock,
     InvalidProduct,
     InvalidQuantity,
+    TooManyLines,
     UnknownCart,
     UnknownCheckoutSession,
     UnknownProduct,
@@ -55,6 +56,7 @@ _DOMAIN_STATUS: dict[type[DomainError], int] = {
     EmptyCart: 422,
     InvalidQuantity: 422,
     InvalidProduct: 422,
+    TooManyLines: 422,
 }
 
 _HTTP_CODES = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sized
 from typing import Any
 from uuid import UUID
 
@@ -9,9 +10,11 @@ from eventsourcing.domain import Aggregate, event
 
 from ledger.domain.errors import (
     CartClosed,
+    CurrencyMismatch,
     EmptyCart,
     InvalidQuantity,
     InvalidTransition,
+    TooManyLines,
     UnknownCheckoutSession,
 )
 
@@ -27,8 +30,13 @@ SESSION_EXPIRED = "expired"
 SESSION_REJECTED = "rejected"
 SESSION_CONVERTED = "converted"
 _PENDING = {SESSION_PROCESSING, SESSION_AWAITING_PAYMENT}
+# A payment Stripe reported failed may still clear (the customer tried again): it is decided
+# like any other paid session then.
+_PAYABLE = _PENDING | {SESSION_PAYMENT_FAILED}
 
 MAX_LINE_QUANTITY = 10_000
+# Distinct products in one cart: Stripe Checkout takes at most this many line items.
+MAX_LINES = 100
 
 
 class Cart(Aggregate):
@@ -38,6 +46,9 @@ class Cart(Aggregate):
     def __init__(self, user_id: str | None, cause: str) -> None:
         self.user_id = user_id
         self.lines: dict[str, int] = {}
+        # What the lines were priced in when last set, so that adding one need not read every
+        # other product; None while empty, or when a line was set before carts recorded it.
+        self.currency: str | None = None
         # session id -> {"state", "lines", "amount_total", "currency"}
         self.checkouts: dict[str, dict[str, Any]] = {}
         self.order_id: UUID | None = None
@@ -50,20 +61,66 @@ class Cart(Aggregate):
             return CHECKING_OUT
         return OPEN
 
-    def set_line(self, sku: str, quantity: int, cause: str) -> None:
-        """Sets how many of a SKU the cart holds; 0 removes the line."""
+    def set_line(
+        self,
+        sku: str,
+        quantity: int,
+        cause: str,
+        currency: str | None = None,
+        others: Collection[str] | None = None,
+    ) -> None:
+        """Sets how many of a SKU the cart holds; 0 removes the line.
+
+        `currency` is the product's: a cart's lines share one. The currency the cart recorded
+        stands for its other lines, unless the caller read their products' currencies now and
+        passes them as `others` (it must when `currency_in_doubt`).
+        """
         self._refuse_if_converted()
         if not 0 <= quantity <= MAX_LINE_QUANTITY:
             raise InvalidQuantity(f"Quantity must be between 0 and {MAX_LINE_QUANTITY}.")
+        if quantity and sku not in self.lines and len(self.lines) >= MAX_LINES:
+            raise TooManyLines(MAX_LINES)
+        if quantity and currency is not None:
+            if others is None:
+                others = {self.currency} if self.currency and self._has_other(sku) else set()
+            foreign = sorted(set(others) - {currency})
+            if foreign:
+                raise CurrencyMismatch(foreign[0], currency)
         if self.lines.get(sku, 0) != quantity:
-            self._line_set(sku=sku, quantity=quantity, cause=cause)
+            self._line_set(sku=sku, quantity=quantity, currency=currency, cause=cause)
 
-    @event("CartLineSet")
-    def _line_set(self, sku: str, quantity: int, cause: str) -> None:
+    def currency_in_doubt(self, sku: str, currency: str) -> bool:
+        """Whether the cart cannot vouch that its lines other than `sku` are priced in
+        `currency`: it recorded another one (a product's currency may have changed since) or
+        none (lines set before carts recorded it)."""
+        return self.currency != currency and self._has_other(sku)
+
+    def _has_other(self, sku: str) -> bool:
+        return len(self.lines) > (sku in self.lines)
+
+    class CartLineSet(Aggregate.Event):
+        sku: str
+        quantity: int
+        currency: str | None
+        cause: str
+
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            # Recorded before lines carried their product's currency: unknown, so the cart's
+            # next line asks the products.
+            state["currency"] = None
+
+    @event(CartLineSet)
+    def _line_set(self, sku: str, quantity: int, currency: str | None, cause: str) -> None:
         if quantity:
             self.lines[sku] = quantity
+            self.currency = currency
         else:
             self.lines.pop(sku, None)
+            if not self.lines:
+                self.currency = None
 
     def start_checkout(
         self,
@@ -76,9 +133,7 @@ class Cart(Aggregate):
         """Records a Stripe checkout session and exactly what it was priced at (once)."""
         if session_id in self.checkouts:
             return
-        self._refuse_if_converted()
-        if not lines:
-            raise EmptyCart()
+        self.check_checkout(lines)
         self._checkout_started(
             session_id=session_id,
             lines=lines,
@@ -86,6 +141,16 @@ class Cart(Aggregate):
             currency=currency,
             cause=cause,
         )
+
+    def check_checkout(self, lines: Sized) -> None:
+        """Refuses a checkout of these lines that start_checkout would refuse: called before
+        Stripe is asked for a session too."""
+        self._refuse_if_converted()
+        if not lines:
+            raise EmptyCart()
+        # Carts filled before the limit existed may hold more: Stripe would refuse them.
+        if len(lines) > MAX_LINES:
+            raise TooManyLines(MAX_LINES)
 
     @event("CheckoutStarted")
     def _checkout_started(
@@ -136,7 +201,7 @@ class Cart(Aggregate):
 
     def record_rejected(self, session_id: str, order_id: UUID, reason: str, cause: str) -> None:
         """A paid session that will not become the order: its money goes back."""
-        self._move(session_id, SESSION_REJECTED, _PENDING)
+        self._move(session_id, SESSION_REJECTED, _PAYABLE)
         self._rejected(session_id=session_id, order_id=order_id, reason=reason, cause=cause)
 
     @event("CheckoutRejected")
@@ -146,7 +211,7 @@ class Cart(Aggregate):
     def convert(self, session_id: str, order_id: UUID, cause: str) -> None:
         """The paid session became the order; the cart is closed for good."""
         self._refuse_if_converted()
-        self._move(session_id, SESSION_CONVERTED, _PENDING)
+        self._move(session_id, SESSION_CONVERTED, _PAYABLE)
         self._converted(session_id=session_id, order_id=order_id, cause=cause)
 
     @event("CartConverted")

@@ -1,5 +1,9 @@
 """Rules the aggregates refuse to break, as exceptions the edges translate for people."""
 
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
 
 class DomainError(Exception):
     """A command the domain refuses. `code` is the contract's snake_case error code."""
@@ -57,11 +61,39 @@ class EmptyCart(DomainError):
 class CurrencyMismatch(DomainError):
     code = "currency_mismatch"
 
-    def __init__(self, cart_currency: str, product_currency: str) -> None:
+    def __init__(
+        self, cart_currency: str, product_currency: str, message: str | None = None
+    ) -> None:
         super().__init__(
-            f"This cart is priced in {cart_currency.upper()}; "
+            message
+            or f"This cart is priced in {cart_currency.upper()}; "
             f"a product priced in {product_currency.upper()} cannot join it."
         )
+        self.cart_currency = cart_currency
+        self.product_currency = product_currency
+
+    @classmethod
+    def within(cls, skus_by_currency: Mapping[str, Sequence[str]]) -> CurrencyMismatch:
+        """A cart whose products no longer share one currency (one changed while in the cart)."""
+        currencies = sorted(skus_by_currency)
+        listed = "; ".join(f"{c.upper()}: {_some(skus_by_currency[c])}" for c in currencies)
+        return cls(
+            currencies[0],
+            currencies[-1],
+            f"The products in this cart are no longer priced in one currency ({listed}). "
+            "Remove the items priced in one of them, then check out again.",
+        )
+
+
+class TooManyLines(DomainError):
+    code = "too_many_lines"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"A cart holds at most {limit} different products; "
+            "remove one before adding another, or check out in two orders."
+        )
+        self.limit = limit
 
 
 class UnknownCheckoutSession(DomainError):
@@ -72,5 +104,18 @@ class UnknownCheckoutSession(DomainError):
         self.session_id = session_id
 
 
+class UnknownOrder(DomainError):
+    code = "unknown_order"
+
+    def __init__(self, order_id: object) -> None:
+        super().__init__(f"There is no order {order_id}.")
+
+
 class InvalidTransition(DomainError):
     code = "invalid_transition"
+
+
+def _some(skus: Sequence[str], shown: int = 3) -> str:
+    """A few SKUs by name: a message stays a sentence even for a hundred lines."""
+    names = ", ".join(skus[:shown])
+    return names if len(skus) <= shown else f"{names} and {len(skus) - shown} more"

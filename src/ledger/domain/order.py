@@ -16,6 +16,9 @@ CONFIRMED = "confirmed"
 PAYMENT_FAILED = "payment_failed"
 REFUND_PENDING = "refund_pending"
 REFUNDED = "refunded"
+REFUND_FAILED = "refund_failed"
+# Outcomes no later news about the payment can change: the money went one way or the other.
+_FINAL = {CONFIRMED, REFUND_PENDING, REFUNDED, REFUND_FAILED}
 
 
 class Order(Aggregate):
@@ -45,11 +48,16 @@ class Order(Aggregate):
         self.status = PLACED
         self.rejection_reason: str | None = None
         self.refund_id: str | None = None
+        self.refund_failure: str | None = None
+        # Refunds made outside the ledger (Stripe's Dashboard) and disputes: id -> status.
+        self.outside_refunds: dict[str, str] = {}
+        self.disputes: dict[str, str] = {}
 
     @property
-    def is_settled(self) -> bool:
-        """True once the order reached an outcome no later payment news can change."""
-        return self.status in {CONFIRMED, PAYMENT_FAILED, REFUND_PENDING, REFUNDED}
+    def is_decided(self) -> bool:
+        """True once the payment was decided: taken (an order or a refund owed) for good.
+        A failed payment is not: a payment that clears later still becomes an order."""
+        return self.status in _FINAL
 
     def await_payment(self, cause: str) -> None:
         self._require(PLACED)
@@ -60,7 +68,7 @@ class Order(Aggregate):
         self.status = AWAITING_PAYMENT
 
     def confirm_payment(self, payment_intent: str | None, cause: str) -> None:
-        self._require(PLACED, AWAITING_PAYMENT)
+        self._require(PLACED, AWAITING_PAYMENT, PAYMENT_FAILED)
         self._payment_confirmed(payment_intent=payment_intent, cause=cause)
 
     @event("PaymentConfirmed")
@@ -78,7 +86,7 @@ class Order(Aggregate):
 
     def reject(self, reason: str, payment_intent: str | None, cause: str) -> None:
         """Paid, but not fulfillable: the order is rejected and its money is owed back."""
-        self._require(PLACED, AWAITING_PAYMENT)
+        self._require(PLACED, AWAITING_PAYMENT, PAYMENT_FAILED)
         self._rejected(reason=reason, payment_intent=payment_intent, cause=cause)
         self._refund_requested(amount=self.amount_total, currency=self.currency, cause=cause)
 
@@ -91,14 +99,92 @@ class Order(Aggregate):
     def _refund_requested(self, amount: int, currency: str, cause: str) -> None:
         self.status = REFUND_PENDING
 
-    def record_refund(self, refund_id: str, cause: str) -> None:
+    def follow_refund(
+        self, refund_id: str, status: str, amount: int, failure: str | None, cause: str
+    ) -> None:
+        """What Stripe says of the refund of this order's payment (`status` in Stripe's words:
+        pending, requires_action, succeeded, failed, canceled). Only news that changes
+        something is recorded, so the same news any number of times records it once."""
+        self._require(REFUND_PENDING, REFUNDED, REFUND_FAILED)
+        if status in ("failed", "canceled"):
+            if refund_id == self.refund_id and self.status != REFUND_FAILED:
+                self._refund_failed(refund_id=refund_id, code=failure or status, cause=cause)
+            return
+        if self.status == REFUND_FAILED and status != "succeeded":
+            return  # a new refund still under way: the order stays flagged until it succeeds
+        if self.refund_id != refund_id:
+            if self.status == REFUNDED:
+                return  # already refunded by another refund: that one is the order's
+            self._refund_submitted(refund_id=refund_id, status=status, cause=cause)
+        if status == "succeeded" and self.status != REFUNDED:
+            self._refund_issued(refund_id=refund_id, amount=amount, cause=cause)
+
+    def refuse_refund(self, code: str, cause: str) -> None:
+        """Stripe refused to refund this order's payment for good: a person must act."""
         self._require(REFUND_PENDING)
-        self._refund_issued(refund_id=refund_id, amount=self.amount_total, cause=cause)
+        self._refund_failed(refund_id=self.refund_id, code=code, cause=cause)
+
+    @event("RefundSubmitted")
+    def _refund_submitted(self, refund_id: str, status: str, cause: str) -> None:
+        self.refund_id = refund_id
+        self.refund_failure = None
+        self.status = REFUND_PENDING
 
     @event("RefundIssued")
     def _refund_issued(self, refund_id: str, amount: int, cause: str) -> None:
+        """Stripe reports the refund succeeded: the money is back with the customer."""
         self.refund_id = refund_id
         self.status = REFUNDED
+
+    @event("RefundFailed")
+    def _refund_failed(self, refund_id: str | None, code: str, cause: str) -> None:
+        self.refund_failure = code
+        self.status = REFUND_FAILED
+
+    def note_outside_refund(
+        self, refund_id: str, status: str, amount: int, currency: str, cause: str
+    ) -> None:
+        """A refund of this order's payment that the ledger did not ask for (Stripe's
+        Dashboard). Recorded for the history; it changes neither the order nor stock."""
+        if self.outside_refunds.get(refund_id) != status:
+            self._outside_refund(
+                refund_id=refund_id, status=status, amount=amount, currency=currency, cause=cause
+            )
+
+    @event("OutsideRefundRecorded")
+    def _outside_refund(
+        self, refund_id: str, status: str, amount: int, currency: str, cause: str
+    ) -> None:
+        self.outside_refunds[refund_id] = status
+
+    def note_dispute(
+        self, dispute_id: str, status: str, amount: int, currency: str, reason: str, cause: str
+    ) -> None:
+        """A dispute (chargeback) of this order's payment, as Stripe reports it now. Recorded
+        when it opens and when it closes; it never reverses stock by itself."""
+        known = self.disputes.get(dispute_id)
+        closed = status in ("won", "lost", "warning_closed")
+        if known is None:
+            self._dispute_opened(
+                dispute_id=dispute_id,
+                status=status,
+                amount=amount,
+                currency=currency,
+                reason=reason,
+                cause=cause,
+            )
+        if closed and self.disputes.get(dispute_id) != status:
+            self._dispute_closed(dispute_id=dispute_id, status=status, cause=cause)
+
+    @event("DisputeOpened")
+    def _dispute_opened(
+        self, dispute_id: str, status: str, amount: int, currency: str, reason: str, cause: str
+    ) -> None:
+        self.disputes[dispute_id] = status
+
+    @event("DisputeClosed")
+    def _dispute_closed(self, dispute_id: str, status: str, cause: str) -> None:
+        self.disputes[dispute_id] = status
 
     def _require(self, *states: str) -> None:
         if self.status not in states:

@@ -19,7 +19,7 @@ from web.errors import ApiError, error_response
 from web.routes.carts import cart_id_of
 
 # Statuses after which nothing can change the answer (the success page stops polling).
-FINAL_STATUSES = {"confirmed", "payment_failed", "refunded", "expired"}
+FINAL_STATUSES = {"confirmed", "payment_failed", "refunded", "refund_failed", "expired"}
 # Statuses that news of the checkout session can still change: only for these is Stripe asked.
 # (A refund moves on through the refund worker, not through the session.)
 IN_FLIGHT_STATUSES = {"processing", "awaiting_payment"}

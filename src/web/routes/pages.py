@@ -79,6 +79,12 @@ STATUS_TEXTS: dict[str, tuple[str, str]] = {
         "We couldn't fulfil this order, so we refunded the full {amount} to your payment "
         "method. Depending on your bank, it shows up within 5 to 10 business days.",
     ),
+    "refund_failed": (
+        "We're sorry: your refund needs a person",
+        "We couldn't fulfil this order, and the payment provider could not refund the "
+        "{amount} automatically. The shop has been alerted and will return your money by "
+        "hand. If you want to follow up, contact its support and quote: {reference}",
+    ),
     "expired": (
         "This checkout has expired",
         "The payment wasn't completed in time, so nothing was charged. Your cart is still "
@@ -109,7 +115,7 @@ LAST_KNOWN: dict[str, str] = {
 # The order's lines are shown for these statuses.
 WITH_LINES = {"confirmed", "awaiting_payment"}
 # "Continue shopping" for these; "Back to the shop" (where the cart waits) for the others.
-DONE_STATUSES = {"confirmed", "awaiting_payment", "refund_pending", "refunded"}
+DONE_STATUSES = {"confirmed", "awaiting_payment", "refund_pending", "refunded", "refund_failed"}
 
 _ZERO_DECIMAL = frozenset(
     {"bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv"}

@@ -1,4 +1,5 @@
-"""Stripe's webhook: verify the signature on the raw bytes, then fulfill the session.
+"""Stripe's webhook: verify the signature on the raw bytes, then decide what the event's object
+(a checkout session, a refund, a charge, a dispute) means now, as Stripe reports it.
 
 200 once the event is durably recorded or deliberately ignored; 400 when it is not a genuine,
 fresh Stripe event (nothing recorded); 5xx only for transient failures, so Stripe retries.
@@ -7,6 +8,7 @@ fresh Stripe event (nothing recorded); 5xx only for transient failures, so Strip
 from __future__ import annotations
 
 import json
+import math
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -19,8 +21,10 @@ from starlette.routing import Route
 from ledger.application import ConcurrentModification
 from ledger.checkout import IGNORED, Outcome
 from ledger.domain.errors import DomainError
+from ledger.metrics import STRIPE_FETCH_FAILURES
 from ledger.payments import PaymentProviderRefused, PaymentProviderUnavailable
 from ledger.storage import StoreUnavailable
+from ledger.stripe_events import HANDLED
 from web.context import in_store, services
 from web.errors import ApiError, error_response
 from web.metrics import ANOMALIES, WEBHOOK_LATENCY, WEBHOOK_OUTCOMES
@@ -34,12 +38,6 @@ log = structlog.get_logger("ledger.webhooks")
 SIGNATURE_TOLERANCE_SECONDS = 300
 # Stripe waits about ten seconds; the Stripe call inside gives up after about 3.5.
 WEBHOOK_BUDGET_SECONDS = 4.5
-HANDLED = {
-    "checkout.session.completed",
-    "checkout.session.async_payment_succeeded",
-    "checkout.session.async_payment_failed",
-    "checkout.session.expired",
-}
 
 
 def verify(payload: bytes, header: str | None, secrets: list[str]) -> dict[str, Any]:
@@ -62,10 +60,26 @@ def verify(payload: bytes, header: str | None, secrets: list[str]) -> dict[str, 
         raise ApiError(
             400, "invalid_signature", "The Stripe-Signature does not match this body or is stale."
         )
+
+    def refuse(literal: str) -> Any:
+        raise ValueError(f"{literal} is not a JSON number")
+
+    def finite(literal: str) -> float:
+        number = float(literal)
+        if not math.isfinite(number):
+            raise ValueError(f"{literal} is out of range")
+        return number
+
+    # A signature proves who sent the body, not that it is sane: any JSON Stripe would never
+    # send (nesting deep enough to exhaust the parser's stack, NaN, numbers out of range,
+    # unpaired surrogate escapes, which no API call or log line could encode) is refused.
     try:
-        event = json.loads(text)
-    except ValueError:
-        raise ApiError(400, "invalid_payload", "The body is not JSON.") from None
+        event = json.loads(text, parse_constant=refuse, parse_float=finite)
+        json.dumps(event, ensure_ascii=False).encode("utf-8")
+    except (ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
+        raise ApiError(
+            400, "invalid_payload", "The body is not valid JSON for a Stripe event."
+        ) from None
     if not (
         isinstance(event, dict)
         and event.get("object") == "event"
@@ -98,26 +112,34 @@ async def _handle(request: Request) -> tuple[JSONResponse, str]:
         log.info("webhook_refused", code=error.code)
         return error_response(error.status, error.code, error.message), error.code
     event_type = event["type"]
-    session_id = event["data"]["object"].get("id")
+    object_id = event["data"]["object"].get("id")
     structlog.contextvars.bind_contextvars(stripe_event_id=event["id"], event_type=event_type)
     if event_type not in HANDLED:
         log.info("webhook_ignored", reason="unhandled_type")
         return _received(), "ignored"
-    if not isinstance(session_id, str) or not session_id:
-        log.warning("anomaly", kind="event_without_session")
+    if not isinstance(object_id, str) or not object_id:
+        log.warning("anomaly", kind="event_without_object")
         return _received(), "ignored"
-    structlog.contextvars.bind_contextvars(session_id=session_id)
+    about = "session_id" if event_type.startswith("checkout.session.") else "object_id"
+    structlog.contextvars.bind_contextvars(**{about: object_id})
     try:
         result: Outcome = await in_store(
             request,
-            _fulfill_and_wait,
+            _decide_and_wait,
             svc,
-            session_id,
-            f"stripe:{event['id']}",
             event_type,
+            object_id,
+            f"stripe:{event['id']}",
             budget=WEBHOOK_BUDGET_SECONDS,
         )
-    except (PaymentProviderUnavailable, StoreUnavailable, ConcurrentModification) as error:
+    except (PaymentProviderUnavailable, PaymentProviderRefused) as error:
+        # Only "no such object" is a permanent answer (the decision gets None for it). A
+        # rejected or restricted key, rate limiting, a 5xx: Stripe must retry, or a paid
+        # order could be lost.
+        STRIPE_FETCH_FAILURES.labels(kind=type(error.__cause__ or error).__name__).inc()
+        log.warning("webhook_retry_later", error=str(error))
+        return _unavailable(), "retry_later"
+    except (StoreUnavailable, ConcurrentModification) as error:
         log.warning("webhook_retry_later", error=str(error))
         return _unavailable(), "retry_later"
     except DomainError as error:
@@ -125,23 +147,19 @@ async def _handle(request: Request) -> tuple[JSONResponse, str]:
         log.error("anomaly", kind=error.code, error=str(error))
         ANOMALIES.labels(kind=error.code).inc()
         return _received(), "anomaly"
-    except PaymentProviderRefused as error:
-        # Stripe will not answer differently next time: acknowledge, so it stops retrying.
-        log.error("anomaly", kind="stripe_refused_retrieve", error=str(error))
-        return _received(), "refused"
     if result.anomaly:
         ANOMALIES.labels(kind=result.anomaly).inc()
     log.info("webhook_handled", outcome=result.status, order_id=str(result.order_id or ""))
     return _received(), result.status
 
 
-def _fulfill_and_wait(svc: Services, session_id: str, cause: str, event_type: str) -> Outcome:
-    result = svc.checkout.fulfill(session_id, cause, event_type)
-    if result.status != IGNORED:
+def _decide_and_wait(svc: Services, event_type: str, object_id: str, cause: str) -> Outcome:
+    result = svc.stripe_events.handle(event_type, object_id, cause)
+    if result.status != IGNORED and result.session_id:
         # Reading your own write: the status query waits until the read model has applied
         # this session's own events (not everyone else's), so the storefront's next poll
         # shows them.
-        svc.order_status.wait_for(session_id)
+        svc.order_status.wait_for(result.session_id)
     return result
 
 

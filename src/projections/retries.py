@@ -1,0 +1,75 @@
+"""The retry schedule of side effects: each event whose effect failed waits for its own next
+attempt, so that one failing effect (a refund Stripe cannot take now, an e-mail to a broken
+address) never holds back the ones after it. Kept in the database beside the tracking table,
+so a restart loses no pending item."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from projections.base import LIVE_SCHEMA
+
+RETRIES_TABLE = "side_effect_retries"
+_RETRIES = sql.Identifier(LIVE_SCHEMA, RETRIES_TABLE)
+
+
+def _q(query: str) -> bytes:
+    return sql.SQL(query).format(retries=_RETRIES).as_bytes(None)
+
+
+_SCHEDULE = _q(
+    "INSERT INTO {retries} (name, position, attempts, due_at, last_error)"
+    " VALUES (%s, %s, %s, now() + make_interval(secs => %s), %s)"
+    " ON CONFLICT (name, position) DO UPDATE SET attempts = excluded.attempts,"
+    " due_at = excluded.due_at, last_error = excluded.last_error"
+)
+_DUE = _q(
+    "SELECT position, attempts FROM {retries} WHERE name = %s AND due_at <= now()"
+    " ORDER BY due_at, position LIMIT %s"
+)
+_DONE = _q("DELETE FROM {retries} WHERE name = %s AND position = %s")
+_PENDING = _q("SELECT count(*) FROM {retries} WHERE name = %s")
+
+
+def ensure_retries_table(cursor: psycopg.Cursor[Any]) -> None:
+    cursor.execute(
+        _q(
+            "CREATE TABLE IF NOT EXISTS {retries} ("
+            " name text NOT NULL,"
+            " position bigint NOT NULL,"
+            " attempts integer NOT NULL,"
+            " due_at timestamptz NOT NULL,"
+            " last_error text,"
+            " PRIMARY KEY (name, position))"
+        )
+    )
+
+
+def schedule(
+    cursor: psycopg.Cursor[Any],
+    name: str,
+    position: int,
+    attempts: int,
+    delay: float,
+    error: str,
+) -> None:
+    """The event at `position` failed `attempts` times: try it again in `delay` seconds."""
+    cursor.execute(_SCHEDULE, (name, position, attempts, delay, error[:1000]))
+
+
+def due(cursor: psycopg.Cursor[Any], name: str, limit: int) -> list[tuple[int, int]]:
+    """(position, attempts so far) of the items due now, the longest-waiting first."""
+    rows = cursor.execute(_DUE, (name, limit)).fetchall()
+    return [(int(position), int(attempts)) for position, attempts in rows]
+
+
+def done(cursor: psycopg.Cursor[Any], name: str, position: int) -> None:
+    cursor.execute(_DONE, (name, position))
+
+
+def pending(cursor: psycopg.Cursor[Any], name: str) -> int:
+    row = cursor.execute(_PENDING, (name,)).fetchone()
+    return 0 if row is None else int(row[0])

@@ -1,0 +1,21 @@
+"""A local stand-in for the parts of the Stripe API the ledger uses: a development and test
+tool, mounted by `ledger serve` at /_stripe when no Stripe key is configured.
+
+It speaks Stripe's wire format (form-encoded bracket parameters in, JSON out, Stripe-shaped
+errors and status codes, Idempotency-Key semantics), serves a hosted pay page with buttons
+for every Checkout outcome and for what may happen to a payment afterwards (refunds, disputes),
+and delivers signed webhooks from a background thread with retries.
+
+Everything is kept in memory, bounded, guarded by one lock; nothing survives a restart.
+
+Modules: `standin` (the object to create and drive), `api` (the /v1 plumbing) and `endpoints`
+(one handler per /v1 call), `state` (sessions and payments, how they change), `objects` (their
+Stripe shapes), `webhooks` (events, signing, delivery), `pay_page`, `params` (parameter parsing
+and validation), `bodies` (the request size limit), `errors`.
+"""
+
+from stripe_standin.params import parse_stripe_params
+from stripe_standin.standin import StripeStandIn
+from stripe_standin.webhooks import sign_payload
+
+__all__ = ["StripeStandIn", "parse_stripe_params", "sign_payload"]
