@@ -18,6 +18,14 @@ from tests.shop import free_port
 LEDGER = [sys.executable, "-m", "web.cli"]
 
 
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     """The environment minus anything that would configure the ledger from outside the test."""
     env = {

@@ -18,6 +18,7 @@ from ledger.domain.errors import InvalidTransition
 from ledger.domain.order import CONFIRMED, REFUND_PENDING
 from ledger.storage import Database
 from tests.conftest import count_rows
+from tests.processes import alive
 
 EVENTS = "ledger_events"
 
@@ -317,7 +318,7 @@ def test_commands_go_on_after_the_database_restarts(tmp_path: Path) -> None:
 
         pid = server.get_pid()
         os.kill(pid, signal.SIGINT)  # PostgreSQL's fast shutdown: every session is ended
-        while _alive(pid):
+        while alive(pid):
             time.sleep(0.05)
         server.ensure_postgres_running()
 
@@ -326,11 +327,3 @@ def test_commands_go_on_after_the_database_restarts(tmp_path: Path) -> None:
     finally:
         app.close()
         server.cleanup()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True

@@ -24,6 +24,7 @@ from ledger.domain import Cart
 from ledger.domain.cart import MAX_LINES
 from ledger.storage import Database
 from tests.conftest import count_rows
+from tests.processes import alive
 from tests.shop import WEBHOOK_SECRET, Shop, running_shop
 
 EVENTS = "ledger_events"
@@ -304,7 +305,7 @@ def test_pricing_goes_on_after_the_database_restarts(tmp_path: Path) -> None:
 
         pid = server.get_pid()
         os.kill(pid, signal.SIGINT)  # PostgreSQL's fast shutdown: every session is ended
-        while _alive(pid):
+        while alive(pid):
             time.sleep(0.05)
         server.ensure_postgres_running()
 
@@ -315,14 +316,6 @@ def test_pricing_goes_on_after_the_database_restarts(tmp_path: Path) -> None:
     finally:
         app.close()
         server.cleanup()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 # ---- signed bodies that are no Stripe event ---------------------------------------------

@@ -113,7 +113,7 @@ def test_workers_in_their_own_process_and_a_rebuild(tmp_path: Path, database: Da
         worker = subprocess.Popen(
             [*LEDGER, "work"],
             cwd=tmp_path,
-            env=clean_env(**url_env),
+            env=clean_env(**url_env, LEDGER_PUBLIC_URL=url),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -124,15 +124,35 @@ def test_workers_in_their_own_process_and_a_rebuild(tmp_path: Path, database: Da
                 time.sleep(0.1)
             assert api.get("/api/products/mug").json()["available"] == 4
 
+            # A refund is issued from this process, through the stand-in `ledger serve` serves.
+            sessions = []
+            for _ in range(2):
+                cart = api.post("/api/carts", json={}).json()["cart_id"]
+                api.put(f"/api/carts/{cart}/items/mug", json={"quantity": 3})
+                sessions.append(api.post(f"/api/carts/{cart}/checkout").json())
+            for session in sessions:
+                assert httpx.post(f"{session['url']}/pay").status_code == 303
+            deadline = time.monotonic() + 20
+            while statuses(api, sessions) != ["confirmed", "refunded"]:
+                assert time.monotonic() < deadline, statuses(api, sessions)
+                time.sleep(0.1)
+
             rebuilt = run_ledger(tmp_path, "projections", "rebuild", **url_env)
             assert rebuilt.returncode == 0, rebuilt.stderr
             assert "order_status" in rebuilt.stdout and "products" in rebuilt.stdout
             assert api.get("/api/products").json()["products"] == [
-                {"sku": "mug", "name": "Mug", "unit_amount": 900, "currency": "usd", "available": 4}
+                {"sku": "mug", "name": "Mug", "unit_amount": 900, "currency": "usd", "available": 1}
             ]
         finally:
             worker.send_signal(signal.SIGTERM)
             assert worker.wait(timeout=20) == 0
+
+
+def statuses(api: httpx.Client, sessions: list[dict[str, str]]) -> list[str]:
+    return [
+        api.get(f"/api/checkout-sessions/{s['checkout_session_id']}/order").json()["status"]
+        for s in sessions
+    ]
 
 
 def run_ledger(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:

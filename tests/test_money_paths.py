@@ -64,6 +64,16 @@ def paid_for_the_last_unit(shop: Shop, sku: str) -> tuple[str, str]:
     return first, second
 
 
+def another_race_is_refunded(shop: Shop, sku: str) -> None:
+    """Two more customers race for one unit of `sku`: the loser's refund goes through."""
+    shop.product(sku, stock=1)
+    third = shop.checkout(shop.cart(**{sku: 1}))
+    fourth = shop.checkout(shop.cart(**{sku: 1}))
+    shop.stripe.complete(third, "pay")
+    shop.stripe.complete(fourth, "pay")
+    eventually(lambda: {shop.status(third), shop.status(fourth)} == {"confirmed", "refunded"})
+
+
 # ---- 1. a refund refused for good holds back no other ----------------------------------------
 
 
@@ -85,12 +95,7 @@ def test_a_refund_already_made_in_the_dashboard_is_found_and_holds_back_no_other
     assert "RefundIssued" in event_types(database, order.id)
 
     # An unrelated customer's later refund is not held back.
-    shop.product("pen", stock=1)
-    third = shop.checkout(shop.cart(pen=1))
-    fourth = shop.checkout(shop.cart(pen=1))
-    shop.stripe.complete(third, "pay")
-    shop.stripe.complete(fourth, "pay")
-    eventually(lambda: {shop.status(third), shop.status(fourth)} == {"confirmed", "refunded"})
+    another_race_is_refunded(shop, "pen")
     assert len([r for r in shop.stripe.refunds() if r["status"] == "succeeded"]) == 2
 
 
@@ -111,12 +116,7 @@ def test_a_refund_stripe_refuses_for_good_is_refund_failed_and_the_next_ones_go_
     assert order.refund_failure == "charge_disputed"
     assert metric(shop, "ledger_refunds_total", outcome="failed") == failed_before + 1
 
-    shop.product("pen", stock=1)
-    third = shop.checkout(shop.cart(pen=1))
-    fourth = shop.checkout(shop.cart(pen=1))
-    shop.stripe.complete(third, "pay")
-    shop.stripe.complete(fourth, "pay")
-    eventually(lambda: {shop.status(third), shop.status(fourth)} == {"confirmed", "refunded"})
+    another_race_is_refunded(shop, "pen")
 
 
 # ---- 2. a full refund of what Stripe charged, with no amount ---------------------------------

@@ -72,28 +72,27 @@ class StripeGateway:
         return CreatedCheckout(session_id=session.id, url=session.url or "")
 
     def retrieve_checkout(self, session_id: str) -> CheckoutSession | None:
-        # The PaymentIntent is expanded: a delayed payment's fate is its status. No line
-        # items: the decision compares Stripe's amount with the snapshot of what was priced,
-        # and parsing them is much of what a retrieve costs in CPU.
-        session = self._retrieve(
-            self.client.v1.checkout.sessions.retrieve,
-            session_id,
-            {"expand": ["payment_intent"]},
-        )
+        # No line items: the decision compares Stripe's amount with the snapshot of what was
+        # priced, and parsing them is much of what a retrieve costs in CPU.
+        session = self._retrieve(self.client.v1.checkout.sessions.retrieve, session_id)
         if session is None:
             return None
         metadata = session.metadata.to_dict() if session.metadata else {}
-        intent = session.payment_intent
+        payment_intent = _id_of(session.payment_intent)
+        intent_status = None
+        if session.status == "complete" and session.payment_status == "unpaid" and payment_intent:
+            # A delayed payment: its fate is the PaymentIntent's status, asked for only here
+            # (a paid session, the common case, needs no second call).
+            intent = self._retrieve(self.client.v1.payment_intents.retrieve, payment_intent)
+            intent_status = None if intent is None else intent.status
         return CheckoutSession(
             session_id=session.id,
             status=session.status or "open",
             payment_status=session.payment_status,
             amount_total=session.amount_total,
             currency=session.currency,
-            payment_intent=_id_of(intent),
-            payment_intent_status=None
-            if isinstance(intent, str)
-            else getattr(intent, "status", None),
+            payment_intent=payment_intent,
+            payment_intent_status=intent_status,
             cart_id=metadata.get("cart_id") or session.client_reference_id,
         )
 
@@ -140,14 +139,12 @@ class StripeGateway:
         )
 
     @staticmethod
-    def _retrieve(
-        fetch: Callable[..., T], object_id: str, params: dict[str, Any] | None = None
-    ) -> T | None:
+    def _retrieve(fetch: Callable[[str], T], object_id: str) -> T | None:
         """The object, or None when Stripe has no such object: the only permanent answer.
         Any other failure (a rejected or restricted key included) is worth retrying."""
         try:
             with _translated_errors(fetching=True):
-                return fetch(object_id, params=params) if params else fetch(object_id)
+                return fetch(object_id)
         except PaymentProviderRefused as refusal:
             if refusal.code == "resource_missing":
                 return None

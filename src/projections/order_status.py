@@ -124,8 +124,10 @@ class OrderStatusProjection(Projection):
     def _payment_known(self, db: Writer, e: DomainEvent, position: int) -> None:
         if e.payment_intent:
             db.execute(
-                "UPDATE {order_status} SET payment_intent = %s WHERE order_id = %s",
-                (e.payment_intent, e.originator_id),
+                # Usually known from OrderPlaced already: then no row is rewritten.
+                "UPDATE {order_status} SET payment_intent = %s WHERE order_id = %s"
+                " AND payment_intent IS DISTINCT FROM %s",
+                (e.payment_intent, e.originator_id, e.payment_intent),
             )
 
     @handles(Cart, "CheckoutAwaitingPayment")
