@@ -143,6 +143,7 @@ def test_a_pending_refund_stays_refund_pending_until_stripe_says_it_succeeded_or
     shop: Shop, database: Database
 ) -> None:
     shop.stripe.refund_status = "pending"
+    pending_before = metric(shop, "ledger_refunds_total", outcome="pending")
     _first, second = paid_for_the_last_unit(shop, "mug")
     shop.stripe.complete(second, "pay")
     eventually(lambda: len(shop.stripe.refunds()) == 1)
@@ -150,6 +151,7 @@ def test_a_pending_refund_stays_refund_pending_until_stripe_says_it_succeeded_or
     assert refund["status"] == "pending"
     eventually(lambda: shop.order(second).refund_id == refund["id"])
     assert shop.status(second) == "refund_pending"
+    assert metric(shop, "ledger_refunds_total", outcome="pending") == pending_before + 1
 
     shop.stripe.settle_refund(refund["id"], "succeeded")  # refund.updated, signed, delivered
     settles_as(shop, second, "refunded")

@@ -109,6 +109,15 @@ class _OrderRequest:
 
 
 @dataclass(frozen=True)
+class Recorded:
+    """An order after a decision on news from Stripe, and the names of the events that
+    decision recorded (none when the news changed nothing)."""
+
+    order: Order
+    events: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class PaidCheckout:
     """What Stripe says a checkout session charged, as the order decision needs it."""
 
@@ -397,13 +406,13 @@ class Ledger(Application[UUID]):
 
     def record_refund(
         self, order_id: UUID, refund: Refund, cause: str, *, adopt: bool = False
-    ) -> Order:
+    ) -> Recorded:
         """Records what Stripe says of a refund of the order's payment. The order's own refund
         (asked for by the ledger, or `adopt`ed: the one found when Stripe says the charge is
         refunded already, or one a person made for an order whose refund failed) moves the
         order on; any other is recorded as a refund made outside the ledger."""
 
-        def decide() -> Order:
+        def decide() -> Recorded:
             order = self._require_order(order_id)
             if self._is_order_refund(order, refund, adopt):
                 order.follow_refund(
@@ -413,25 +422,23 @@ class Ledger(Application[UUID]):
                 order.note_outside_refund(
                     refund.refund_id, refund.status, refund.amount, refund.currency, cause
                 )
-            self.save(order)
-            return order
+            return self._save_news(order)
 
         return self._decide([order_id], decide)
 
-    def refuse_refund(self, order_id: UUID, code: str, cause: str) -> Order:
+    def refuse_refund(self, order_id: UUID, code: str, cause: str) -> Recorded:
         """Stripe refused the order's refund for good (`code` is Stripe's error code)."""
 
-        def decide() -> Order:
+        def decide() -> Recorded:
             order = self._require_order(order_id)
             if order.status == REFUND_PENDING and order.refund_id is None:
                 order.refuse_refund(code, cause)
-                self.save(order)
-            return order
+            return self._save_news(order)
 
         return self._decide([order_id], decide)
 
-    def record_dispute(self, order_id: UUID, dispute: Dispute, cause: str) -> Order:
-        def decide() -> Order:
+    def record_dispute(self, order_id: UUID, dispute: Dispute, cause: str) -> Recorded:
+        def decide() -> Recorded:
             order = self._require_order(order_id)
             order.note_dispute(
                 dispute.dispute_id,
@@ -441,10 +448,17 @@ class Ledger(Application[UUID]):
                 dispute.reason,
                 cause,
             )
-            self.save(order)
-            return order
+            return self._save_news(order)
 
         return self._decide([order_id], decide)
+
+    def _save_news(self, order: Order) -> Recorded:
+        """Saves what a piece of Stripe's news changed, and says what that was: the same news
+        again (a redelivery, a webhook and a worker at once) records and reports nothing."""
+        events = tuple(type(e).__name__ for e in order.pending_events)
+        if events:
+            self.save(order)
+        return Recorded(order, events)
 
     @staticmethod
     def _is_order_refund(order: Order, refund: Refund, adopt: bool) -> bool:
@@ -558,5 +572,6 @@ __all__ = [
     "PaidCheckout",
     "PricedCart",
     "PricedLine",
+    "Recorded",
     "Shortage",
 ]

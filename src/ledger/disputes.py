@@ -30,9 +30,9 @@ class Disputes:
         order = None if order_id is None else self.ledger.get_order(order_id)
         if order is None:
             return _anomaly("not_a_payment_of_this_ledger", dispute_id)
-        known = order.disputes.get(dispute_id)
-        order = self.ledger.record_dispute(order.id, dispute, cause)
-        if order.disputes.get(dispute_id) != known:
+        news = self.ledger.record_dispute(order.id, dispute, cause)
+        order = news.order
+        if news.events:
             DISPUTES.labels(status=dispute.status).inc()
             log.warning(
                 "dispute",

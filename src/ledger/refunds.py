@@ -19,7 +19,7 @@ from eventsourcing.utils import get_topic
 from ledger.application import Ledger
 from ledger.checkout import IGNORED, Outcome
 from ledger.domain import Order
-from ledger.domain.order import REFUND_FAILED, REFUND_PENDING, REFUNDED
+from ledger.domain.order import REFUND_PENDING
 from ledger.metrics import OUTSIDE_REFUNDS, REFUNDS
 from ledger.payments import PaymentGateway, PaymentProviderRefused, Refund
 
@@ -29,8 +29,6 @@ log = structlog.get_logger("ledger.refunds")
 # already (a refund in the Dashboard, or an earlier one of ours whose answer was lost).
 ALREADY_REFUNDED = "charge_already_refunded"
 NO_CHARGE = "no_charge"  # the refund of an order nothing was charged for
-
-_OUTCOME_OF_STATUS = {REFUND_PENDING: "pending", REFUNDED: "succeeded", REFUND_FAILED: "failed"}
 
 
 def refund_idempotency_key(order_id: object) -> str:
@@ -115,24 +113,9 @@ class Refunds:
         return None if order_id is None else self.ledger.get_order(order_id)
 
     def _record(self, order: Order, refund: Refund, cause: str, *, adopt: bool = False) -> Order:
-        before = (order.status, dict(order.outside_refunds))
-        order = self.ledger.record_refund(order.id, refund, cause, adopt=adopt)
-        if order.status != before[0] and order.status in _OUTCOME_OF_STATUS:
-            REFUNDS.labels(outcome=_OUTCOME_OF_STATUS[order.status]).inc()
-            if order.status == REFUND_FAILED:
-                log.error(
-                    "refund_failed",
-                    order_id=str(order.id),
-                    refund_id=refund.refund_id,
-                    code=order.refund_failure,
-                )
-            else:
-                log.info(
-                    "refund_" + _OUTCOME_OF_STATUS[order.status],
-                    order_id=str(order.id),
-                    refund_id=refund.refund_id,
-                )
-        if order.outside_refunds != before[1]:
+        news = self.ledger.record_refund(order.id, refund, cause, adopt=adopt)
+        order = news.order
+        if "OutsideRefundRecorded" in news.events:
             OUTSIDE_REFUNDS.labels(status=refund.status).inc()
             log.warning(
                 "outside_refund",
@@ -140,13 +123,24 @@ class Refunds:
                 refund_id=refund.refund_id,
                 status=refund.status,
             )
+        outcome = _outcome(news.events)
+        if outcome is not None:
+            REFUNDS.labels(outcome=outcome).inc()
+            report = log.error if outcome == "failed" else log.info
+            report(
+                f"refund_{outcome}",
+                order_id=str(order.id),
+                refund_id=refund.refund_id,
+                code=order.refund_failure,
+            )
         return order
 
     def _refused(self, order: Order, code: str, message: str, cause: str) -> Order:
-        order = self.ledger.refuse_refund(order.id, code, cause)
-        REFUNDS.labels(outcome="failed").inc()
-        log.error("refund_failed", order_id=str(order.id), code=code, error=message)
-        return order
+        news = self.ledger.refuse_refund(order.id, code, cause)
+        if news.events:
+            REFUNDS.labels(outcome="failed").inc()
+            log.error("refund_failed", order_id=str(order.id), code=code, error=message)
+        return news.order
 
 
 class RefundWorker:
@@ -161,6 +155,18 @@ class RefundWorker:
 
     def handle(self, event: Any, position: int) -> None:
         self.refunds.issue(event.originator_id, f"worker:{self.name}")
+
+
+def _outcome(events: tuple[str, ...]) -> str | None:
+    """The step of the order's refund that these events record, counted in the metrics:
+    Stripe took it (and it has not settled yet), it succeeded, or it failed."""
+    if "RefundFailed" in events:
+        return "failed"
+    if "RefundIssued" in events:
+        return "succeeded"
+    if "RefundSubmitted" in events:
+        return "pending"
+    return None
 
 
 def _anomaly(kind: str, **about: str) -> Outcome:

@@ -78,8 +78,11 @@ def work(args: argparse.Namespace) -> int:
     settings = load_settings()
     # Without a Stripe key the stand-in is served by `ledger serve`: the refund worker calls
     # it where that process answers (LEDGER_PUBLIC_URL, else serve's default address).
-    listen = {"listen_url": settings.public_url.rstrip("/")} if settings.public_url else {}
-    services = bootstrap(settings, **listen)
+    services = (
+        bootstrap(settings, listen_url=settings.public_url.rstrip("/"))
+        if settings.public_url
+        else bootstrap(settings)
+    )
     try:
         background_workers(services).run_forever()
     finally:
