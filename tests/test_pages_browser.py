@@ -9,10 +9,8 @@ artifacts/screenshots/.
 from __future__ import annotations
 
 import re
-import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -141,44 +139,37 @@ def test_success_page_shows_a_delayed_payment_then_its_failure(
 
 
 def test_success_page_shows_a_refund_when_the_stock_was_gone(
-    shop: Shop,
-    open_page: OpenPage,
-    request: pytest.FixtureRequest,
-    monkeypatch: pytest.MonkeyPatch,
+    shop: Shop, open_page: OpenPage, request: pytest.FixtureRequest
 ) -> None:
-    # The refund worker runs in the background; hold its call to Stripe until the page has
-    # shown the refund as pending, so that both statuses are seen for certain.
-    release = threading.Event()
-    refund = shop.services.gateway.refund
+    # Stripe keeps the refund pending until a person settles it on the stand-in's pay page,
+    # so that both statuses are seen for certain.
+    shop.stripe.refund_status = "pending"
+    shop.product("mug", unit_amount=1250, stock=1)
+    session_id = shop.checkout(shop.cart(mug=1))
+    r = shop.api.post("/api/products/mug/stock", json={"quantity": -1}, headers=shop.admin())
+    assert r.status_code == 200, r.text  # sold elsewhere while the customer pays
+    shop.stripe.complete(session_id, "pay")
+    shop.stripe.wait_for_deliveries(1)
 
-    def held_refund(*args: Any, **kwargs: Any) -> Any:
-        release.wait(10)
-        return refund(*args, **kwargs)
+    page, watch = open_page()
+    page.goto(success_url(shop, session_id))
+    status = page.locator("[data-status]")
+    expect(status).to_have_attribute("data-status", "refund_pending")
+    expect(status).to_contain_text("can't fulfil this order")
+    expect(status).to_contain_text("refunding the full $12.50")
+    order_id = str(shop.order(session_id).id)
+    expect(page.get_by_test_id("order-id")).to_have_text(order_id)
 
-    monkeypatch.setattr(shop.services.gateway, "refund", held_refund)
-    try:
-        shop.product("mug", unit_amount=1250, stock=1)
-        session_id = shop.checkout(shop.cart(mug=1))
-        r = shop.api.post("/api/products/mug/stock", json={"quantity": -1}, headers=shop.admin())
-        assert r.status_code == 200, r.text  # sold elsewhere while the customer pays
-        shop.stripe.complete(session_id, "pay")
-        shop.stripe.wait_for_deliveries(1)
-
-        page, watch = open_page()
-        page.goto(success_url(shop, session_id))
-        status = page.locator("[data-status]")
-        expect(status).to_have_attribute("data-status", "refund_pending")
-        expect(status).to_contain_text("can't fulfil this order")
-        expect(status).to_contain_text("refunding the full $12.50")
-        order_id = str(shop.order(session_id).id)
-        expect(page.get_by_test_id("order-id")).to_have_text(order_id)
-    finally:
-        release.set()
+    stripe_page, _ = open_page()
+    stripe_page.goto(f"{shop.stripe.public_base_url}/pay/{session_id}")
+    expect(stripe_page.locator("[data-action=refund_succeed]")).to_be_visible()
+    stripe_page.locator("[data-action=refund_succeed]").click()  # refund.updated: succeeded
 
     expect(status).to_have_attribute("data-status", "refunded")
     expect(status).to_contain_text("refunded the full $12.50")
     expect(page.get_by_test_id("order-id")).to_have_text(order_id)
-    assert len(shop.stripe.refunds()) == 1
+    (refund,) = shop.stripe.refunds()
+    assert refund["status"] == "succeeded"
     assert watch.errors == []
     screenshot(page, request.node.name)
 
@@ -360,5 +351,36 @@ def test_storefront_empty_catalog_out_of_stock_and_cancelled_checkout(
     expect(notice).to_contain_text("Checkout cancelled")
     expect(page.get_by_test_id("qty-mug")).to_have_value("1")
     assert "checkout=cancelled" not in page.url  # a reload does not repeat the notice
+    assert watch.errors == []
+    screenshot(page, request.node.name)
+
+
+def test_a_person_walks_a_dispute_and_a_dashboard_refund_on_the_pay_page(
+    shop: Shop, open_page: OpenPage, request: pytest.FixtureRequest
+) -> None:
+    shop.product("mug", unit_amount=1250, stock=5)
+    session_id = shop.checkout(shop.cart(mug=1))
+    page, watch = open_page()
+    page.goto(f"{shop.stripe.public_base_url}/pay/{session_id}")
+    page.locator("[data-action=pay]").click()
+    page.goto(f"{shop.stripe.public_base_url}/pay/{session_id}")  # back at Stripe, as merchant
+
+    page.locator("[data-action=dispute]").click()
+    page.locator("[data-action=dispute_won]").click()
+    page.locator("[data-action=dashboard_refund]").click()
+    expect(page.locator("body")).to_contain_text("won")
+
+    def recorded() -> bool:
+        order = shop.order(session_id)
+        return order is not None and len(order.outside_refunds) == 1 and bool(order.disputes)
+
+    deadline = time.monotonic() + 10
+    while not recorded():
+        assert time.monotonic() < deadline, "the dispute and the refund were not recorded"
+        time.sleep(0.05)
+    order = shop.order(session_id)
+    assert list(order.disputes.values()) == ["won"]
+    assert list(order.outside_refunds.values()) == ["succeeded"]
+    assert order.status == "confirmed"  # neither changes the order by itself
     assert watch.errors == []
     screenshot(page, request.node.name)
