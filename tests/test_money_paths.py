@@ -8,6 +8,7 @@ import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -62,6 +63,18 @@ def paid_for_the_last_unit(shop: Shop, sku: str) -> tuple[str, str]:
     shop.stripe.complete(first, "pay")
     settles_as(shop, first, "confirmed")
     return first, second
+
+
+def a_pending_refund(shop: Shop) -> tuple[str, dict[str, Any]]:
+    """A paid session refunded (the stock was gone) whose refund Stripe keeps pending, once the
+    ledger has recorded it: the session, and Stripe's refund."""
+    shop.stripe.refund_status = "pending"
+    _first, second = paid_for_the_last_unit(shop, "mug")
+    shop.stripe.complete(second, "pay")
+    eventually(lambda: len(shop.stripe.refunds()) == 1)
+    (refund,) = shop.stripe.refunds()
+    eventually(lambda: shop.order(second).refund_id == refund["id"])
+    return second, refund
 
 
 def another_race_is_refunded(shop: Shop, sku: str) -> None:
@@ -142,14 +155,9 @@ def test_the_refund_asks_for_the_whole_charge_without_an_amount(shop: Shop) -> N
 def test_a_pending_refund_stays_refund_pending_until_stripe_says_it_succeeded_or_failed(
     shop: Shop, database: Database
 ) -> None:
-    shop.stripe.refund_status = "pending"
     pending_before = metric(shop, "ledger_refunds_total", outcome="pending")
-    _first, second = paid_for_the_last_unit(shop, "mug")
-    shop.stripe.complete(second, "pay")
-    eventually(lambda: len(shop.stripe.refunds()) == 1)
-    (refund,) = shop.stripe.refunds()
+    second, refund = a_pending_refund(shop)
     assert refund["status"] == "pending"
-    eventually(lambda: shop.order(second).refund_id == refund["id"])
     assert shop.status(second) == "refund_pending"
     assert metric(shop, "ledger_refunds_total", outcome="pending") == pending_before + 1
 
@@ -168,12 +176,7 @@ def test_a_pending_refund_stays_refund_pending_until_stripe_says_it_succeeded_or
 
 
 def test_a_refund_that_fails_while_pending_is_refund_failed(shop: Shop) -> None:
-    shop.stripe.refund_status = "pending"
-    _first, second = paid_for_the_last_unit(shop, "mug")
-    shop.stripe.complete(second, "pay")
-    eventually(lambda: len(shop.stripe.refunds()) == 1)
-    (refund,) = shop.stripe.refunds()
-    eventually(lambda: shop.order(second).refund_id == refund["id"])
+    second, refund = a_pending_refund(shop)
     shop.stripe.settle_refund(refund["id"], "failed")
     settles_as(shop, second, "refund_failed")
     assert shop.order(second).refund_failure == "expired_or_canceled_card"
@@ -298,12 +301,7 @@ def test_resync_without_a_stripe_key_is_one_clear_line(tmp_path: Path, database:
 
 def test_the_workers_resync_a_pending_refund_whose_events_never_arrive(database: Database) -> None:
     with running_shop(database, LEDGER_RESYNC_INTERVAL="0.2", LEDGER_RESYNC_AFTER="0s") as shop:
-        shop.stripe.refund_status = "pending"
-        _first, second = paid_for_the_last_unit(shop, "mug")
-        shop.stripe.complete(second, "pay")
-        eventually(lambda: len(shop.stripe.refunds()) == 1)
-        (refund,) = shop.stripe.refunds()
-        eventually(lambda: shop.order(second).refund_id == refund["id"])
+        second, refund = a_pending_refund(shop)
         shop.stripe.webhook_url = None  # the refund's events are lost
         shop.stripe.settle_refund(refund["id"], "succeeded")
         settles_as(shop, second, "refunded")
