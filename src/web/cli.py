@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from ledger.settings import Settings
 from ledger.storage import StoreUnavailable
+from web.audit_cli import add_audit_commands
 
 
 class ConfigurationError(Exception):
@@ -146,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     actions.add_parser("rebuild", help="rebuild every read model from the log").set_defaults(
         handler=rebuild_projections
     )
+    add_audit_commands(commands)
     stripe_cmd = commands.add_parser("stripe", help="Stripe")
     stripe_actions = stripe_cmd.add_subparsers(dest="action", required=True)
     resync_cmd = stripe_actions.add_parser(
