@@ -9,7 +9,7 @@ events and for the resync of whatever is still unsettled.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -311,10 +311,17 @@ class Payments:
 
     def unsettled_sessions(self, older_than: timedelta, limit: int) -> list[str]:
         """Sessions still processing or awaiting payment, unchanged for `older_than`."""
+        return [session_id for session_id, _, _ in self.sessions_waiting(older_than, limit)]
+
+    def sessions_waiting(
+        self, older_than: timedelta, limit: int
+    ) -> list[tuple[str, str, datetime]]:
+        """(session id, status, since when) of the sessions still processing or awaiting
+        payment, unchanged for `older_than`, the longest-waiting first."""
         return [
-            row[0]
+            (str(row[0]), str(row[1]), row[2])
             for row in self._rows(
-                "SELECT checkout_session_id FROM {order_status}"
+                "SELECT checkout_session_id, status, updated_at FROM {order_status}"
                 " WHERE status = ANY(%s) AND updated_at < now() - %s"
                 " ORDER BY updated_at LIMIT %s",
                 (list(SESSION_UNSETTLED), older_than, limit),

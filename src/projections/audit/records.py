@@ -48,7 +48,7 @@ def event_json(row: Row) -> dict[str, Any]:
     """The contract's JSON of one stored event record."""
     position, stream_id, version, topic, state = row
     aggregate_topic, _, name = topic.rpartition(".")
-    fields = json.loads(bytes(state), object_hook=_plain)
+    fields = fields_of(state)
     data = {k: v for k, v in fields.items() if k not in _LIBRARY_FIELDS}
     return {
         "position": int(position),
@@ -64,7 +64,7 @@ def event_json(row: Row) -> dict[str, Any]:
 
 def recorded_at(row: Row) -> datetime:
     """When the event was recorded (UTC), from its stored record."""
-    stamp = json.loads(bytes(row[4]), object_hook=_plain)["timestamp"]
+    stamp = fields_of(row[4])["timestamp"]
     return datetime.fromisoformat(stamp)
 
 
@@ -83,6 +83,12 @@ def stream(conn: psycopg.Connection[Any], after: int = 0, chunk: int = 2000) -> 
         cursor.execute(_ALL_AFTER, (after,))
         for r in cursor:
             yield _row(r)
+
+
+def fields_of(state: bytes) -> dict[str, Any]:
+    """A stored event's fields as plain JSON values (ids and times as text)."""
+    fields: dict[str, Any] = json.loads(state, object_hook=_plain)
+    return fields
 
 
 def _row(r: tuple[Any, ...]) -> Row:

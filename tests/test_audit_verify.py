@@ -1,0 +1,144 @@
+"""`ledger audit verify` and `ledger audit report`: the invariants checked on a replay of the
+whole log, as real processes against a ledger that real checkouts wrote."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ledger.storage import Database
+from tests.processes import LEDGER, clean_env
+from tests.shop import Shop, eventually, running_shop
+
+EVENTS = "ledger_events"
+
+
+@pytest.fixture
+def shop(database: Database) -> Iterator[Shop]:
+    with running_shop(database) as s:
+        yield s
+
+
+def audit(database: Database, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*LEDGER, "audit", *args],
+        cwd=tmp_path,
+        env=clean_env(LEDGER_DATABASE_URL=database.conninfo_url()),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def some_history(shop: Shop) -> None:
+    """Three confirmed orders and two refunded ones (one of them failed for good)."""
+    shop.product("mug", unit_amount=1200, stock=3)
+    sessions = [shop.checkout(shop.cart(mug=1)) for _ in range(5)]
+    shop.stripe.webhook_url = None
+    for sid in sessions:
+        shop.stripe.complete(sid, "pay")
+    shop.stripe.open_dispute(sessions[-1])  # its refund will be refused: charge_disputed
+    shop.stripe.webhook_url = f"{shop.url}/webhooks/stripe"
+    for sid in sessions:
+        assert shop.deliver("checkout.session.completed", sid).status_code == 200
+    eventually(
+        lambda: (
+            sorted(shop.status(s) for s in sessions)
+            == ["confirmed"] * 3 + ["refund_failed", "refunded"]
+        ),
+        timeout=20,
+    )
+
+
+def position_of(database: Database, event: str, nth: int = 0) -> int:
+    with database.connect() as conn:
+        rows = conn.execute(
+            f"SELECT notification_id FROM {EVENTS} WHERE topic LIKE %s ORDER BY 1",
+            (f"%.{event}",),
+        ).fetchall()
+    return int(rows[nth][0])
+
+
+def test_verify_passes_on_a_clean_ledger_and_the_report_adds_it_up(
+    shop: Shop, database: Database, tmp_path: Path
+) -> None:
+    some_history(shop)
+    shop.services.order_status.wait_for(shop.stripe.sessions()[-1]["id"])
+
+    done = audit(database, tmp_path, "verify")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "VIOLATION" not in done.stdout
+    for check in (
+        "stock never below zero",
+        "one outcome per paid session",
+        "payments = orders + refunds",
+        "read models equal a fresh replay",
+    ):
+        assert any(
+            line.startswith(check) and line.endswith("ok") for line in done.stdout.splitlines()
+        )
+
+    report = audit(database, tmp_path, "report", "--json")
+    assert report.returncode == 0, report.stderr
+    usd = json.loads(report.stdout)["currencies"]["usd"]
+    assert usd["payments"] == {"count": 5, "amount": 6000}
+    assert usd["orders"] == {"count": 3, "amount": 3600}
+    assert usd["refunds_issued"] == {"count": 1, "amount": 1200}
+    assert usd["refunds_failed"] == {"count": 1, "amount": 1200}
+    assert usd["refunds_pending"] == {"count": 0, "amount": 0}
+    assert usd["disputes"] == 0  # the dispute arrived before the ledger knew the payment
+    (failed,) = json.loads(report.stdout)["refund_failed"]
+    assert failed["code"] == "charge_disputed"
+
+    table = audit(database, tmp_path, "report", "--to", "2000-01-01")
+    assert table.returncode == 0
+    assert "no payments in that period" in table.stdout
+
+
+def test_verify_names_the_positions_of_broken_invariants(
+    shop: Shop, database: Database, tmp_path: Path
+) -> None:
+    some_history(shop)
+    reserved = position_of(database, "StockReserved")
+    confirmation = position_of(database, "PaymentConfirmed")
+    with database.connect() as conn:
+        # A reservation of 7 where 1 was taken: stock goes below zero from there.
+        conn.execute(
+            f"UPDATE {EVENTS} SET state = convert_to(replace(convert_from(state, 'UTF8'),"
+            " '\"quantity\":1', '\"quantity\":7'), 'UTF8') WHERE notification_id = %s",
+            (reserved,),
+        )
+        # A second outcome for a decided session: the same order confirmed twice.
+        conn.execute(
+            f"INSERT INTO {EVENTS} (originator_id, originator_version, topic, state)"
+            f" SELECT originator_id, 99, topic, state FROM {EVENTS} WHERE notification_id = %s",
+            (confirmation,),
+        )
+    done = audit(database, tmp_path, "verify")
+    assert done.returncode == 1
+    violations = [line for line in done.stdout.splitlines() if line.startswith("VIOLATION")]
+    assert any(f"stock never below zero at position {reserved}" in line for line in violations), (
+        violations
+    )
+    assert any(
+        "one outcome per paid session" in line
+        and str(confirmation) in line
+        and "two outcomes" in line
+        for line in violations
+    ), violations
+    assert any("payments = orders + refunds" in line for line in violations), violations
+
+
+def test_verify_finds_a_read_model_that_differs_from_the_log(
+    shop: Shop, database: Database, tmp_path: Path
+) -> None:
+    some_history(shop)
+    with database.connect() as conn:
+        conn.execute("UPDATE order_status SET status = 'confirmed' WHERE status = 'refunded'")
+    done = audit(database, tmp_path, "verify")
+    assert done.returncode == 1
+    assert "VIOLATION read models equal a fresh replay" in done.stdout
