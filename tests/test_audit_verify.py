@@ -69,7 +69,9 @@ def test_verify_passes_on_a_clean_ledger_and_the_report_adds_it_up(
     some_history(shop)
     shop.services.order_status.wait_for(shop.stripe.sessions()[-1]["id"])
 
-    done = audit(database, tmp_path, "verify")
+    digest = audit(database, tmp_path, "digest")
+    assert digest.returncode == 0, digest.stderr
+    done = audit(database, tmp_path, "verify", "--digest", digest.stdout.split()[-1])
     assert done.returncode == 0, done.stdout + done.stderr
     assert "VIOLATION" not in done.stdout
     for check in (
@@ -77,10 +79,9 @@ def test_verify_passes_on_a_clean_ledger_and_the_report_adds_it_up(
         "one outcome per paid session",
         "payments = orders + refunds",
         "read models equal a fresh replay",
+        "hash chain",
     ):
-        assert any(
-            line.startswith(check) and line.endswith("ok") for line in done.stdout.splitlines()
-        )
+        assert any(line.startswith(check) and " ok" in line for line in done.stdout.splitlines())
 
     report = audit(database, tmp_path, "report", "--json")
     assert report.returncode == 0, report.stderr
@@ -131,6 +132,10 @@ def test_verify_names_the_positions_of_broken_invariants(
         for line in violations
     ), violations
     assert any("payments = orders + refunds" in line for line in violations), violations
+    # The edited and the inserted rows break the hash chain where they stand.
+    assert any(
+        line.startswith("VIOLATION hash chain") and str(reserved) in line for line in violations
+    ), violations
 
 
 def test_verify_finds_a_read_model_that_differs_from_the_log(

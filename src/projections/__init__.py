@@ -8,6 +8,7 @@ them on its next start; `ledger projections rebuild` and `verify_all` include it
 
 from __future__ import annotations
 
+from projections.audit.history import OrderHistories, OrderHistoryProjection
 from projections.base import (
     DomainEvent,
     PeriodicTask,
@@ -28,11 +29,20 @@ from projections.store import ReadStore, wait_for_position
 
 def default_projections() -> list[Projection]:
     """Every read model the service keeps (fresh instances)."""
-    return [OrderStatusProjection(), ProductsProjection()]
+    from projections.audit.chain import HashChainProjection
+
+    return [
+        OrderStatusProjection(),
+        ProductsProjection(),
+        OrderHistoryProjection(),
+        HashChainProjection(),
+    ]
 
 
 __all__ = [
     "DomainEvent",
+    "OrderHistories",
+    "OrderHistoryProjection",
     "OrderStatusProjection",
     "OrderStatuses",
     "Payments",

@@ -9,7 +9,7 @@ from starlette.routing import BaseRoute, Mount
 from web.bootstrap import STAND_IN_PREFIX, Services
 from web.errors import exception_handlers
 from web.middleware import RequestIdMiddleware
-from web.routes import carts, catalog, checkout, operations, pages, stripe_webhooks
+from web.routes import audit, carts, catalog, checkout, operations, pages, stripe_webhooks
 
 
 def create_app(services: Services) -> Starlette:
@@ -18,6 +18,7 @@ def create_app(services: Services) -> Starlette:
         *carts.routes,
         *checkout.routes,
         *stripe_webhooks.routes,
+        *audit.routes,
         *operations.routes,
         *pages.routes,
     ]

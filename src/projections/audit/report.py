@@ -17,7 +17,7 @@ class CurrencyReport:
     balance: Balance
     disputes: int = 0
     disputes_lost: int = 0
-    outside_refunds: Money = Money()
+    outside_refunds: Money = field(default_factory=Money)
 
 
 @dataclass

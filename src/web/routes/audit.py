@@ -1,0 +1,119 @@
+"""The auditors' reads of the event log (`Authorization: Bearer $LEDGER_AUDITOR_TOKEN`).
+
+Everything here answers from the log as recorded: the log itself page by page, an order's
+history (found through the `order_history` read model, read from the log), and a product's
+stock at an instant (replayed from its stream). Nothing here writes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from projections.audit import records
+from projections.audit.history import OrderHistories
+from projections.audit.stock import StockHistory, parse_instant
+from web.context import in_store, require_bearer, services
+from web.errors import ApiError
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+# Audit reads may replay a long stream (a hot product's tens of thousands of events): more
+# time than a storefront request, still bounded.
+AUDIT_BUDGET_SECONDS = 30.0
+
+
+def _auditor(request: Request) -> None:
+    # Only the auditor tokens: the admin token changes the catalog, it does not read the log.
+    require_bearer(request, services(request).settings.auditor_tokens, "auditor")
+
+
+def _invalid(field: str, message: str) -> ApiError:
+    return ApiError(
+        422,
+        "validation_error",
+        "Some fields are missing or invalid.",
+        fields=[{"field": field, "message": message}],
+    )
+
+
+def _int_param(request: Request, name: str, default: int, lo: int, hi: int | None) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    bounds = f"an integer from {lo}" + (f" to {hi}" if hi is not None else " up")
+    # Digits only: int() would also take " 5", "+5" and "5_000".
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
+        raise _invalid(name, f"must be {bounds}")
+    value = int(raw)
+    if value < lo or (hi is not None and value > hi):
+        raise _invalid(name, f"must be {bounds}")
+    return value
+
+
+async def events_page(request: Request) -> JSONResponse:
+    _auditor(request)
+    after = _int_param(request, "after", 0, 0, None)
+    limit = _int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+    store = services(request).read_store
+
+    def read() -> dict[str, Any]:
+        with store.cursor() as cursor:
+            # One more than asked: whether this page reached the end of the log.
+            rows = records.page(cursor, after, limit + 1)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return {
+            "events": [records.event_json(r) for r in rows],
+            "next_after": rows[-1][0] if more else None,
+        }
+
+    return JSONResponse(await in_store(request, read, budget=AUDIT_BUDGET_SECONDS))
+
+
+async def order_history(request: Request) -> JSONResponse:
+    _auditor(request)
+    raw = request.path_params["order_id"]
+    try:
+        order_id = UUID(raw)
+    except ValueError:
+        order_id = None
+    histories = OrderHistories(services(request).read_store)
+    events = None
+    if order_id is not None:
+        events = await in_store(request, histories.events, order_id, budget=AUDIT_BUDGET_SECONDS)
+    if events is None:
+        raise ApiError(404, "unknown_order", f"There is no order {raw}.")
+    return JSONResponse({"order_id": str(order_id), "events": events})
+
+
+async def stock_at(request: Request) -> JSONResponse:
+    _auditor(request)
+    sku = request.path_params["sku"]
+    raw = request.query_params.get("at")
+    if raw is None or not raw.strip():
+        raise _invalid("at", "required: an ISO-8601 time, e.g. 2025-03-01T12:00:00Z")
+    try:
+        when = parse_instant(raw)
+    except ValueError as error:
+        raise _invalid("at", str(error)) from None
+    history = StockHistory(services(request).read_store)
+    found = await in_store(request, history.at, sku, when, budget=AUDIT_BUDGET_SECONDS)
+    if found is None:
+        raise ApiError(
+            404,
+            "unknown_product",
+            f"There was no product with SKU {sku!r} at {when.isoformat()}.",
+        )
+    return JSONResponse(found.json())
+
+
+routes = [
+    Route("/api/audit/events", events_page, methods=["GET"]),
+    Route("/api/audit/orders/{order_id}/history", order_history, methods=["GET"]),
+    Route("/api/audit/products/{sku}/stock", stock_at, methods=["GET"]),
+]
