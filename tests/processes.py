@@ -37,6 +37,20 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def run_ledger(
+    cwd: Path, *args: str, timeout: float = 120, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """`ledger ARGS...` to its end, in `cwd`, configured by `env` alone."""
+    return subprocess.run(
+        [*LEDGER, *args],
+        cwd=cwd,
+        env=clean_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 @contextmanager
 def serving(workdir: Path, *args: str, stop_with: int = signal.SIGINT, **env: str) -> Iterator[str]:
     port = free_port()

@@ -29,7 +29,7 @@ from projections.audit.chain import (
     parse_digest,
     verify_chain,
 )
-from tests.processes import LEDGER, clean_env
+from tests.processes import run_ledger
 
 NAME = HashChainProjection.name
 
@@ -419,14 +419,7 @@ def test_it_is_a_default_read_model_that_rebuilds_and_verifies_like_the_others(
 
 
 def digest_command(database: Database, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*LEDGER, "audit", "digest"],
-        cwd=cwd,
-        env=clean_env(LEDGER_DATABASE_URL=database.conninfo_url()),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_ledger(cwd, "audit", "digest", LEDGER_DATABASE_URL=database.conninfo_url())
 
 
 def test_ledger_audit_digest_prints_the_head_last(

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ledger.storage import Database
-from tests.processes import LEDGER, clean_env
+from tests.processes import run_ledger
 from tests.shop import Shop, eventually, running_shop
 
 EVENTS = "ledger_events"
@@ -24,14 +24,7 @@ def shop(database: Database) -> Iterator[Shop]:
 
 
 def audit(database: Database, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*LEDGER, "audit", *args],
-        cwd=tmp_path,
-        env=clean_env(LEDGER_DATABASE_URL=database.conninfo_url()),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_ledger(tmp_path, "audit", *args, LEDGER_DATABASE_URL=database.conninfo_url())
 
 
 def some_history(shop: Shop) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 
 from ledger.storage import Database
-from tests.processes import LEDGER, clean_env, serving
+from tests.processes import LEDGER, clean_env, run_ledger, serving
 from tests.shop import free_port
 
 
@@ -153,17 +153,6 @@ def statuses(api: httpx.Client, sessions: list[dict[str, str]]) -> list[str]:
         api.get(f"/api/checkout-sessions/{s['checkout_session_id']}/order").json()["status"]
         for s in sessions
     ]
-
-
-def run_ledger(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*LEDGER, *args],
-        cwd=tmp_path,
-        env=clean_env(**env),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def test_a_stripe_key_without_a_webhook_secret_is_one_clear_line(tmp_path: Path) -> None:

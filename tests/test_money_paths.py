@@ -5,7 +5,6 @@ Stripe's Dashboard recorded. The ledger and the stand-in in real servers, the re
 from __future__ import annotations
 
 import re
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from typing import Any
 import pytest
 
 from ledger.storage import Database
-from tests.processes import LEDGER, clean_env
+from tests.processes import run_ledger
 from tests.shop import STRIPE_KEY, WEBHOOK_SECRET, Shop, eventually, running_shop
 
 EVENTS = "ledger_events"
@@ -255,20 +254,14 @@ def test_withheld_webhooks_settle_with_ledger_stripe_resync(
         shop.stripe.complete(sid, "pay")
     assert [shop.order(sid) for sid in sessions] == [None] * 20
 
-    env = clean_env(
-        LEDGER_DATABASE_URL=database.conninfo_url(),
-        STRIPE_API_KEY=STRIPE_KEY,
-        STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET,
-        STRIPE_API_BASE=shop.stripe.public_base_url,
-    )
     for _ in range(2):  # a second run finds nothing left to change
-        done = subprocess.run(
-            [*LEDGER, "stripe", "resync", "--older-than", "0s"],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
+        done = run_ledger(
+            tmp_path,
+            *("stripe", "resync", "--older-than", "0s"),
+            LEDGER_DATABASE_URL=database.conninfo_url(),
+            STRIPE_API_KEY=STRIPE_KEY,
+            STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET,
+            STRIPE_API_BASE=shop.stripe.public_base_url,
         )
         assert done.returncode == 0, done.stderr
         assert "failures: 0" in done.stdout
@@ -285,14 +278,7 @@ def test_withheld_webhooks_settle_with_ledger_stripe_resync(
 
 
 def test_resync_without_a_stripe_key_is_one_clear_line(tmp_path: Path, database: Database) -> None:
-    done = subprocess.run(
-        [*LEDGER, "stripe", "resync"],
-        cwd=tmp_path,
-        env=clean_env(LEDGER_DATABASE_URL=database.conninfo_url()),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_ledger(tmp_path, "stripe", "resync", LEDGER_DATABASE_URL=database.conninfo_url())
     assert done.returncode == 2
     assert done.stderr.strip().startswith("ledger: ")
     assert "STRIPE_API_KEY" in done.stderr
