@@ -1,8 +1,9 @@
 """Helpers every bench script shares, kept in one copy so that their outputs stay comparable.
 
 The scripts run as `python bench/<script>.py`, so Python puts bench/ first on sys.path and they
-import this module as `common`. It imports nothing of the ledger at run time: hot_product.py
-starts its Stripe stand-in from its own script, and that process has no use for the ledger.
+import this module as `common`. It imports nothing of the ledger at module level: hot_product.py
+starts its Stripe stand-in from its own script, and that process has no use for the ledger
+(`seed_log` imports the application service when called).
 """
 
 from __future__ import annotations
@@ -108,3 +109,110 @@ def scratch_database(admin: Database, prefix: str) -> Iterator[Database]:
         yield database
     finally:
         drop_database(admin, database.params["dbname"])
+
+
+# ---- a log of real domain events, seeded in bulk --------------------------------------------
+
+SEED_SKU = "bench"
+SEED_NAME = "Bench mug"
+SEED_UNIT_AMOUNT = 1250
+SEED_CART_CHUNK = 500  # carts saved in one commit
+SEED_ORDER_CHUNK = 200  # orders decided in one commit (`place_orders`)
+# A cart's CartCreated, CartLineSet and CheckoutStarted, then its order's commit: OrderPlaced,
+# PaymentConfirmed, StockReserved, CartConverted.
+SEED_EVENTS_PER_ORDER = 7
+
+
+def count_events(database: Database) -> int:
+    """How many events the log holds (exact, unlike the head: positions may have gaps)."""
+    with database.connect() as conn:
+        row = conn.execute("SELECT count(*) FROM ledger_events").fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def log_head(database: Database) -> int:
+    """The log's last position (0 when empty): what a read model must reach to be caught up."""
+    with database.connect() as conn:
+        row = conn.execute("SELECT coalesce(max(notification_id), 0) FROM ledger_events")
+        found = row.fetchone()
+    return 0 if found is None else int(found[0])
+
+
+def seed_log(
+    database: Database, events: int, order_chunk: int = SEED_ORDER_CHUNK
+) -> dict[str, Any]:
+    """Grows the log on `database` to exactly `events` events, through the application service
+    (`Ledger`, no HTTP, no workers), and returns what it wrote: `events`, `seconds` and
+    `events_per_s` (untimed elsewhere; carts' saving included).
+
+    One product (`SEED_SKU`), given stock for every order to come; carts with one unit and a
+    started checkout saved `SEED_CART_CHUNK` to a commit, their orders placed with
+    `place_orders` `order_chunk` to a commit (7 events an order, see
+    `SEED_EVENTS_PER_ORDER`); the last few events (fewer than 7) are one cart's line changes.
+    Called again on the same database, it goes on from where the log stands.
+    """
+    from ledger.application import Ledger, PaidCheckout
+    from ledger.domain import Cart
+
+    def carts_with_checkout(count: int) -> tuple[list[Cart], list[PaidCheckout]]:
+        carts: list[Cart] = []
+        paid: list[PaidCheckout] = []
+        for _ in range(count):
+            cart = Cart(user_id=None, cause="bench")
+            cart.set_line(SEED_SKU, 1, "bench")
+            session_id = f"cs_bench_{uuid.uuid4().hex}"
+            cart.start_checkout(
+                session_id,
+                lines=[
+                    {
+                        "sku": SEED_SKU,
+                        "name": SEED_NAME,
+                        "quantity": 1,
+                        "unit_amount": SEED_UNIT_AMOUNT,
+                    }
+                ],
+                amount_total=SEED_UNIT_AMOUNT,
+                currency="usd",
+                cause="bench",
+            )
+            carts.append(cart)
+            paid.append(PaidCheckout(session_id, cart.id, SEED_UNIT_AMOUNT, "usd", "pi_bench"))
+        return carts, paid
+
+    started = time.perf_counter()
+    ledger = Ledger(env=database.eventsourcing_env())  # creates the log's table when missing
+    try:
+        before = count_events(database)
+        if before > events:
+            raise ValueError(f"the log already holds {before} events, more than {events}")
+        ledger.put_product(SEED_SKU, SEED_NAME, SEED_UNIT_AMOUNT, "usd", "bench")
+        orders_to_come = (events - before) // SEED_EVENTS_PER_ORDER + 1
+        ledger.adjust_stock(SEED_SKU, orders_to_come, "bench", "bench")
+        count = count_events(database)
+        last_report = time.monotonic()
+        while (orders := min(SEED_CART_CHUNK, (events - count) // SEED_EVENTS_PER_ORDER)) > 0:
+            carts, paid = carts_with_checkout(orders)
+            ledger.save(*carts)
+            for start in range(0, orders, order_chunk):
+                ledger.place_orders(paid[start : start + order_chunk], cause="bench")
+            count = count_events(database)
+            if time.monotonic() - last_report >= 2:
+                last_report = time.monotonic()
+                progress(f"  seeded {count:,}/{events:,} events")
+        if count < events:  # one cart, then its line changed back and forth
+            cart = Cart(user_id=None, cause="bench")
+            for i in range(events - count - 1):
+                cart.set_line(SEED_SKU, 1 + i % 2, "bench")
+            ledger.save(cart)
+    finally:
+        ledger.close()
+    seconds = time.perf_counter() - started
+    count = count_events(database)
+    if count != events:
+        raise RuntimeError(f"seeded the log to {count} events, wanted {events}")
+    written = events - before
+    return {
+        "events": written,
+        "seconds": round(seconds, 2),
+        "events_per_s": round(written / seconds, 1) if seconds else None,
+    }

@@ -7,10 +7,16 @@ import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+from uuid import UUID, uuid4
 
 import pytest
 
+from ledger.domain import inventory_item_id, order_id_for
 from ledger.storage import Database
+from projections.audit.invariants import check_replay
+from projections.audit.records import Row
+from projections.audit.replay import Replay
 from tests.processes import run_ledger
 from tests.shop import Shop, eventually, running_shop
 
@@ -140,3 +146,36 @@ def test_verify_finds_a_read_model_that_differs_from_the_log(
     done = audit(database, tmp_path, "verify")
     assert done.returncode == 1
     assert "VIOLATION read models equal a fresh replay" in done.stdout
+
+
+def _row(position: int, stream_id: UUID, topic: str, **fields: Any) -> Row:
+    state = {"timestamp": {"_type_": "datetime_iso", "_data_": "2026-11-29T06:00:00+00:00"}}
+    state |= fields
+    return (position, stream_id, position, topic, json.dumps(state).encode())
+
+
+def test_a_reservation_stored_before_its_order_in_the_same_commit_is_no_violation() -> None:
+    # Logs written while several orders were decided in one commit store an item's
+    # reservations before some of the orders they are for.
+    item, order, cart = inventory_item_id("mug"), order_id_for("cs_1"), uuid4()
+    inventory, orders = "ledger.domain.inventory:InventoryItem", "ledger.domain.order:Order"
+    rows = [
+        _row(1, item, f"{inventory}.ProductListed", sku="mug"),
+        _row(2, item, f"{inventory}.StockReceived", quantity=1),
+        _row(3, cart, "ledger.domain.cart:Cart.CartConverted", session_id="cs_1"),
+        _row(4, item, f"{inventory}.StockReserved", quantity=1, order_id=str(order)),
+        _row(
+            5,
+            order,
+            f"{orders}.OrderPlaced",
+            checkout_session_id="cs_1",
+            currency="usd",
+            amount_total=500,
+            lines=[{"sku": "mug", "quantity": 1}],
+        ),
+        _row(6, order, f"{orders}.PaymentConfirmed"),
+    ]
+    assert check_replay(Replay().read(rows)) == []
+
+    never_placed = Replay().read(rows[:4])
+    assert [v.positions for v in check_replay(never_placed)] == [(4,)]

@@ -548,7 +548,13 @@ class _Commit:
         return aggregate
 
     def changed(self) -> list[Aggregate]:
-        return [a for a in self.aggregates.values() if a is not None and a.pending_events]
+        """What the commit changed, orders first: the log then reads as the decision does
+        (the order placed, the stock it took, its cart converted)."""
+        changed = [a for a in self.aggregates.values() if a is not None and a.pending_events]
+        return sorted(changed, key=lambda a: _SAVE_ORDER.get(type(a), len(_SAVE_ORDER)))
+
+
+_SAVE_ORDER: dict[type[Aggregate], int] = {Order: 0, InventoryItem: 1, Cart: 2}
 
 
 def _rejection_reason(

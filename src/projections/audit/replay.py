@@ -56,12 +56,18 @@ class Replay:
     conversions: dict[str, list[int]] = field(default_factory=dict)  # cart id -> positions
     negative_stock: list[tuple[int, str, int]] = field(default_factory=list)
     strays: list[tuple[int, str]] = field(default_factory=list)  # events about no known order
+    # Reservations stored before their order's OrderPlaced (in the same commit): order id ->
+    # (sku, position).
+    _unplaced: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
 
     def read(self, rows: Iterable[Row], progress: Progress | None = None) -> Replay:
         for row in rows:
             self._apply(row)
             if progress is not None and self.events % 10_000 == 0:
                 progress(self.events, self.head)
+        for order_id, reservations in self._unplaced.items():  # never placed, after all
+            self.strays.extend((position, order_id) for _, position in reservations)
+        self._unplaced.clear()
         return self
 
     def _apply(self, row: Row) -> None:
@@ -95,9 +101,13 @@ class Replay:
 
     def _reserved(self, position: int, item: str, e: dict[str, Any]) -> None:
         self._stock_moved(position, item, -e["quantity"])
-        order = self._order(position, e["order_id"])
-        if order is not None:
-            sku = self.stock[item].sku
+        sku = self.stock[item].sku
+        order = self.orders.get(e["order_id"])
+        if order is None:
+            # One commit may store an item's reservation before the order it is for (several
+            # orders decided together): it waits for the order's OrderPlaced.
+            self._unplaced.setdefault(e["order_id"], []).append((sku, position))
+        else:
             order.reserved.setdefault(sku, []).append(position)
 
     # ---- carts ------------------------------------------------------------------------------
@@ -108,7 +118,7 @@ class Replay:
     # ---- orders -----------------------------------------------------------------------------
 
     def _placed(self, position: int, order_id: str, e: dict[str, Any]) -> None:
-        self.orders[order_id] = OrderFacts(
+        order = self.orders[order_id] = OrderFacts(
             order_id=order_id,
             session_id=e["checkout_session_id"],
             currency=e["currency"],
@@ -116,6 +126,8 @@ class Replay:
             lines={line["sku"]: line["quantity"] for line in e["lines"]},
             placed_at=position,
         )
+        for sku, reserved_at in self._unplaced.pop(order_id, ()):
+            order.reserved.setdefault(sku, []).append(reserved_at)
 
     def _confirmed(self, position: int, order_id: str, e: dict[str, Any]) -> None:
         order = self._order(position, order_id)
