@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     public_url: str | None = Field(default=None, alias="LEDGER_PUBLIC_URL")
     admin_token: SecretStr | None = Field(default=None, alias="LEDGER_ADMIN_TOKEN")
     auditor_token: SecretStr | None = Field(default=None, alias="LEDGER_AUDITOR_TOKEN")
+    # Unset: /metrics answers anyone (keep it off the public network).
+    metrics_token: SecretStr | None = Field(default=None, alias="LEDGER_METRICS_TOKEN")
     # Seconds the success page keeps polling before it gives up (the contract's ceiling is 30).
     success_page_timeout: float = Field(
         default=30.0, gt=0, le=30, alias="LEDGER_SUCCESS_PAGE_TIMEOUT"

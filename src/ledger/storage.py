@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,6 +29,39 @@ class StoreUnavailable(Exception):
     """The database could not be reached or answered with a failure worth retrying."""
 
 
+# Where a libpq connection string may carry a password: a URI's user info (which ends at the
+# first '@' or '/', as libpq reads it), a URI's `password` query parameter, a key/value string's
+# `password` keyword (quoted or not).
+_PASSWORD_PLACES = (
+    re.compile(r"^\s*[A-Za-z][A-Za-z0-9+.-]*://[^@/:]*:(?P<secret>[^@/]*)@"),
+    re.compile(r"[?&]password=(?P<secret>[^&]*)", re.IGNORECASE),
+    re.compile(r"(?:^|\s)password\s*=\s*(?P<secret>'(?:[^'\\]|\\.)*'?|\S*)", re.IGNORECASE),
+)
+
+
+def without_password(text: str, url: str) -> str:
+    """`text` (a message that may quote `url`, or part of it) without any password `url` holds,
+    whether `url` could be parsed or not."""
+    from urllib.parse import unquote
+
+    secrets: set[str] = set()
+    redacted = url
+    for place in _PASSWORD_PLACES:
+        for match in place.finditer(url):
+            secret = match.group("secret")
+            secrets.update({secret, secret.strip("'"), unquote(secret)})
+        redacted = place.sub(
+            lambda m: (
+                m.group(0).replace(m.group("secret"), "***") if m.group("secret") else m.group(0)
+            ),
+            redacted,
+        )
+    text = text.replace(url, redacted)
+    for secret in sorted(secrets - {""}, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
 @dataclass(frozen=True)
 class Database:
     """A PostgreSQL database the ledger can connect to, as libpq parameters."""
@@ -39,8 +73,12 @@ class Database:
         try:
             params = {k: str(v) for k, v in conninfo_to_dict(url).items() if v is not None}
         except psycopg.ProgrammingError as error:
+            # libpq's reason quotes the string, or the part of it it could not read: the
+            # password too, unless taken out.
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else "unreadable"
+            reason = without_password(reason, url)
             raise ValueError(
-                f"LEDGER_DATABASE_URL is not a valid PostgreSQL URI: {error}"
+                f"LEDGER_DATABASE_URL is not a valid PostgreSQL URI: {reason}"
             ) from None
         return cls(params)
 
@@ -89,6 +127,9 @@ class Database:
             reason = (
                 str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             )
+            password = self.params.get("password")
+            if password:
+                reason = reason.replace(password, "***")
             raise StoreUnavailable(f"cannot reach the database: {reason}") from None
 
     def eventsourcing_env(self) -> EnvType:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 import psycopg
@@ -20,8 +22,9 @@ from ledger.storage import (
     Database,
     transient_store_errors,
 )
-from projections.base import lock_key
+from projections.base import LIVE_SCHEMA, lock_key
 from projections.log import EVENTS_TABLE
+from projections.retries import RETRIES_TABLE
 from projections.tracking import TRACKING, read_position, read_positions
 
 logger = logging.getLogger(__name__)
@@ -121,6 +124,35 @@ class ReadStore:
             except psycopg.errors.UndefinedTable:
                 return {}
 
+    def progress(
+        self,
+        read_models: Sequence[str],
+        side_effects: Mapping[str, Sequence[str]],
+        *,
+        timeout: float,
+    ) -> Progress | None:
+        """How far the processors are behind the log, for /metrics: one query for the read
+        models and one per side effect (`side_effects`: name -> topics, empty for all). None
+        when no runner has set the store up yet. Waits at most `timeout` seconds for a
+        connection, so a scrape against a database that is down ends soon."""
+        with (
+            transient_store_errors(),
+            self.pool.connection(timeout=timeout) as conn,
+            conn.cursor() as cursor,
+        ):
+            try:
+                rows = cursor.execute(_OLDEST_UNAPPLIED, (list(read_models),)).fetchall()
+                backlog: dict[str, int] = {}
+                retrying: dict[str, int] = {}
+                for name, topics in side_effects.items():
+                    params = {"name": name, "topics": list(topics)}
+                    row = cursor.execute(_SIDE_EFFECT_BACKLOG, params).fetchone()
+                    assert row is not None
+                    backlog[name], retrying[name] = int(row[0]), int(row[1])
+            except psycopg.errors.UndefinedTable:  # no runner has set the store up yet
+                return None
+        return Progress({str(name): at for name, at in rows}, backlog, retrying)
+
     def wait_for_position(self, name: str, position: int, timeout: float) -> bool:
         """True once processor `name` has processed every event up to `position`; False when
         `timeout` seconds pass first. Woken directly when the runner is in this process."""
@@ -191,6 +223,19 @@ class ReadStore:
         )
 
 
+@dataclass(frozen=True)
+class Progress:
+    """The processors against the log at one moment (see `ReadStore.progress`)."""
+
+    # Per read model: when the oldest event it has not applied yet was recorded (None: it
+    # has applied the whole log).
+    oldest_unapplied: dict[str, datetime | None]
+    # Per side effect: events of its topics after its position, not handled yet.
+    unhandled: dict[str, int]
+    # Per side effect: failed events waiting in its retry schedule.
+    retrying: dict[str, int]
+
+
 def wait_for_position(
     source: Database | ReadStore, name: str, position: int, timeout: float
 ) -> bool:
@@ -239,6 +284,38 @@ _HEAD_AND_POSITIONS = sql.SQL(
     " SELECT head.position, array_agg(t.name) FILTER (WHERE t.position >= head.position)"
     " FROM head LEFT JOIN {tracking} t ON t.name = ANY(%s) GROUP BY head.position"
 ).format(events=EVENTS_TABLE, tracking=TRACKING)
+
+
+# Per read model, the recorded time of the first event after its position (a processor with no
+# tracking row yet starts at 0). The time is the library's `timestamp` field of the stored
+# state, `{"_type_": "datetime_iso", "_data_": "<ISO-8601>"}` (see audit.records.recorded_at);
+# each lookup is one step down the events' primary key, so this stays cheap however far behind.
+_OLDEST_UNAPPLIED = (
+    sql.SQL(
+        "SELECT n.name, (convert_from(e.state, 'UTF8')::jsonb #>> '{{timestamp,_data_}}')"
+        "::timestamptz FROM unnest(%s::text[]) AS n(name)"
+        " LEFT JOIN {tracking} t ON t.name = n.name"
+        " LEFT JOIN LATERAL (SELECT state FROM {events}"
+        " WHERE notification_id > coalesce(t.position, 0) ORDER BY notification_id LIMIT 1) e"
+        " ON true"
+    )
+    .format(events=EVENTS_TABLE, tracking=TRACKING)
+    .as_bytes(None)
+)
+# A side effect's events still to handle (of its topics; all when it names none) and the
+# items in its retry schedule.
+_SIDE_EFFECT_BACKLOG = (
+    sql.SQL(
+        "SELECT (SELECT count(*) FROM {events} WHERE notification_id > coalesce("
+        "(SELECT position FROM {tracking} WHERE name = %(name)s), 0)"
+        " AND (cardinality(%(topics)s::text[]) = 0 OR topic = ANY(%(topics)s::text[]))),"
+        " (SELECT count(*) FROM {retries} WHERE name = %(name)s)"
+    )
+    .format(
+        events=EVENTS_TABLE, tracking=TRACKING, retries=sql.Identifier(LIVE_SCHEMA, RETRIES_TABLE)
+    )
+    .as_bytes(None)
+)
 
 
 def _head(cursor: psycopg.Cursor[Any]) -> int:

@@ -6,8 +6,9 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount
 
-from web.bootstrap import STAND_IN_PREFIX, Services
+from web.bootstrap import STAND_IN_PREFIX, Services, processors
 from web.errors import exception_handlers
+from web.metrics import app_registry
 from web.middleware import RequestIdMiddleware
 from web.routes import audit, carts, catalog, checkout, operations, pages, stripe_webhooks
 
@@ -29,5 +30,14 @@ def create_app(services: Services) -> Starlette:
         middleware=[Middleware(RequestIdMiddleware)],
         exception_handlers=exception_handlers(),
     )
+    # No redirect from `/api/products/` to `/api/products`: Starlette builds its absolute URL from
+    # the request's Host header, which anyone can set. Such a path answers 404 instead.
+    app.router.redirect_slashes = False
+    if services.stand_in is not None:
+        services.stand_in.app.router.redirect_slashes = False
     app.state.services = services
+    # This app's scrape-time figures (lag, backlog, version conflicts) for /metrics.
+    app.state.metrics_registry = app_registry(
+        services.ledger, services.read_store, services.store_breaker, processors(services)
+    )
     return app

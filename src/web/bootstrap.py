@@ -21,6 +21,7 @@ from ledger.stripe_gateway import StripeGateway
 from projections import (
     OrderStatuses,
     Payments,
+    Processor,
     ProductCatalog,
     ReadStore,
     Workers,
@@ -152,10 +153,12 @@ def stand_in_api_key(database: Database) -> str:
     return str(row[0])
 
 
+def processors(services: Services) -> list[Processor]:
+    """The read models, the side-effect workers and the resync: what the workers run, and what
+    /metrics reports the lag and backlog of."""
+    return [*default_projections(), RefundWorker(services.refunds), services.resync]
+
+
 def background_workers(services: Services) -> Workers:
-    """The read models, the side-effect workers and the resync, for `ledger serve` and
-    `ledger work`."""
-    return Workers(
-        services.database,
-        [*default_projections(), RefundWorker(services.refunds), services.resync],
-    )
+    """The workers of `ledger serve` and `ledger work`."""
+    return Workers(services.database, processors(services))

@@ -37,6 +37,7 @@ def serve(args: argparse.Namespace) -> int:
     from web.bootstrap import background_workers, bootstrap
     from web.demo import seed_demo_products
     from web.logs import configure_logging, log
+    from web.serving import server_options
 
     configure_logging()
     settings = load_settings()
@@ -63,6 +64,8 @@ def serve(args: argparse.Namespace) -> int:
             log_config=None,  # uvicorn's own lines go through our JSON handler too
             log_level="warning",
             access_log=False,  # the request middleware logs each request, with its id
+            # Request heads over 64 KiB answer 431, past 1000 connections 503 (web.serving).
+            **server_options(),
         )
     finally:
         if workers is not None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from ledger.application import ConcurrentModification
@@ -46,6 +47,38 @@ def error_response(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+# How much of a client's input an error message quotes: enough to recognise it, never a 10 kB
+# SKU sent back whole.
+QUOTE_LIMIT = 64
+# A run of this many non-space characters in a message is no word or id of ours: input.
+_LONG_RUN = re.compile(rf"\S{{{2 * QUOTE_LIMIT + 1},}}")
+
+
+def shorten(text: str, limit: int = QUOTE_LIMIT) -> str:
+    """`text`, or its first `limit` characters and an ellipsis."""
+    return text if len(text) <= limit else f"{text[:limit]}…"
+
+
+def quote_inputs_briefly(value: Any, request: Request) -> Any:
+    """`value` (a message, or extra fields holding strings) with the long values the client
+    sent in the path or query string, and any other very long run of non-space, cut short."""
+    if isinstance(value, dict):
+        return {k: quote_inputs_briefly(v, request) for k, v in value.items()}
+    if isinstance(value, list):
+        return [quote_inputs_briefly(v, request) for v in value]
+    if not isinstance(value, str):
+        return value
+    inputs = [
+        v
+        for v in (*request.path_params.values(), *request.query_params.values())
+        if isinstance(v, str) and len(v) > QUOTE_LIMIT
+    ]
+    for sent in sorted(inputs, key=len, reverse=True):
+        # Quoted with repr() ('{sku!r}': escapes change the text) or as is.
+        value = value.replace(repr(sent), repr(shorten(sent))).replace(sent, shorten(sent))
+    return _LONG_RUN.sub(lambda run: shorten(run.group()), value)
+
+
 _DOMAIN_STATUS: dict[type[DomainError], int] = {
     UnknownProduct: 404,
     UnknownCart: 404,
@@ -70,25 +103,44 @@ _HTTP_CODES = {
 }
 
 
-async def _api_error(_: Request, exc: Exception) -> Response:
+async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-    return error_response(exc.status, exc.code, exc.message, headers=headers, **exc.extra)
+    return error_response(
+        exc.status,
+        exc.code,
+        quote_inputs_briefly(exc.message, request),
+        headers=headers,
+        **quote_inputs_briefly(exc.extra, request),
+    )
 
 
-async def _domain_error(_: Request, exc: Exception) -> Response:
+async def _domain_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, DomainError)
     status = next((s for t, s in _DOMAIN_STATUS.items() if isinstance(exc, t)), 409)
-    return error_response(status, exc.code, str(exc))
+    return error_response(status, exc.code, quote_inputs_briefly(str(exc), request))
 
 
-async def _http_error(_: Request, exc: Exception) -> Response:
+async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
     if exc.status_code == 404:
         message = "There is nothing at this address."
-    return error_response(exc.status_code, code, message, headers=exc.headers)
+    return error_response(
+        exc.status_code, code, quote_inputs_briefly(message, request), headers=exc.headers
+    )
+
+
+async def _client_gone(_: Request, exc: Exception) -> Response:
+    # The client closed the connection before its body arrived: nobody reads this answer, and
+    # it is no failure of ours. The request's one log line says 499 (nginx's "client closed
+    # request"), with no traceback.
+    return error_response(
+        499,
+        "client_closed_request",
+        "The connection closed before the whole request body arrived.",
+    )
 
 
 async def _unavailable(_: Request, exc: Exception) -> Response:
@@ -120,6 +172,7 @@ def exception_handlers() -> dict[Any, Any]:
     return {
         ApiError: _api_error,
         DomainError: _domain_error,
+        ClientDisconnect: _client_gone,
         HTTPException: _http_error,
         StoreUnavailable: _unavailable,
         StoreOperationalError: _unavailable,

@@ -1,4 +1,5 @@
-"""ASGI middleware: a request id for every request, bound to its log lines and its events."""
+"""ASGI middleware: a request id for every request, bound to its log lines and its events;
+and each request's latency by route template, for /metrics."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from web.logs import log
+from web.metrics import HTTP_LATENCY, method_label, route_label
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
@@ -27,8 +29,18 @@ class RequestIdMiddleware:
         incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
         request_id = incoming if _SAFE_ID.match(incoming) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
+        root_path = scope.get("root_path", "")  # before routing: a mount extends it
         started = time.perf_counter()
         status = 500
+        timed = False
+
+        def time_it() -> None:
+            nonlocal timed
+            if not timed:
+                timed = True
+                HTTP_LATENCY.labels(
+                    route_label(scope, root_path), method_label(scope["method"]), str(status)
+                ).observe(time.perf_counter() - started)
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -37,6 +49,8 @@ class RequestIdMiddleware:
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
                 message["headers"] = headers
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                time_it()  # before the last byte leaves: whoever has the answer finds it counted
             await send(message)
 
         structlog.contextvars.clear_contextvars()
@@ -44,6 +58,7 @@ class RequestIdMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            time_it()  # no complete answer went out (an error, a client gone): counted here
             log.info(
                 "http_request",
                 method=scope["method"],

@@ -8,7 +8,7 @@ from typing import TypeVar
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
-from web.errors import ApiError
+from web.errors import ApiError, shorten
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -16,7 +16,10 @@ MAX_BODY_BYTES = 1024 * 1024
 
 
 async def read_limited(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
-    """The raw body, refusing (413) anything over `limit` without reading it all."""
+    """The raw body, refusing (413) anything over `limit` without reading it all.
+
+    A client that closes the connection first raises Starlette's ClientDisconnect, which
+    web.errors answers (to nobody) with 499: one log line, no traceback."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, "payload_too_large", f"The body is larger than {limit} bytes.")
@@ -47,7 +50,8 @@ async def parse_json(request: Request, model: type[M], *, empty_ok: bool = False
     except ValidationError as error:
         fields = [
             {
-                "field": ".".join(str(p) for p in e["loc"]) or "body",
+                # A field name may be the client's own (an unknown field): quoted briefly.
+                "field": shorten(".".join(str(p) for p in e["loc"])) or "body",
                 "message": e["msg"],
             }
             for e in error.errors(include_url=False, include_input=False)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ledger.storage import StoreUnavailable
-from web.context import services
+from web.context import require_bearer, services
+from web.logs import log
+from web.metrics import exposition
 
 
 async def healthz(_: Request) -> JSONResponse:
@@ -20,18 +22,27 @@ async def readyz(request: Request) -> JSONResponse:
     try:
         await run_in_threadpool(services(request).database.check, 2)
     except StoreUnavailable as error:
+        # The driver's reason names the host, port, database and user: the log keeps it for
+        # operators, the answer (which anyone who can reach the port reads) only the dependency.
+        log.warning("not_ready", dependency="database", reason=str(error))
         return JSONResponse(
             {
                 "status": "unavailable",
-                "error": {"code": "store_unavailable", "message": str(error)},
+                "dependency": "database",
+                "error": {"code": "store_unavailable", "message": "The database does not answer."},
             },
             status_code=503,
         )
     return JSONResponse({"status": "ready"})
 
 
-async def metrics(_: Request) -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+async def metrics(request: Request) -> Response:
+    token = services(request).settings.metrics_token
+    if token is not None:  # unset: open, as the contract says (keep it off the public network)
+        require_bearer(request, [token.get_secret_value()], "metrics")
+    # In a thread: the app's figures query the database.
+    body = await run_in_threadpool(exposition, request.app.state.metrics_registry)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
 routes = [
