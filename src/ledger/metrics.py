@@ -22,3 +22,10 @@ STRIPE_FETCH_FAILURES = Counter(
     "Re-fetches from Stripe that failed for a while (answered 5xx so that Stripe retries)",
     ["kind"],
 )
+EMAILS = Counter(
+    "ledger_emails_total",
+    "Customer e-mails by kind (confirmation, refund) and outcome: sent, logged (no SMTP"
+    " configured), deferred (failed for a while: retried), refused (the server refused the"
+    " recipient for good: skipped), no_address or no_order (nothing to send to: skipped)",
+    ["kind", "outcome"],
+)

@@ -63,6 +63,8 @@ class CheckoutSession:
     payment_intent: str | None
     payment_intent_status: str | None  # processing | succeeded | requires_payment_method | ...
     cart_id: str | None
+    # `customer_details.email`: asked for when an e-mail is sent, never recorded in the log.
+    customer_email: str | None = None
 
     @property
     def is_paid(self) -> bool:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import unquote, urlsplit
 
 from pydantic import BeforeValidator, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -25,6 +27,39 @@ def parse_duration(text: str) -> timedelta:
 Duration = Annotated[
     timedelta, BeforeValidator(lambda v: parse_duration(v) if isinstance(v, str) else v)
 ]
+
+
+@dataclass(frozen=True)
+class SmtpServer:
+    """Where customer e-mail goes: `LEDGER_SMTP_URL`, parsed."""
+
+    host: str
+    port: int
+    ssl: bool  # smtps://: TLS from the first byte (else STARTTLS when the server offers it)
+    username: str | None = None
+    password: str | None = None
+
+
+def parse_smtp_url(url: str) -> SmtpServer:
+    """`smtp://[user:password@]host[:port]` (port 25) or `smtps://...` (port 465); the user
+    and password percent-encoded as in any URL."""
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    if scheme not in ("smtp", "smtps"):
+        raise ValueError("LEDGER_SMTP_URL must start with smtp:// or smtps://")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError("LEDGER_SMTP_URL has a port that is not a number") from None
+    if not parts.hostname:
+        raise ValueError("LEDGER_SMTP_URL names no host")
+    return SmtpServer(
+        host=parts.hostname,
+        port=port or (465 if scheme == "smtps" else 25),
+        ssl=scheme == "smtps",
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password is not None else None,
+    )
 
 
 def _split(value: str | None) -> list[str]:
@@ -63,11 +98,26 @@ class Settings(BaseSettings):
     resync_interval: float = Field(default=300.0, gt=0, alias="LEDGER_RESYNC_INTERVAL")
     resync_after: Duration = Field(default=timedelta(minutes=10), alias="LEDGER_RESYNC_AFTER")
 
+    # Customer e-mail. Unset URL: each e-mail is written to the log instead of sent.
+    smtp_url: SecretStr | None = Field(default=None, alias="LEDGER_SMTP_URL")
+    mail_from: str = Field(default="orders@localhost", alias="LEDGER_MAIL_FROM")
+
     @model_validator(mode="after")
     def _stripe_key_needs_a_webhook_secret(self) -> Settings:
         if self.stripe_api_key and not self.webhook_secrets:
             raise ValueError("STRIPE_API_KEY is set but STRIPE_WEBHOOK_SECRET is not")
         return self
+
+    @model_validator(mode="after")
+    def _smtp_url_is_valid(self) -> Settings:
+        self.smtp_server  # noqa: B018 - raises ValueError for a malformed URL
+        return self
+
+    @property
+    def smtp_server(self) -> SmtpServer | None:
+        if self.smtp_url is None:
+            return None
+        return parse_smtp_url(self.smtp_url.get_secret_value())
 
     @property
     def webhook_secrets(self) -> list[str]:

@@ -94,6 +94,7 @@ class StripeGateway:
             payment_intent=payment_intent,
             payment_intent_status=intent_status,
             cart_id=metadata.get("cart_id") or session.client_reference_id,
+            customer_email=details.email if (details := session.customer_details) else None,
         )
 
     def refund(self, payment_intent: str, order_id: str, idempotency_key: str) -> Refund:

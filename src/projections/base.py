@@ -158,12 +158,22 @@ class SideEffect(Protocol):
     with an idempotency key derived from the event). When it raises, the runner logs, backs off
     and calls it again with the same event: it never skips one. `topics` selects the events it
     is given (see `topics_of`); empty means every event.
+
+    A new side effect starts at the beginning of the log, so no event is skipped (refunds).
+    One that sets the optional class attribute `start_at_head = True` starts at the log's
+    head instead, when it has no tracking position yet (e-mail: a fresh deployment must not
+    mail every past customer); see `starts_at_head`.
     """
 
     name: str
     topics: Sequence[str]
 
     def handle(self, event: DomainEvent, position: int) -> None: ...
+
+
+def starts_at_head(effect: object) -> bool:
+    """Whether a side effect without a tracking position yet starts at the log's head."""
+    return getattr(effect, "start_at_head", False) is True
 
 
 @runtime_checkable

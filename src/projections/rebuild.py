@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import psycopg
@@ -21,7 +21,7 @@ from psycopg import sql
 
 from ledger.storage import Database
 from projections.base import LIVE_SCHEMA, Projection, Writer, lock_key
-from projections.log import EventLog
+from projections.log import EVENTS_TABLE, EventLog
 from projections.retries import ensure_retries_table
 from projections.store import connect
 from projections.tracking import (
@@ -47,13 +47,18 @@ def _quiet(_: str) -> None:
 
 
 def prepare(
-    database: Database, projections: Sequence[Projection], side_effects: Sequence[str] = ()
+    database: Database,
+    projections: Sequence[Projection],
+    side_effects: Sequence[str] = (),
+    *,
+    start_at_head: Collection[str] = (),
 ) -> list[Projection]:
     """Creates the tracking table and each projection's live tables when missing (a new read
     model starts empty at position 0 and catches up from the start of the log), and a tracking
     row for each named side effect (new ones start at the beginning of the log, so no event
-    is skipped). Returns the projections whose tables were made by another `version` of their
-    code: rebuild those."""
+    is skipped; those also named in `start_at_head` start at the log's current head instead:
+    a fresh deployment of customer e-mail must not mail every past customer). Returns the
+    projections whose tables were made by another `version` of their code: rebuild those."""
     stale: list[Projection] = []
     with connect(database, "setup") as conn, conn.transaction():
         cur = conn.cursor()
@@ -74,8 +79,15 @@ def prepare(
                 insert_tracking(cur, projection.name, 0, projection.version)
             elif version != projection.version:
                 stale.append(projection)
+        head: int | None = None
         for name in side_effects:
-            start_tracking(cur, name)
+            if name in start_at_head and read_position(cur, name) is None:
+                # Under the setup lock, in this transaction: an event committed after the
+                # head was read has a higher position, so the effect still gets it.
+                head = _log_head(cur) if head is None else head
+                start_tracking(cur, name, head)
+            else:
+                start_tracking(cur, name)
     return stale
 
 
@@ -268,6 +280,18 @@ def _compare(cur: psycopg.Cursor[Any], table: str, scratch: str, where: str) -> 
         ).format(a=live, b=fresh)
     ).fetchall()
     return [f"{where}: {table}: {side}: {row}" for side, row in rows]
+
+
+def _log_head(cur: psycopg.Cursor[Any]) -> int:
+    """The log's head, 0 while the events table does not exist yet (a new database)."""
+    try:
+        with cur.connection.transaction():  # a savepoint: a missing table fails only this
+            row = cur.execute(
+                sql.SQL("SELECT coalesce(max(notification_id), 0) FROM {}").format(EVENTS_TABLE)
+            ).fetchone()
+    except psycopg.errors.UndefinedTable:
+        return 0
+    return 0 if row is None else int(row[0])
 
 
 def _tables_exist(cur: psycopg.Cursor[Any], schema: str, tables: Sequence[str]) -> bool:

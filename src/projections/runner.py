@@ -48,6 +48,7 @@ from projections.base import (
     SideEffect,
     Writer,
     lock_key,
+    starts_at_head,
 )
 from projections.log import EventLog
 from projections.rebuild import prepare, rebuild
@@ -146,7 +147,8 @@ class Workers:
             processors = [s.processor for s in self._slots.values()]
             projections = [p for p in processors if isinstance(p, Projection)]
             effects = [p.name for p in processors if isinstance(p, SideEffect)]
-            stale = prepare(self.database, projections, effects)
+            at_head = [p.name for p in processors if starts_at_head(p)]
+            stale = prepare(self.database, projections, effects, start_at_head=at_head)
             for projection in stale:  # before any query meets tables of another layout
                 logger.info("read model %s: tables of another version; rebuilding", projection.name)
                 rebuild(self.database, projection, logger.info, log=self._log, only_if_stale=True)
@@ -436,7 +438,8 @@ class Workers:
         cur = conn.cursor()
         position = slot.position if slot.position >= 0 else read_position(cur, slot.name)
         if position is None:
-            prepare(self.database, [], [slot.name])
+            at_head = [slot.name] if starts_at_head(effect) else []
+            prepare(self.database, [], [slot.name], start_at_head=at_head)
             return False
         for due, attempts in retries.due(cur, slot.name, self.batch_size):
             event = log.event_at(cur, due)

@@ -94,9 +94,12 @@ def insert_tracking(cursor: psycopg.Cursor[Any], name: str, position: int, versi
     )
 
 
-def start_tracking(cursor: psycopg.Cursor[Any], name: str) -> None:
-    """Starts a processor at the beginning of the log unless it is tracked already."""
+def start_tracking(cursor: psycopg.Cursor[Any], name: str, position: int = 0) -> None:
+    """Starts a processor at `position` (by default the beginning of the log) unless it is
+    tracked already."""
     cursor.execute(
-        sql.SQL("INSERT INTO {} (name) VALUES (%s) ON CONFLICT (name) DO NOTHING").format(TRACKING),
-        (name,),
+        sql.SQL(
+            "INSERT INTO {} (name, position) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING"
+        ).format(TRACKING),
+        (name, position),
     )

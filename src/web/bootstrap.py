@@ -11,6 +11,7 @@ import psycopg
 from ledger.application import Ledger
 from ledger.checkout import Checkout
 from ledger.disputes import Disputes
+from ledger.notifications import Notifications, NotificationWorker, mailer_for
 from ledger.payments import PaymentGateway
 from ledger.refunds import Refunds, RefundWorker
 from ledger.resync import Resync
@@ -27,6 +28,7 @@ from projections import (
     Workers,
     default_projections,
 )
+from projections.sent_messages import SentMessages
 from stripe_standin import StripeStandIn
 from web.routes.checkout import OrderStatusReader, PollFulfillment
 from web.store_calls import StoreBreaker
@@ -156,7 +158,25 @@ def stand_in_api_key(database: Database) -> str:
 def processors(services: Services) -> list[Processor]:
     """The read models, the side-effect workers and the resync: what the workers run, and what
     /metrics reports the lag and backlog of."""
-    return [*default_projections(), RefundWorker(services.refunds), services.resync]
+    return [
+        *default_projections(),
+        RefundWorker(services.refunds),
+        notification_worker(services),
+        services.resync,
+    ]
+
+
+def notification_worker(services: Services) -> NotificationWorker:
+    """Customer e-mail: through LEDGER_SMTP_URL, or to the log when it is unset."""
+    settings = services.settings
+    notifications = Notifications(
+        services.ledger,
+        services.gateway,
+        mailer_for(settings),
+        SentMessages(services.read_store),
+        settings.mail_from,
+    )
+    return NotificationWorker(notifications)
 
 
 def background_workers(services: Services) -> Workers:

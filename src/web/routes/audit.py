@@ -19,6 +19,7 @@ from projections.audit.history import OrderHistories
 from projections.audit.stock import StockHistory, parse_instant
 from web.context import in_store, require_bearer, services
 from web.errors import ApiError
+from web.responses import EventPage, OrderHistory, StockAt, checked
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -67,10 +68,13 @@ async def events_page(request: Request) -> JSONResponse:
             rows = records.page(cursor, after, limit + 1)
         more = len(rows) > limit
         rows = rows[:limit]
-        return {
-            "events": [records.event_json(r) for r in rows],
-            "next_after": rows[-1][0] if more else None,
-        }
+        return checked(
+            EventPage,
+            {
+                "events": [records.event_json(r) for r in rows],
+                "next_after": rows[-1][0] if more else None,
+            },
+        )
 
     return JSONResponse(await in_store(request, read, budget=AUDIT_BUDGET_SECONDS))
 
@@ -88,7 +92,7 @@ async def order_history(request: Request) -> JSONResponse:
         events = await in_store(request, histories.events, order_id, budget=AUDIT_BUDGET_SECONDS)
     if events is None:
         raise ApiError(404, "unknown_order", f"There is no order {raw}.")
-    return JSONResponse({"order_id": str(order_id), "events": events})
+    return JSONResponse(checked(OrderHistory, {"order_id": str(order_id), "events": events}))
 
 
 async def stock_at(request: Request) -> JSONResponse:
@@ -109,7 +113,7 @@ async def stock_at(request: Request) -> JSONResponse:
             "unknown_product",
             f"There was no product with SKU {sku!r} at {when.isoformat()}.",
         )
-    return JSONResponse(found.json())
+    return JSONResponse(checked(StockAt, found.json()))
 
 
 routes = [

@@ -13,19 +13,23 @@ from ledger.application import PricedCart
 from ledger.domain.errors import UnknownCart
 from web.context import cause_of, in_store, services
 from web.requests import parse_json
+from web.responses import Cart, checked
 from web.schemas import CartBody, CartLineBody
 
 
 def cart_json(priced: PricedCart) -> dict[str, Any]:
     cart = priced.cart
-    return {
-        "cart_id": str(cart.id),
-        "user_id": cart.user_id,
-        "status": cart.status,
-        "items": priced.snapshot(),
-        "amount_total": priced.amount_total,
-        "currency": priced.currency,
-    }
+    return checked(
+        Cart,
+        {
+            "cart_id": str(cart.id),
+            "user_id": cart.user_id,
+            "status": cart.status,
+            "items": priced.snapshot(),
+            "amount_total": priced.amount_total,
+            "currency": priced.currency,
+        },
+    )
 
 
 def cart_id_of(request: Request) -> UUID:

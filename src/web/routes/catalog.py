@@ -13,17 +13,21 @@ from ledger.domain import InventoryItem
 from web.context import cause_of, in_store, require_bearer, services
 from web.errors import ApiError
 from web.requests import parse_json
+from web.responses import Product, ProductList, StockLevel, checked
 from web.schemas import SKU_PATTERN, ProductBody, StockBody
 
 
 def product_view(item: InventoryItem) -> dict[str, Any]:
-    return {
-        "sku": item.sku,
-        "name": item.name,
-        "unit_amount": item.unit_amount,
-        "currency": item.currency,
-        "available": item.on_hand,
-    }
+    return checked(
+        Product,
+        {
+            "sku": item.sku,
+            "name": item.name,
+            "unit_amount": item.unit_amount,
+            "currency": item.currency,
+            "available": item.on_hand,
+        },
+    )
 
 
 def _admin(request: Request) -> None:
@@ -74,19 +78,19 @@ async def adjust_stock(request: Request) -> JSONResponse:
         body.reason,
         cause_of(request),
     )
-    return JSONResponse({"sku": item.sku, "on_hand": item.on_hand})
+    return JSONResponse(checked(StockLevel, {"sku": item.sku, "on_hand": item.on_hand}))
 
 
 async def get_product(request: Request) -> JSONResponse:
     catalog = services(request).catalog
     product = await in_store(request, catalog.product, request.path_params["sku"])
-    return JSONResponse(product)
+    return JSONResponse(checked(Product, product))
 
 
 async def list_products(request: Request) -> JSONResponse:
     catalog = services(request).catalog
     products = await in_store(request, catalog.products)
-    return JSONResponse({"products": products})
+    return JSONResponse(checked(ProductList, {"products": products}))
 
 
 routes = [

@@ -16,6 +16,7 @@ from ledger.checkout import Checkout, OutOfStock
 from ledger.payments import PaymentProviderRefused, PaymentProviderUnavailable
 from web.context import cause_of, in_store, services
 from web.errors import ApiError, error_response
+from web.responses import CheckoutCreated, OrderStatus, checked
 from web.routes.carts import cart_id_of
 
 # Statuses after which nothing can change the answer (the success page stops polling).
@@ -87,7 +88,8 @@ async def begin_checkout(request: Request) -> JSONResponse:
             502, "payment_provider_error", "Stripe refused to start the checkout."
         ) from None
     return JSONResponse(
-        {"checkout_session_id": created.session_id, "url": created.url}, status_code=201
+        checked(CheckoutCreated, {"checkout_session_id": created.session_id, "url": created.url}),
+        status_code=201,
     )
 
 
@@ -113,7 +115,7 @@ async def order_status(request: Request) -> JSONResponse:
             "unknown_checkout_session",
             "This ledger never created a checkout session with that id.",
         )
-    return JSONResponse(body)
+    return JSONResponse(checked(OrderStatus, body))
 
 
 routes = [

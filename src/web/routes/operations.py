@@ -1,4 +1,4 @@
-"""Liveness and readiness, for operators and orchestrators."""
+"""Liveness, readiness, metrics and the OpenAPI document, for operators and orchestrators."""
 
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ from ledger.storage import StoreUnavailable
 from web.context import require_bearer, services
 from web.logs import log
 from web.metrics import exposition
+from web.openapi import document_bytes
+from web.responses import Health, NotReady, Ready, checked
 
 
 async def healthz(_: Request) -> JSONResponse:
-    return JSONResponse({"status": "ok"})
+    return JSONResponse(checked(Health, {"status": "ok"}))
 
 
 async def readyz(request: Request) -> JSONResponse:
@@ -25,15 +27,13 @@ async def readyz(request: Request) -> JSONResponse:
         # The driver's reason names the host, port, database and user: the log keeps it for
         # operators, the answer (which anyone who can reach the port reads) only the dependency.
         log.warning("not_ready", dependency="database", reason=str(error))
-        return JSONResponse(
-            {
-                "status": "unavailable",
-                "dependency": "database",
-                "error": {"code": "store_unavailable", "message": "The database does not answer."},
-            },
-            status_code=503,
-        )
-    return JSONResponse({"status": "ready"})
+        body = {
+            "status": "unavailable",
+            "dependency": "database",
+            "error": {"code": "store_unavailable", "message": "The database does not answer."},
+        }
+        return JSONResponse(checked(NotReady, body), status_code=503)
+    return JSONResponse(checked(Ready, {"status": "ready"}))
 
 
 async def metrics(request: Request) -> Response:
@@ -45,8 +45,13 @@ async def metrics(request: Request) -> Response:
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
+async def openapi(_: Request) -> Response:
+    return Response(document_bytes(), media_type="application/json")
+
+
 routes = [
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
+    Route("/openapi.json", openapi, methods=["GET"]),
 ]

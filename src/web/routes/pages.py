@@ -25,6 +25,7 @@ from starlette.responses import HTMLResponse
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from ledger.money import format_amount
 from web.context import services
 from web.routes.checkout import FINAL_STATUSES, current_order_status
 
@@ -116,26 +117,6 @@ LAST_KNOWN: dict[str, str] = {
 WITH_LINES = {"confirmed", "awaiting_payment"}
 # "Continue shopping" for these; "Back to the shop" (where the cart waits) for the others.
 DONE_STATUSES = {"confirmed", "awaiting_payment", "refund_pending", "refunded", "refund_failed"}
-
-_ZERO_DECIMAL = frozenset(
-    {"bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv"}
-    | {"xaf", "xof", "xpf"}
-)
-_THREE_DECIMAL = frozenset({"bhd", "jod", "kwd", "omr", "tnd"})
-_SYMBOLS = {"usd": "$"}
-
-
-def format_amount(minor: int, currency: str | None) -> str:
-    """Minor units as a person reads them: `$25.00` for usd, `25.00 EUR` otherwise."""
-    cur = (currency or "").lower()
-    exponent = 0 if cur in _ZERO_DECIMAL else 3 if cur in _THREE_DECIMAL else 2
-    sign = "-" if minor < 0 else ""
-    digits = str(abs(int(minor))).rjust(exponent + 1, "0")
-    major = f"{digits[:-exponent]}.{digits[-exponent:]}" if exponent else digits
-    if cur in _SYMBOLS:
-        return f"{sign}{_SYMBOLS[cur]}{major}"
-    return f"{sign}{major} {cur.upper()}".strip()
-
 
 # ---------------------------------------------------------------------------- templates
 

@@ -29,6 +29,7 @@ from web.context import in_store, services
 from web.errors import ApiError, error_response
 from web.metrics import ANOMALIES, WEBHOOK_LATENCY, WEBHOOK_OUTCOMES
 from web.requests import read_limited
+from web.responses import WebhookReceived, checked
 
 if TYPE_CHECKING:
     from web.bootstrap import Services
@@ -164,7 +165,7 @@ def _decide_and_wait(svc: Services, event_type: str, object_id: str, cause: str)
 
 
 def _received() -> JSONResponse:
-    return JSONResponse({"received": True})
+    return JSONResponse(checked(WebhookReceived, {"received": True}))
 
 
 def _unavailable() -> JSONResponse:

@@ -1,0 +1,284 @@
+"""Customer e-mail: an order confirmation for each confirmed order, a refund notice for each
+refunded one, sent by a side effect that follows the log and so never blocks, delays or fails
+an order.
+
+- The address is Stripe's (the checkout session's `customer_details.email`), asked for when
+  the e-mail is sent: no personal data is ever written to the event log.
+- The `Message-ID` is derived from the order and the kind (`<confirmation.{order_id}@ledger>`),
+  so a resend after a crash can be recognised.
+- What was sent is recorded (`SentLog`: checked before sending, written after): a replay of the
+  log sends nothing twice, and a crash between sending and recording resends once at most.
+- The SMTP server refusing the recipient for good (a 5xx answer to RCPT) is logged as an error,
+  counted (`ledger_emails_total{outcome="refused"}`) and skipped; so is an order whose session
+  has no address. Anything else (server down, a 4xx answer, Stripe unavailable) raises, and the
+  runner tries that event again on its own backoff, holding back no other.
+- A fresh deployment starts at the log's head (`start_at_head`): past customers get no mail.
+- With no `LEDGER_SMTP_URL`, each e-mail is written to the log instead of sent.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+from collections.abc import Sequence
+from email.message import EmailMessage
+from email.utils import formatdate
+from typing import Any, Protocol
+
+import structlog
+
+from ledger.application import Ledger
+from ledger.domain import Order
+from ledger.metrics import EMAILS
+from ledger.money import format_amount
+from ledger.payments import PaymentGateway
+from ledger.settings import Settings, SmtpServer
+from projections.base import topics_of
+
+log = structlog.get_logger("ledger.notifications")
+
+CONFIRMATION = "confirmation"
+REFUND = "refund"
+SMTP_TIMEOUT_SECONDS = 15.0
+
+
+def message_id(kind: str, order_id: object) -> str:
+    """The e-mail's Message-ID: the same for every (re)send of one kind of mail of one order."""
+    return f"<{kind}.{order_id}@ledger>"
+
+
+class RecipientRefused(Exception):
+    """The mail server refused the recipient for good (5xx): sending again will not help."""
+
+    def __init__(self, code: int, response: str) -> None:
+        super().__init__(f"{code} {response}")
+        self.code = code
+        self.response = response
+
+
+class Mailer(Protocol):
+    """Sends one e-mail. Raises RecipientRefused when the recipient is refused for good, and
+    any other exception for a failure worth trying again."""
+
+    def send(self, message: EmailMessage) -> str:
+        """Sends it; returns the metric's outcome (`sent`, or `logged`)."""
+        ...
+
+
+class SmtpMailer:
+    """Through an SMTP server: `smtps://` is TLS from the start; `smtp://` upgrades with
+    STARTTLS when the server offers it; logs in when the URL names a user."""
+
+    def __init__(self, server: SmtpServer, timeout: float = SMTP_TIMEOUT_SECONDS) -> None:
+        self.server = server
+        self.timeout = timeout
+
+    def send(self, message: EmailMessage) -> str:
+        server = self.server
+        smtp: smtplib.SMTP
+        if server.ssl:
+            context = ssl.create_default_context()
+            smtp = smtplib.SMTP_SSL(server.host, server.port, timeout=self.timeout, context=context)
+        else:
+            smtp = smtplib.SMTP(server.host, server.port, timeout=self.timeout)
+        with smtp:
+            smtp.ehlo()
+            if not server.ssl and smtp.has_extn("starttls"):
+                smtp.starttls(context=ssl.create_default_context())
+                smtp.ehlo()
+            if server.username is not None:
+                smtp.login(server.username, server.password or "")
+            try:
+                smtp.send_message(message)
+            except smtplib.SMTPRecipientsRefused as refusal:
+                # One recipient per message: refused for good only when every answer is 5xx.
+                answers = list(refusal.recipients.values())
+                if answers and all(500 <= code < 600 for code, _ in answers):
+                    code, response = answers[0]
+                    raise RecipientRefused(code, _text(response)) from refusal
+                raise
+        return "sent"
+
+
+class LogMailer:
+    """No SMTP server configured: the e-mail goes to the log, whole, instead."""
+
+    def send(self, message: EmailMessage) -> str:
+        body = message.get_body(("plain",))
+        log.info(
+            "email_not_sent_no_smtp",
+            message_id=message["Message-ID"],
+            mail_from=message["From"],
+            to=message["To"],
+            subject=message["Subject"],
+            body=body.get_content() if isinstance(body, EmailMessage) else "",
+        )
+        return "logged"
+
+
+def mailer_for(settings: Settings) -> Mailer:
+    server = settings.smtp_server
+    return LogMailer() if server is None else SmtpMailer(server)
+
+
+class SentLog(Protocol):
+    """Which messages were sent already, by Message-ID (kept in the database)."""
+
+    def was_sent(self, message_id: str) -> bool: ...
+
+    def record(self, message_id: str) -> None: ...
+
+
+class Notifications:
+    """Builds and sends one e-mail about one order, at most once in effect."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        gateway: PaymentGateway,
+        mailer: Mailer,
+        sent: SentLog,
+        mail_from: str,
+    ) -> None:
+        self.ledger = ledger
+        self.gateway = gateway
+        self.mailer = mailer
+        self.sent = sent
+        self.mail_from = mail_from
+
+    def notify(self, kind: str, order_id: Any, refunded_amount: int | None = None) -> None:
+        """Sends the `kind` e-mail of the order unless it was sent already. Returns normally
+        when it is sent or skipped for good; raises when it should be tried again later."""
+        mid = message_id(kind, order_id)
+        if self.sent.was_sent(mid):
+            return
+        order = self.ledger.get_order(order_id)
+        if order is None:
+            return self._skip(kind, "no_order", order_id, mid)
+        session = self.gateway.retrieve_checkout(order.checkout_session_id)
+        address = None if session is None else session.customer_email
+        if not address:
+            return self._skip(kind, "no_address", order_id, mid)
+        message = self._message(kind, order, address, mid, refunded_amount)
+        try:
+            outcome = self.mailer.send(message)
+        except RecipientRefused as refusal:
+            EMAILS.labels(kind=kind, outcome="refused").inc()
+            log.error(
+                "email_refused",
+                kind=kind,
+                order_id=str(order_id),
+                message_id=mid,
+                code=refusal.code,
+                response=refusal.response,
+            )
+            return
+        except Exception as error:
+            EMAILS.labels(kind=kind, outcome="deferred").inc()
+            log.warning(
+                "email_deferred",
+                kind=kind,
+                order_id=str(order_id),
+                message_id=mid,
+                error=f"{type(error).__name__}: {error}",
+            )
+            raise
+        self.sent.record(mid)
+        EMAILS.labels(kind=kind, outcome=outcome).inc()
+        log.info(f"email_{outcome}", kind=kind, order_id=str(order_id), message_id=mid)
+
+    def _skip(self, kind: str, outcome: str, order_id: Any, mid: str) -> None:
+        EMAILS.labels(kind=kind, outcome=outcome).inc()
+        log.warning(f"email_skipped_{outcome}", kind=kind, order_id=str(order_id), message_id=mid)
+
+    def _message(
+        self, kind: str, order: Order, address: str, mid: str, refunded_amount: int | None
+    ) -> EmailMessage:
+        message = EmailMessage()
+        message["From"] = self.mail_from
+        message["To"] = address
+        message["Date"] = formatdate(localtime=False, usegmt=True)
+        message["Message-ID"] = mid
+        if kind == CONFIRMATION:
+            message["Subject"] = f"Your order {order.id} is confirmed"
+            message.set_content(_confirmation_text(order))
+        else:
+            message["Subject"] = f"Your order {order.id} has been refunded"
+            amount = order.amount_total if refunded_amount is None else refunded_amount
+            message.set_content(_refund_text(order, amount))
+        return message
+
+
+class NotificationWorker:
+    """Follows the log for PaymentConfirmed and RefundIssued and sends their e-mails."""
+
+    name = "notifications"
+    topics: Sequence[str] = topics_of(Order, "PaymentConfirmed", "RefundIssued")
+    start_at_head = True  # a fresh deployment does not mail every past customer
+
+    def __init__(self, notifications: Notifications) -> None:
+        self.notifications = notifications
+
+    def handle(self, event: Any, position: int) -> None:
+        if type(event).__name__ == "RefundIssued":
+            self.notifications.notify(REFUND, event.originator_id, int(event.amount))
+        else:
+            self.notifications.notify(CONFIRMATION, event.originator_id)
+
+
+def _confirmation_text(order: Order) -> str:
+    return "\n".join(
+        [
+            "Thank you for your order.",
+            "",
+            f"Order: {order.id}",
+            "",
+            *_item_lines(order),
+            "",
+            f"Total: {format_amount(order.amount_total, order.currency)}",
+            "",
+        ]
+    )
+
+
+def _refund_text(order: Order, amount: int) -> str:
+    return "\n".join(
+        [
+            "We have refunded your order.",
+            "",
+            f"Order: {order.id}",
+            "",
+            *_item_lines(order),
+            "",
+            f"Refunded: {format_amount(amount, order.currency)}",
+            "It may take a few days to show on your statement.",
+            "",
+        ]
+    )
+
+
+def _item_lines(order: Order) -> list[str]:
+    return [
+        f"{line['quantity']} x {line.get('name') or line['sku']}"
+        f" ({line['sku']}) at {format_amount(int(line['unit_amount']), order.currency)}"
+        for line in order.lines
+    ]
+
+
+def _text(response: bytes | str) -> str:
+    return response.decode("utf-8", "replace") if isinstance(response, bytes) else response
+
+
+__all__ = [
+    "CONFIRMATION",
+    "REFUND",
+    "LogMailer",
+    "Mailer",
+    "NotificationWorker",
+    "Notifications",
+    "RecipientRefused",
+    "SentLog",
+    "SmtpMailer",
+    "mailer_for",
+    "message_id",
+]

@@ -1,0 +1,172 @@
+"""Response bodies of the HTTP API, as pydantic models: what `/openapi.json` documents, and
+what the handlers check their answers against (`checked`) before sending them.
+
+Each model lists exactly the fields the handler sends (`extra="forbid"`, except where a body is
+open by design: an error's extra fields, an event's `data`). `checked` validates
+an answer without re-serialising it, so the JSON sent is byte for byte the handler's own.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ResponseBody(BaseModel):
+    """A response body: exactly these fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class FieldError(ResponseBody):
+    field: str = Field(description="The field (or path parameter, or query parameter).")
+    message: str
+
+
+class Shortage(ResponseBody):
+    sku: str
+    requested: int
+    available: int
+
+
+class ErrorDetail(ResponseBody):
+    model_config = ConfigDict(extra="allow")
+
+    code: str = Field(description="snake_case, e.g. `unknown_cart`, `validation_error`.")
+    message: str = Field(description="A sentence a person understands.")
+    fields: list[FieldError] | None = Field(
+        None, description="With `validation_error`: what is wrong with which field."
+    )
+    items: list[Shortage] | None = Field(
+        None, description="With `out_of_stock`: the lines stock cannot cover."
+    )
+
+
+class Error(ResponseBody):
+    """Every error: `{"error": {"code", "message", ...}}`, never a stack trace."""
+
+    error: ErrorDetail
+
+
+class Product(ResponseBody):
+    sku: str
+    name: str
+    unit_amount: int = Field(description="Price in minor units.")
+    currency: str = Field(description="Lower-case ISO 4217 code, e.g. `usd`.")
+    available: int = Field(description="What a new checkout may take now.")
+
+
+class ProductList(ResponseBody):
+    products: list[Product] = Field(description="Every product, ordered by sku.")
+
+
+class StockLevel(ResponseBody):
+    sku: str
+    on_hand: int
+
+
+class Line(ResponseBody):
+    sku: str
+    name: str
+    quantity: int
+    unit_amount: int
+
+
+class Cart(ResponseBody):
+    cart_id: UUID
+    user_id: str | None
+    status: Literal["open", "checking_out", "converted"]
+    items: list[Line] = Field(description="Priced at today's prices, ordered by sku.")
+    amount_total: int
+    currency: str | None = Field(description="Null while the cart is empty.")
+
+
+class CheckoutCreated(ResponseBody):
+    checkout_session_id: str
+    url: str = Field(description="Stripe Checkout's page: send the customer there.")
+
+
+class OrderStatus(ResponseBody):
+    checkout_session_id: str
+    status: Literal[
+        "processing",
+        "awaiting_payment",
+        "confirmed",
+        "payment_failed",
+        "refund_pending",
+        "refunded",
+        "refund_failed",
+        "expired",
+    ]
+    order_id: UUID | None = Field(description="Set once a paid session has an outcome.")
+    amount_total: int
+    currency: str
+    items: list[Line]
+
+
+class WebhookReceived(ResponseBody):
+    received: Literal[True]
+
+
+class Event(ResponseBody):
+    position: int = Field(description="The event's place in the log (commit order).")
+    stream: str = Field(description="`cart`, `order`, `inventory`, ...")
+    stream_id: str
+    version: int
+    type: str = Field(description="The event's name in the domain's words, e.g. `OrderPlaced`.")
+    recorded_at: datetime | None
+    cause: str | None = Field(description="What led to it, e.g. `http:<X-Request-ID>`.")
+    data: dict[str, Any]
+
+
+class EventPage(ResponseBody):
+    events: list[Event]
+    next_after: int | None = Field(
+        description="The `after` of the next page; null at the current end of the log."
+    )
+
+
+class OrderHistory(ResponseBody):
+    order_id: UUID
+    events: list[Event]
+
+
+class StockAt(ResponseBody):
+    sku: str
+    on_hand: int
+    at: datetime = Field(description="The instant asked about, in UTC.")
+
+
+class Health(ResponseBody):
+    status: Literal["ok"]
+
+
+class Ready(ResponseBody):
+    status: Literal["ready"]
+
+
+class NotReady(ResponseBody):
+    status: Literal["unavailable"]
+    dependency: str = Field(description="Which dependency is down, e.g. `database`.")
+    error: ErrorDetail
+
+
+class OpenApiDocument(ResponseBody):
+    """This document."""
+
+    model_config = ConfigDict(extra="allow")
+
+    openapi: str
+    info: dict[str, Any]
+    paths: dict[str, Any]
+    components: dict[str, Any]
+
+
+def checked(model: type[BaseModel], body: dict[str, Any]) -> dict[str, Any]:
+    """`body`, unchanged, once it is known to be a valid `model` (else ValidationError: an
+    answer that does not match the documented one is a bug of ours, answered 500)."""
+    model.model_validate(body)
+    return body
