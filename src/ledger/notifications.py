@@ -26,6 +26,7 @@ from email.utils import formatdate
 from typing import Any, Protocol
 
 import structlog
+from eventsourcing.utils import get_topic
 
 from ledger.application import Ledger
 from ledger.domain import Order
@@ -33,7 +34,6 @@ from ledger.metrics import EMAILS
 from ledger.money import format_amount
 from ledger.payments import PaymentGateway
 from ledger.settings import Settings, SmtpServer
-from projections.base import topics_of
 
 log = structlog.get_logger("ledger.notifications")
 
@@ -213,7 +213,10 @@ class NotificationWorker:
     """Follows the log for PaymentConfirmed and RefundIssued and sends their e-mails."""
 
     name = "notifications"
-    topics: Sequence[str] = topics_of(Order, "PaymentConfirmed", "RefundIssued")
+    topics: Sequence[str] = (
+        f"{get_topic(Order)}.PaymentConfirmed",
+        f"{get_topic(Order)}.RefundIssued",
+    )
     start_at_head = True  # a fresh deployment does not mail every past customer
 
     def __init__(self, notifications: Notifications) -> None:

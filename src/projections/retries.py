@@ -8,36 +8,33 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
-from projections.base import LIVE_SCHEMA
+from projections.base import LIVE_SCHEMA, compose
 
 RETRIES_TABLE = "side_effect_retries"
-_RETRIES = sql.Identifier(LIVE_SCHEMA, RETRIES_TABLE)
 
 
 def _q(query: str) -> bytes:
-    return sql.SQL(query).format(retries=_RETRIES).as_bytes(None)
+    return compose(query, LIVE_SCHEMA, (RETRIES_TABLE,))
 
 
 _SCHEDULE = _q(
-    "INSERT INTO {retries} (name, position, attempts, due_at, last_error)"
+    "INSERT INTO {side_effect_retries} (name, position, attempts, due_at, last_error)"
     " VALUES (%s, %s, %s, now() + make_interval(secs => %s), %s)"
     " ON CONFLICT (name, position) DO UPDATE SET attempts = excluded.attempts,"
     " due_at = excluded.due_at, last_error = excluded.last_error"
 )
 _DUE = _q(
-    "SELECT position, attempts FROM {retries} WHERE name = %s AND due_at <= now()"
+    "SELECT position, attempts FROM {side_effect_retries} WHERE name = %s AND due_at <= now()"
     " ORDER BY due_at, position LIMIT %s"
 )
-_DONE = _q("DELETE FROM {retries} WHERE name = %s AND position = %s")
-_PENDING = _q("SELECT count(*) FROM {retries} WHERE name = %s")
+_DONE = _q("DELETE FROM {side_effect_retries} WHERE name = %s AND position = %s")
 
 
 def ensure_retries_table(cursor: psycopg.Cursor[Any]) -> None:
     cursor.execute(
         _q(
-            "CREATE TABLE IF NOT EXISTS {retries} ("
+            "CREATE TABLE IF NOT EXISTS {side_effect_retries} ("
             " name text NOT NULL,"
             " position bigint NOT NULL,"
             " attempts integer NOT NULL,"
@@ -68,8 +65,3 @@ def due(cursor: psycopg.Cursor[Any], name: str, limit: int) -> list[tuple[int, i
 
 def done(cursor: psycopg.Cursor[Any], name: str, position: int) -> None:
     cursor.execute(_DONE, (name, position))
-
-
-def pending(cursor: psycopg.Cursor[Any], name: str) -> int:
-    row = cursor.execute(_PENDING, (name,)).fetchone()
-    return 0 if row is None else int(row[0])

@@ -14,26 +14,26 @@ import threading
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
-from projections.base import LIVE_SCHEMA
+from projections.base import LIVE_SCHEMA, compose
 from projections.store import ReadStore
 
 SENT_MESSAGES_TABLE = "sent_messages"
-_SENT = sql.Identifier(LIVE_SCHEMA, SENT_MESSAGES_TABLE)
 
 
 def _q(query: str) -> bytes:
-    return sql.SQL(query).format(sent=_SENT).as_bytes(None)
+    return compose(query, LIVE_SCHEMA, (SENT_MESSAGES_TABLE,))
 
 
 _CREATE = _q(
-    "CREATE TABLE IF NOT EXISTS {sent} ("
+    "CREATE TABLE IF NOT EXISTS {sent_messages} ("
     " message_id text PRIMARY KEY,"
     " sent_at timestamptz NOT NULL DEFAULT now())"
 )
-_CONTAINS = _q("SELECT 1 FROM {sent} WHERE message_id = %s")
-_RECORD = _q("INSERT INTO {sent} (message_id) VALUES (%s) ON CONFLICT (message_id) DO NOTHING")
+_CONTAINS = _q("SELECT 1 FROM {sent_messages} WHERE message_id = %s")
+_RECORD = _q(
+    "INSERT INTO {sent_messages} (message_id) VALUES (%s) ON CONFLICT (message_id) DO NOTHING"
+)
 
 
 class SentMessages:

@@ -288,7 +288,7 @@ _HEAD_AND_POSITIONS = sql.SQL(
 
 # Per read model, the recorded time of the first event after its position (a processor with no
 # tracking row yet starts at 0). The time is the library's `timestamp` field of the stored
-# state, `{"_type_": "datetime_iso", "_data_": "<ISO-8601>"}` (see audit.records.recorded_at);
+# state, `{"_type_": "datetime_iso", "_data_": "<ISO-8601>"}` (see audit.records.fields_of);
 # each lookup is one step down the events' primary key, so this stays cheap however far behind.
 _OLDEST_UNAPPLIED = (
     sql.SQL(

@@ -56,7 +56,7 @@ def _add_digest_command(actions: argparse._SubParsersAction[argparse.ArgumentPar
 def digest(args: argparse.Namespace) -> int:
     from projections.audit.chain import chain_head, format_digest, wait_for_chain
 
-    database = _database()
+    database = _open_database()
     behind = wait_for_chain(database, DIGEST_WAIT_SECONDS)
     head = chain_head(database)
     if head is None:
@@ -85,7 +85,7 @@ def verify(args: argparse.Namespace) -> int:
     from projections.audit.invariants import CHAIN, CHECKS, balances, verify_ledger
 
     digest = parse_digest(args.digest) if args.digest else None
-    database = _database()
+    database = _open_database()
     started = time.monotonic()
     replay = _replay(database)
     verification = verify_ledger(database, replay, _say)
@@ -121,10 +121,10 @@ def report(args: argparse.Namespace) -> int:
     from projections.audit.report import build_report
     from projections.order_status import Payments
     from projections.store import ReadStore
-    from web.cli import load_settings
+    from web.cli import load_settings, open_database
 
     settings = load_settings()
-    database = _database()
+    database = open_database(settings)
     replay = _replay(database)
     store = ReadStore(database, min_size=1, max_size=1)
     try:
@@ -171,14 +171,10 @@ def _balance_table(paid: dict[str, Balance]) -> None:
     print("(count / amount in minor units)")
 
 
-def _database() -> Database:
-    from ledger.storage import resolve_database
-    from web.cli import load_settings
+def _open_database() -> Database:
+    from web.cli import open_database  # web.cli imports this module
 
-    settings = load_settings()
-    database = resolve_database(settings.database_url, settings.data_dir)
-    database.check()
-    return database
+    return open_database()
 
 
 def _replay(database: Database) -> Replay:
@@ -251,7 +247,7 @@ def history(args: argparse.Namespace) -> int:
     from projections.runner import Workers
     from projections.store import ReadStore
 
-    database = _database()
+    database = _open_database()
     # No `ledger serve` or `ledger work` may be running (an embedded store, a laptop): run
     # the order_history read model here until it has caught up, so the answer is complete
     # either way. When another process runs it, this one waits for that one instead.
@@ -316,7 +312,7 @@ def stock(args: argparse.Namespace) -> int:
     from projections.store import connect
 
     when = parse_instant(args.at)  # a bad time ends here (exit 2), before any connection
-    database = _database()
+    database = _open_database()
     with connect(database, "audit-stock") as conn:
         found = stock_at(conn, args.sku, when)
     if found is None:
@@ -339,7 +335,7 @@ def export(args: argparse.Namespace) -> int:
     from projections.store import connect
 
     until = parse_instant(args.until) if args.until else None
-    database = _database()
+    database = _open_database()
     out = sys.stdout.buffer
     encode = json.JSONEncoder(separators=(",", ":")).encode
     written, position = 0, args.after

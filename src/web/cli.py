@@ -11,7 +11,7 @@ from types import FrameType
 from pydantic import ValidationError
 
 from ledger.settings import Settings
-from ledger.storage import StoreUnavailable
+from ledger.storage import Database, StoreUnavailable
 from web.audit_cli import add_audit_commands
 
 
@@ -94,13 +94,20 @@ def work(args: argparse.Namespace) -> int:
     return 0
 
 
-def rebuild_projections(args: argparse.Namespace) -> int:
+def open_database(settings: Settings | None = None) -> Database:
+    """The configured store (the embedded one when none is), checked to answer."""
     from ledger.storage import resolve_database
-    from projections import rebuild_all
 
-    settings = load_settings()
+    settings = settings or load_settings()
     database = resolve_database(settings.database_url, settings.data_dir)
     database.check()
+    return database
+
+
+def rebuild_projections(args: argparse.Namespace) -> int:
+    from projections import rebuild_all
+
+    database = open_database()
     positions = rebuild_all(database, progress=lambda line: print(line, flush=True))
     print(
         f"rebuilt {len(positions)} read models: "

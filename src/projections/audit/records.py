@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -60,12 +59,6 @@ def event_json(row: Row) -> dict[str, Any]:
         "cause": data.get("cause"),
         "data": data,
     }
-
-
-def recorded_at(row: Row) -> datetime:
-    """When the event was recorded (UTC), from its stored record."""
-    stamp = fields_of(row[4])["timestamp"]
-    return datetime.fromisoformat(stamp)
 
 
 def page(cursor: psycopg.Cursor[Any], after: int, limit: int) -> list[Row]:
