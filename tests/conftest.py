@@ -17,6 +17,8 @@ import pytest
 
 from ledger.application import Ledger
 from ledger.storage import Database, EmbeddedPostgres, StoreUnavailable
+from tests.mail import Mailbox, smtp_server
+from tests.shop import free_port
 
 LOCAL_SERVER_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -103,6 +105,19 @@ def ledger(database: Database) -> Iterator[Ledger]:
         yield app
     finally:
         app.close()
+
+
+@pytest.fixture
+def mailbox() -> Mailbox:
+    return Mailbox()
+
+
+@pytest.fixture
+def smtp_port(mailbox: Mailbox) -> Iterator[int]:
+    """A real SMTP server delivering to `mailbox`, on a free local port."""
+    port = free_port()
+    with smtp_server(mailbox, port):
+        yield port
 
 
 def count_rows(db: Database, table: str) -> int:

@@ -126,6 +126,8 @@ class PaidCheckout:
     amount_total: int
     currency: str
     payment_intent: str | None
+    # Who paid, sealed (ledger.personal_data): recorded on the order, never in clear.
+    customer: dict[str, str] | None = None
 
 
 class Ledger(Application[UUID]):
@@ -339,7 +341,9 @@ class Ledger(Application[UUID]):
         if order is not None and order.is_decided:
             return order
         if order is None:
-            order = commit.add(self._open_order(paid.session_id, cart, paid.payment_intent, cause))
+            order = commit.add(
+                self._open_order(paid.session_id, cart, paid.payment_intent, paid.customer, cause)
+            )
         # Read each item once: the check and the reservation must see the same version,
         # so a concurrent change surfaces as a version conflict and we decide again.
         items = [
@@ -358,7 +362,12 @@ class Ledger(Application[UUID]):
         return order
 
     def record_awaiting_payment(
-        self, session_id: str, cart_id: UUID, payment_intent: str | None, cause: str
+        self,
+        session_id: str,
+        cart_id: UUID,
+        payment_intent: str | None,
+        cause: str,
+        customer: dict[str, str] | None = None,
     ) -> Order:
         """A completed session whose (delayed) payment has not cleared yet: no stock taken."""
 
@@ -367,7 +376,7 @@ class Ledger(Application[UUID]):
             order = self._find(Order, order_id_for(session_id))
             if order is not None:
                 return order
-            order = self._open_order(session_id, cart, payment_intent, cause)
+            order = self._open_order(session_id, cart, payment_intent, customer, cause)
             order.await_payment(cause)
             cart.record_awaiting_payment(session_id, cause)
             self.save(order, cart)
@@ -375,7 +384,9 @@ class Ledger(Application[UUID]):
 
         return self._decide([cart_id, order_id_for(session_id)], decide)
 
-    def record_payment_failed(self, session_id: str, cart_id: UUID, cause: str) -> Order:
+    def record_payment_failed(
+        self, session_id: str, cart_id: UUID, cause: str, customer: dict[str, str] | None = None
+    ) -> Order:
         """The delayed payment failed: the order ends unpaid and the cart reopens."""
 
         def decide() -> Order:
@@ -384,7 +395,7 @@ class Ledger(Application[UUID]):
             if order is not None and (order.is_decided or order.status == PAYMENT_FAILED):
                 return order
             if order is None:
-                order = self._open_order(session_id, cart, None, cause)
+                order = self._open_order(session_id, cart, None, customer, cause)
             order.fail_payment(cause)
             cart.record_payment_failed(session_id, cause)
             self.save(order, cart)
@@ -482,7 +493,12 @@ class Ledger(Application[UUID]):
     # ---- helpers -----------------------------------------------------------------------
 
     def _open_order(
-        self, session_id: str, cart: Cart, payment_intent: str | None, cause: str
+        self,
+        session_id: str,
+        cart: Cart,
+        payment_intent: str | None,
+        customer: dict[str, str] | None,
+        cause: str,
     ) -> Order:
         snapshot = cart.checkout(session_id)
         return Order(
@@ -493,6 +509,7 @@ class Ledger(Application[UUID]):
             currency=snapshot["currency"],
             payment_intent=payment_intent,
             cause=cause,
+            customer=customer,
         )
 
     def _find(self, kind: type[A], aggregate_id: UUID) -> A | None:

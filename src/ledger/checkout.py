@@ -3,6 +3,9 @@
 `fulfill_checkout(session_id)` is the single idempotent entry point for every outcome. The
 webhook only says *which* session changed: the decision comes from the session as Stripe
 reports it now, which makes duplicates and out-of-order deliveries harmless.
+
+The customer's address (Stripe's `customer_details.email`) is recorded on the order sealed
+with the customer's own key (`PersonalData`), never in clear.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from ledger.payments import (
     NewCheckout,
     PaymentGateway,
 )
+from ledger.personal_data import PersonalData
 
 log = structlog.get_logger("ledger.checkout")
 
@@ -52,9 +56,16 @@ class Outcome:
 
 
 class Checkout:
-    def __init__(self, ledger: Ledger, gateway: PaymentGateway, public_url: str) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        gateway: PaymentGateway,
+        personal_data: PersonalData,
+        public_url: str,
+    ) -> None:
         self.ledger = ledger
         self.gateway = gateway
+        self.personal_data = personal_data
         self.public_url = public_url.rstrip("/")
 
     def begin(self, cart_id: UUID, cause: str) -> CreatedCheckout:
@@ -113,6 +124,7 @@ class Checkout:
                     amount_total=session.amount_total or 0,
                     currency=session.currency or "",
                     payment_intent=session.payment_intent,
+                    customer=self.personal_data.seal(session.customer_email),
                 ),
                 cause,
             )
@@ -130,11 +142,17 @@ class Checkout:
             self.ledger.record_expired(session_id, cart_id, cause)
             return Outcome(session_id, "expired")
         if session.payment_failed:
-            order = self.ledger.record_payment_failed(session_id, cart_id, cause)
+            order = self.ledger.record_payment_failed(
+                session_id, cart_id, cause, self.personal_data.seal(session.customer_email)
+            )
             return Outcome(session_id, order.status, order.id)
         if session.status == "complete":
             order = self.ledger.record_awaiting_payment(
-                session_id, cart_id, session.payment_intent, cause
+                session_id,
+                cart_id,
+                session.payment_intent,
+                cause,
+                self.personal_data.seal(session.customer_email),
             )
             return Outcome(session_id, order.status, order.id)
         self.ledger.get_cart(cart_id).checkout(session_id)  # one of ours, still open?

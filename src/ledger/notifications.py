@@ -2,15 +2,16 @@
 refunded one, sent by a side effect that follows the log and so never blocks, delays or fails
 an order.
 
-- The address is Stripe's (the checkout session's `customer_details.email`), asked for when
-  the e-mail is sent: no personal data is ever written to the event log.
+- The address is Stripe's (the checkout session's `customer_details.email`), recorded on the
+  order sealed with the customer's key: opened to send, never in clear in the log. A customer
+  forgotten since (`ledger customers forget`) gets no more mail; that is skipped, not retried.
 - The `Message-ID` is derived from the order and the kind (`<confirmation.{order_id}@ledger>`),
   so a resend after a crash can be recognised.
 - What was sent is recorded (`SentLog`: checked before sending, written after): a replay of the
   log sends nothing twice, and a crash between sending and recording resends once at most.
 - The SMTP server refusing the recipient for good (a 5xx answer to RCPT) is logged as an error,
   counted (`ledger_emails_total{outcome="refused"}`) and skipped; so is an order whose session
-  has no address. Anything else (server down, a 4xx answer, Stripe unavailable) raises, and the
+  had no address. Anything else (server down, a 4xx answer, the store unavailable) raises, and the
   runner tries that event again on its own backoff, holding back no other.
 - A fresh deployment starts at the log's head (`start_at_head`): past customers get no mail.
 - With no `LEDGER_SMTP_URL`, each e-mail is written to the log instead of sent.
@@ -32,7 +33,7 @@ from ledger.application import Ledger
 from ledger.domain import Order
 from ledger.metrics import EMAILS
 from ledger.money import format_amount
-from ledger.payments import PaymentGateway
+from ledger.personal_data import PersonalData
 from ledger.settings import Settings, SmtpServer
 
 log = structlog.get_logger("ledger.notifications")
@@ -135,13 +136,13 @@ class Notifications:
     def __init__(
         self,
         ledger: Ledger,
-        gateway: PaymentGateway,
+        personal_data: PersonalData,
         mailer: Mailer,
         sent: SentLog,
         mail_from: str,
     ) -> None:
         self.ledger = ledger
-        self.gateway = gateway
+        self.personal_data = personal_data
         self.mailer = mailer
         self.sent = sent
         self.mail_from = mail_from
@@ -155,11 +156,12 @@ class Notifications:
         order = self.ledger.get_order(order_id)
         if order is None:
             return self._skip(kind, "no_order", order_id, mid)
-        session = self.gateway.retrieve_checkout(order.checkout_session_id)
-        address = None if session is None else session.customer_email
-        if not address:
+        if order.customer is None:
             return self._skip(kind, "no_address", order_id, mid)
-        message = self._message(kind, order, address, mid, refunded_amount)
+        contact = self.personal_data.open(order.customer)
+        if contact is None:
+            return self._skip(kind, "forgotten", order_id, mid)
+        message = self._message(kind, order, contact.email, mid, refunded_amount)
         try:
             outcome = self.mailer.send(message)
         except RecipientRefused as refusal:

@@ -63,7 +63,7 @@ class CheckoutSession:
     payment_intent: str | None
     payment_intent_status: str | None  # processing | succeeded | requires_payment_method | ...
     cart_id: str | None
-    # `customer_details.email`: asked for when an e-mail is sent, never recorded in the log.
+    # `customer_details.email`: recorded on the order sealed (ledger.personal_data).
     customer_email: str | None = None
 
     @property

@@ -14,6 +14,8 @@ from typing import Any
 from stripe_standin.params import list_object, names
 
 API_VERSION = "2026-07-29.dahlia"
+# Who pays on the pay page, unless a test says otherwise (`StripeStandIn.complete(email=...)`).
+CUSTOMER_EMAIL = "customer@example.com"
 REFUND_REASONS = ("duplicate", "fraudulent", "requested_by_customer")
 REFUND_FAILURE_REASONS = (
     "lost_or_stolen_card",
@@ -232,11 +234,11 @@ def checkout_session(
     }
 
 
-def customer_details() -> dict[str, Any]:
+def customer_details(email: str = CUSTOMER_EMAIL) -> dict[str, Any]:
     return {
         "address": None,
         "business_name": None,
-        "email": "customer@example.com",
+        "email": email,
         "individual_name": None,
         "name": None,
         "phone": None,

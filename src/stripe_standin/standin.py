@@ -9,6 +9,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 
+from stripe_standin import objects
 from stripe_standin.api import Api, ApiLimits, InjectedFailure
 from stripe_standin.endpoints import Endpoints
 from stripe_standin.pay_page import PayPage
@@ -170,11 +171,11 @@ class StripeStandIn:
     # Each raises KeyError for an unknown id and ValueError for a change that the object's
     # state does not allow.
 
-    def complete(self, session_id: str, outcome: str) -> None:
+    def complete(self, session_id: str, outcome: str, email: str = objects.CUSTOMER_EMAIL) -> None:
         """Do what a pay page button does: "pay" | "pay_later" | "async_succeed" |
-        "async_fail" | "expire"."""
+        "async_fail" | "expire"; `email` is the customer's, for the first two."""
         with self._cv:
-            self._store.apply_outcome(session_id, outcome, None)
+            self._store.apply_outcome(session_id, outcome, None, email)
 
     def dashboard_refund(self, session_id: str) -> dict[str, Any]:
         """Refund all that is left of the session's payment as a person does in Stripe's

@@ -178,8 +178,15 @@ class Store:
         self._evict(keep=session.id)
         return session
 
-    def apply_outcome(self, session_id: str, outcome: str, ref: RequestRef | None) -> None:
-        """Move the session on as the pay page button `outcome` does, and emit its events."""
+    def apply_outcome(
+        self,
+        session_id: str,
+        outcome: str,
+        ref: RequestRef | None,
+        email: str = objects.CUSTOMER_EMAIL,
+    ) -> None:
+        """Move the session on as the pay page button `outcome` does, and emit its events;
+        `email` is the address the customer typed on the pay page."""
         if outcome not in OUTCOMES:
             raise ValueError(f"unknown outcome {outcome!r}; expected one of {OUTCOMES}")
         session = self.control_session(session_id)
@@ -218,7 +225,7 @@ class Store:
                 status="complete",
                 url=None,
                 payment_intent=intent["id"],
-                customer_details=objects.customer_details(),
+                customer_details=objects.customer_details(email),
             )
             if delayed:
                 obj["payment_method_types"] = ["card", "us_bank_account"]

@@ -10,9 +10,11 @@ import psycopg
 
 from ledger.application import Ledger
 from ledger.checkout import Checkout
+from ledger.customer_keys import PostgresCustomerKeys
 from ledger.disputes import Disputes
 from ledger.notifications import Notifications, NotificationWorker, mailer_for
 from ledger.payments import PaymentGateway
+from ledger.personal_data import PersonalData
 from ledger.refunds import Refunds, RefundWorker
 from ledger.resync import Resync
 from ledger.settings import Settings
@@ -48,6 +50,8 @@ class Services:
     ledger: Ledger
     catalog: Catalog
     gateway: PaymentGateway
+    customer_keys: PostgresCustomerKeys
+    personal_data: PersonalData
     checkout: Checkout
     refunds: Refunds
     stripe_events: StripeEvents
@@ -63,6 +67,7 @@ class Services:
         if self.stand_in is not None:
             self.stand_in.close()
         self.read_store.close()
+        self.customer_keys.close()
         self.ledger.close()
 
 
@@ -99,7 +104,9 @@ def bootstrap(
             settings.stripe_api_key.get_secret_value(), api_base=settings.stripe_api_base
         )
         webhook_secrets = settings.webhook_secrets
-    checkout = Checkout(ledger, gateway, public_url)
+    customer_keys = PostgresCustomerKeys(database)
+    personal_data = PersonalData(customer_keys)
+    checkout = Checkout(ledger, gateway, personal_data, public_url)
     read_store = ReadStore(database)
     payments = Payments(read_store)
     refunds = Refunds(ledger, gateway, payments)
@@ -110,6 +117,8 @@ def bootstrap(
         ledger=ledger,
         catalog=ProductCatalog(read_store),
         gateway=gateway,
+        customer_keys=customer_keys,
+        personal_data=personal_data,
         checkout=checkout,
         refunds=refunds,
         stripe_events=StripeEvents(checkout, refunds, disputes),
@@ -171,7 +180,7 @@ def notification_worker(services: Services) -> NotificationWorker:
     settings = services.settings
     notifications = Notifications(
         services.ledger,
-        services.gateway,
+        services.personal_data,
         mailer_for(settings),
         SentMessages(services.read_store),
         settings.mail_from,

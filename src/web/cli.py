@@ -138,6 +138,28 @@ def stripe_resync(args: argparse.Namespace) -> int:
     return 1 if report.failures else 0
 
 
+def forget_customer(args: argparse.Namespace) -> int:
+    from ledger.customer_keys import PostgresCustomerKeys
+
+    email = args.email.strip()
+    if "@" not in email:
+        raise ConfigurationError(f"not an e-mail address: {email[:64]!r}")
+    keys = PostgresCustomerKeys(open_database())
+    try:
+        customer_id = keys.forget(email)
+    finally:
+        keys.close()
+    if customer_id is None:
+        # Erasure requests are often repeated: nothing held is a success, said plainly.
+        print(f"nothing to forget: no personal data is held for {email}")
+    else:
+        print(
+            f"forgot {email}: the key of customer {customer_id} is destroyed; their personal"
+            " data in the log can no longer be read (the log and its hash chain are unchanged)"
+        )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ledger", description="An event-sourced order ledger.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -169,6 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="only what has waited at least this long (30s, 10m, 2h, 1d; default 10m)",
     )
     resync_cmd.set_defaults(handler=stripe_resync)
+    customers_cmd = commands.add_parser("customers", help="customers' personal data")
+    customer_actions = customers_cmd.add_subparsers(dest="action", required=True)
+    forget_cmd = customer_actions.add_parser(
+        "forget", help="erase a customer's personal data by destroying their key"
+    )
+    forget_cmd.add_argument("email", metavar="EMAIL")
+    forget_cmd.set_defaults(handler=forget_customer)
     return parser
 
 

@@ -38,6 +38,7 @@ class Order(Aggregate):
         currency: str,
         payment_intent: str | None,
         cause: str,
+        customer: dict[str, str] | None = None,
     ) -> None:
         self.checkout_session_id = checkout_session_id
         self.cart_id = cart_id
@@ -45,6 +46,9 @@ class Order(Aggregate):
         self.amount_total = amount_total
         self.currency = currency
         self.payment_intent = payment_intent
+        # Who paid, sealed with the customer's own key (see ledger.personal_data): opaque
+        # here, and unreadable for good once the customer is forgotten.
+        self.customer = customer
         self.status = PLACED
         self.rejection_reason: str | None = None
         self.refund_id: str | None = None
