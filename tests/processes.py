@@ -87,3 +87,30 @@ def serving(workdir: Path, *args: str, stop_with: int = signal.SIGINT, **env: st
             proc.kill()
             proc.wait()
         log_file.close()
+
+
+@contextmanager
+def working(workdir: Path, name: str = "work", **env: str) -> Iterator[subprocess.Popen[str]]:
+    """`ledger work` running in `workdir`, its output in `workdir/{name}.log`; stopped with
+    SIGTERM at the end (killed if it has not stopped within 20 s). A test may kill it first."""
+    log_path = workdir / f"{name}.log"
+    log_file = log_path.open("w")
+    proc = subprocess.Popen(
+        [*LEDGER, "work"],
+        cwd=workdir,
+        env=clean_env(**env),
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log_file.close()
