@@ -16,11 +16,10 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
-from psycopg.conninfo import make_conninfo
 from psycopg_pool import ConnectionPool
 
 from ledger.personal_data import CustomerKey, new_key, normalized_email
-from ledger.storage import CONNECT_TIMEOUT_SECONDS, Database, transient_store_errors
+from ledger.storage import Database, transient_store_errors
 
 _CREATE = (
     "CREATE TABLE IF NOT EXISTS customer_keys ("
@@ -54,22 +53,9 @@ class PostgresCustomerKeys:
     answer raises StoreUnavailable (retryable), like every other store call."""
 
     def __init__(self, database: Database, *, max_size: int = 4) -> None:
-        conninfo = make_conninfo(
-            database.conninfo,
-            connect_timeout=str(CONNECT_TIMEOUT_SECONDS),
-            application_name="ledger-customer-keys",
+        self.pool: ConnectionPool[psycopg.Connection[Any]] = database.pool(
+            "ledger-customer-keys", max_size=max_size
         )
-        self.pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
-            conninfo,
-            kwargs={"autocommit": True},
-            min_size=1,
-            max_size=max_size,
-            timeout=CONNECT_TIMEOUT_SECONDS,
-            check=ConnectionPool.check_connection,
-            open=False,
-            name="ledger-customer-keys",
-        )
-        self.pool.open(wait=False)
         # Two processes creating it at the same moment: one of the two loses, harmlessly.
         with self._cursor() as cur, contextlib.suppress(psycopg.errors.UniqueViolation):
             cur.execute(_CREATE)

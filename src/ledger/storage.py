@@ -92,6 +92,29 @@ class Database:
         params = {"connect_timeout": str(max(1, round(connect_timeout))), **self.params}
         return psycopg.connect(make_conninfo(**params), **kwargs)
 
+    def pool(self, name: str, *, min_size: int = 1, max_size: int) -> ConnectionPool[Any]:
+        """A pool of autocommit connections named `name` (PostgreSQL's application_name), each
+        statement bounded by STATEMENT_TIMEOUT_MS; a connection broken by a server restart is
+        replaced when next taken. Opens in the background: a store down now is no error yet."""
+        conninfo = make_conninfo(
+            self.conninfo,
+            connect_timeout=str(CONNECT_TIMEOUT_SECONDS),
+            application_name=name,
+        )
+        pool: ConnectionPool[Any] = ConnectionPool(
+            conninfo,
+            kwargs={"autocommit": True},
+            min_size=min_size,
+            max_size=max_size,
+            timeout=CONNECT_TIMEOUT_SECONDS,
+            configure=_bound_statements,
+            check=ConnectionPool.check_connection,
+            open=False,
+            name=name,
+        )
+        pool.open(wait=False)
+        return pool
+
     def conninfo_url(self) -> str:
         """The database as a libpq URI (for LEDGER_DATABASE_URL and child processes)."""
         from urllib.parse import quote, urlencode
@@ -153,6 +176,11 @@ class Database:
                 **{k: v for k, v in self.params.items() if k not in _OWN_PARAMS}
             ),
         }
+
+
+def _bound_statements(conn: psycopg.Connection[Any]) -> None:
+    # SET rather than the `options` parameter, which would replace any the URL gives.
+    conn.execute(f"SET statement_timeout = {int(STATEMENT_TIMEOUT_MS)}")
 
 
 class LedgerPostgresFactory(PostgresFactory):

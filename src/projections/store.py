@@ -13,12 +13,9 @@ from typing import Any, Protocol
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
 from psycopg_pool import ConnectionPool
 
 from ledger.storage import (
-    CONNECT_TIMEOUT_SECONDS,
-    STATEMENT_TIMEOUT_MS,
     Database,
     transient_store_errors,
 )
@@ -75,23 +72,9 @@ class ReadStore:
 
     def __init__(self, database: Database, *, min_size: int = 1, max_size: int = 10) -> None:
         self.database = database
-        conninfo = make_conninfo(
-            database.conninfo,
-            connect_timeout=str(CONNECT_TIMEOUT_SECONDS),
-            application_name="ledger-reads",
+        self.pool: ConnectionPool[psycopg.Connection[Any]] = database.pool(
+            "ledger-reads", min_size=min_size, max_size=max_size
         )
-        self.pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
-            conninfo,
-            kwargs={"autocommit": True},
-            min_size=min_size,
-            max_size=max_size,
-            timeout=CONNECT_TIMEOUT_SECONDS,
-            configure=_configure,
-            check=ConnectionPool.check_connection,  # a connection broken by a restart is replaced
-            open=False,
-            name="ledger-reads",
-        )
-        self.pool.open(wait=False)
         self._last_warning = -WARN_EVERY_SECONDS
 
     @contextmanager
@@ -324,7 +307,3 @@ def _head(cursor: psycopg.Cursor[Any]) -> int:
     ).fetchone()
     assert row is not None
     return int(row[0])
-
-
-def _configure(conn: psycopg.Connection[Any]) -> None:
-    conn.execute(f"SET statement_timeout = {int(STATEMENT_TIMEOUT_MS)}")
