@@ -37,7 +37,14 @@ from web.responses import (
     StockLevel,
     WebhookReceived,
 )
-from web.schemas import SKU_PATTERN, CartBody, CartLineBody, ProductBody, StockBody
+from web.schemas import (
+    MAX_POSITION,
+    SKU_PATTERN,
+    CartBody,
+    CartLineBody,
+    ProductBody,
+    StockBody,
+)
 
 REF_TEMPLATE = "#/components/schemas/{model}"
 OPENAPI_VERSION = "3.1.0"
@@ -270,7 +277,11 @@ OPERATIONS: tuple[Operation, ...] = (
         },
         security="auditor",
         query=(
-            Query("after", Annotated[int, Field(ge=0)], "Events after this position (0)."),
+            Query(
+                "after",
+                Annotated[int, Field(ge=0, le=MAX_POSITION)],
+                "Events after this position (0).",
+            ),
             Query("limit", Annotated[int, Field(ge=1, le=1000)], "At most this many (100)."),
         ),
     ),
@@ -350,9 +361,17 @@ OPERATIONS: tuple[Operation, ...] = (
         "pages",
         {
             200: Answer("An HTML page.", media_type=HTML),
-            400: Answer("An HTML page: `session_id` is missing.", media_type=HTML),
+            400: Answer("An HTML page: `session_id` is missing or blank.", media_type=HTML),
         },
-        query=(Query("session_id", str, "The Stripe Checkout session id.", required=True),),
+        query=(
+            Query(
+                "session_id",
+                # Blank (empty or only spaces) counts as missing: the 400 page.
+                Annotated[str, Field(min_length=1, pattern=r"\S")],
+                "The Stripe Checkout session id.",
+                required=True,
+            ),
+        ),
     ),
     Operation(
         "GET", "/", "A demo storefront", "pages", {200: Answer("An HTML page.", media_type=HTML)}

@@ -11,6 +11,8 @@ from ledger.domain.cart import MAX_LINE_QUANTITY
 SKU_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 MAX_UNIT_AMOUNT = 99_999_999  # Stripe's ceiling for a price in minor units
 MAX_STOCK_ADJUSTMENT = 1_000_000_000
+# The largest position in the event log (a PostgreSQL bigint): the top of `after`.
+MAX_POSITION = 2**63 - 1
 
 
 # Printable text only: a NUL or other control character has no business in a name.
@@ -30,7 +32,16 @@ class ProductBody(Strict):
 
 
 class StockBody(Strict):
-    quantity: Annotated[int, Field(ge=-MAX_STOCK_ADJUSTMENT, le=MAX_STOCK_ADJUSTMENT)]
+    # Not 0 either: the handler answers 422 for it (nothing to receive or write off).
+    quantity: Annotated[
+        int,
+        Field(
+            ge=-MAX_STOCK_ADJUSTMENT,
+            le=MAX_STOCK_ADJUSTMENT,
+            description="Received (> 0) or written off (< 0); never 0.",
+            json_schema_extra={"not": {"const": 0}},
+        ),
+    ]
     reason: Annotated[str, StringConstraints(max_length=500, pattern=TEXT)] | None = None
 
 

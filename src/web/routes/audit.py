@@ -7,6 +7,7 @@ stock at an instant (replayed from its stream). Nothing here writes.
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Any
 from uuid import UUID
 
@@ -20,8 +21,11 @@ from projections.audit.stock import StockHistory, parse_instant
 from web.context import in_store, require_bearer, services
 from web.errors import ApiError
 from web.responses import EventPage, OrderHistory, StockAt, checked
+from web.schemas import MAX_POSITION
 
 DEFAULT_LIMIT = 100
+# Long enough for any position (with some leading zeros), short enough to refuse cheaply.
+MAX_DIGITS = 32
 MAX_LIMIT = 1000
 # Audit reads may replay a long stream (a hot product's tens of thousands of events): more
 # time than a storefront request, still bounded.
@@ -42,23 +46,23 @@ def _invalid(field: str, message: str) -> ApiError:
     )
 
 
-def _int_param(request: Request, name: str, default: int, lo: int, hi: int | None) -> int:
+def _int_param(request: Request, name: str, default: int, lo: int, hi: int) -> int:
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    bounds = f"an integer from {lo}" + (f" to {hi}" if hi is not None else " up")
-    # Digits only: int() would also take " 5", "+5" and "5_000".
-    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
+    bounds = f"an integer from {lo} to {hi}"
+    # Digits only: int() would also take " 5", "+5" and "5_000"; and not thousands of them.
+    if not raw.isascii() or not raw.isdigit() or len(raw) > MAX_DIGITS:
         raise _invalid(name, f"must be {bounds}")
     value = int(raw)
-    if value < lo or (hi is not None and value > hi):
+    if value < lo or value > hi:
         raise _invalid(name, f"must be {bounds}")
     return value
 
 
 async def events_page(request: Request) -> JSONResponse:
     _auditor(request)
-    after = _int_param(request, "after", 0, 0, None)
+    after = _int_param(request, "after", 0, 0, MAX_POSITION)
     limit = _int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     store = services(request).read_store
 
@@ -103,8 +107,13 @@ async def stock_at(request: Request) -> JSONResponse:
         raise _invalid("at", "required: an ISO-8601 time, e.g. 2025-03-01T12:00:00Z")
     try:
         when = parse_instant(raw)
+        # The answer gives the instant in UTC: one whose UTC date falls outside years
+        # 1-9999 (`9999-12-31T23:00:00-05:00`) has no such form (OverflowError).
+        when.astimezone(UTC)
     except ValueError as error:
         raise _invalid("at", str(error)) from None
+    except OverflowError:
+        raise _invalid("at", "out of range: the time in UTC must fall in years 1 to 9999") from None
     history = StockHistory(services(request).read_store)
     found = await in_store(request, history.at, sku, when, budget=AUDIT_BUDGET_SECONDS)
     if found is None:

@@ -93,9 +93,17 @@ async def list_products(request: Request) -> JSONResponse:
     return JSONResponse(checked(ProductList, {"products": products}))
 
 
+async def product(request: Request) -> JSONResponse:
+    # One route for both methods, so that a 405 for any other (DELETE, OPTIONS...) names
+    # them all in its `Allow` header: with one route per method, the first one answers the
+    # 405 and lists only its own.
+    if request.method == "PUT":
+        return await put_product(request)
+    return await get_product(request)
+
+
 routes = [
     Route("/api/products", list_products, methods=["GET"]),
-    Route("/api/products/{sku}", get_product, methods=["GET"]),
-    Route("/api/products/{sku}", put_product, methods=["PUT"]),
+    Route("/api/products/{sku}", product, methods=["GET", "PUT"]),
     Route("/api/products/{sku}/stock", adjust_stock, methods=["POST"]),
 ]

@@ -45,6 +45,12 @@ def verify(payload: bytes, header: str | None, secrets: list[str]) -> dict[str, 
     """The event, if `header` signs `payload` with any of `secrets`; else ApiError(400)."""
     if not header:
         raise ApiError(400, "missing_signature", "The Stripe-Signature header is missing.")
+    if not header.isascii():
+        # Stripe signs with hex digits; the SDK's constant-time comparison raises TypeError
+        # (an answer of 500) on a string with any other character.
+        raise ApiError(
+            400, "invalid_signature", "The Stripe-Signature does not match this body or is stale."
+        )
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError:
