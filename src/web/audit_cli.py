@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 from uuid import UUID
 
@@ -35,8 +35,10 @@ def add_audit_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     report_cmd = actions.add_parser(
         "report", help="per currency: payments, orders, refunds, disputes; what needs a person"
     )
-    report_cmd.add_argument("--from", dest="start", type=_time, help="ISO-8601 time (UTC if bare)")
-    report_cmd.add_argument("--to", dest="end", type=_time, help="ISO-8601 time (UTC if bare)")
+    report_cmd.add_argument(
+        "--from", dest="start", type=_instant, help="ISO-8601 time (UTC if bare)"
+    )
+    report_cmd.add_argument("--to", dest="end", type=_instant, help="ISO-8601 time (UTC if bare)")
     report_cmd.add_argument("--json", action="store_true", help="JSON instead of a table")
     report_cmd.set_defaults(handler=report)
     _add_read_commands(actions)
@@ -196,12 +198,6 @@ def _replay(database: Database) -> Replay:
 
 def _say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
-
-
-def _time(text: str) -> datetime:
-    """An ISO-8601 time; one without a timezone is taken as UTC."""
-    moment = datetime.fromisoformat(text)
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 # ---- history, stock, export: the log as recorded, read without replaying it ------------------
@@ -392,6 +388,12 @@ def _export_progress(written: int, position: int, seconds: float, done: bool = F
         f"ledger audit export: {'done: ' if done else ''}{written:,} events written,"
         f" {'up to' if done else 'at'} position {position:,}, {rate:,.0f} events/s"
     )
+
+
+def _instant(text: str) -> datetime:
+    from projections.audit.stock import parse_instant
+
+    return parse_instant(text)
 
 
 def _order_id(text: str) -> UUID:

@@ -61,6 +61,10 @@ def parse_instant(text: str) -> datetime:
         raise ValueError(f"not an ISO-8601 time: {text!r} (try 2025-03-01T12:00:00Z)") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
+    try:
+        parsed.astimezone(UTC)  # answers give it in UTC: `9999-12-31T23:00-05:00` has none
+    except OverflowError:
+        raise ValueError(f"out of range: {text!r} falls outside years 1 to 9999 in UTC") from None
     return parsed
 
 
