@@ -393,7 +393,10 @@ def _export_progress(written: int, position: int, seconds: float, done: bool = F
 def _instant(text: str) -> datetime:
     from projections.audit.stock import parse_instant
 
-    return parse_instant(text)
+    try:
+        return parse_instant(text)
+    except ValueError as error:  # argparse says what was wrong, not only that it was
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _order_id(text: str) -> UUID:
