@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from email.message import EmailMessage
@@ -15,9 +17,11 @@ from aiosmtpd.controller import Controller
 
 class Mailbox:
     """An aiosmtpd handler that keeps every message it accepts; while `refusing`, it refuses
-    every recipient for good (550), as a server does for an address that does not exist."""
+    every recipient for good (550), as a server does for an address that does not exist.
+    Each accepted message takes `delay` seconds to answer, as a real server's may."""
 
-    def __init__(self) -> None:
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
         self.messages: list[EmailMessage] = []
         self.refused: list[str] = []
         self.refusing = False
@@ -38,6 +42,7 @@ class Mailbox:
         assert isinstance(message, EmailMessage)
         with self._lock:
             self.messages.append(message)
+        await asyncio.sleep(self.delay)
         return "250 Message accepted for delivery"
 
     def received(self) -> list[EmailMessage]:
@@ -46,6 +51,10 @@ class Mailbox:
 
     def with_id(self, message_id: str) -> list[EmailMessage]:
         return [m for m in self.received() if m["Message-ID"] == message_id]
+
+    def message_ids(self) -> Counter[str]:
+        """How many times each Message-ID arrived."""
+        return Counter(str(m["Message-ID"]) for m in self.received())
 
 
 @contextmanager
