@@ -229,7 +229,7 @@ class Ledger(Application[UUID]):
             cart = self.get_cart(cart_id)
             product = self.get_product(sku)
             others = None
-            if quantity and cart.currency_in_doubt(sku, product.currency):
+            if quantity and cart.has_other_lines(sku):
                 others = self._bulk.read_many(
                     InventoryItem,
                     [inventory_item_id(s) for s in cart.lines if s != sku],

@@ -73,7 +73,7 @@ class Cart(Aggregate):
 
         `currency` is the product's: a cart's lines share one. The currency the cart recorded
         stands for its other lines, unless the caller read their products' currencies now and
-        passes them as `others` (it must when `currency_in_doubt`).
+        passes them as `others` (it must when `has_other_lines`).
         """
         self._refuse_if_converted()
         if not 0 <= quantity <= MAX_LINE_QUANTITY:
@@ -82,20 +82,18 @@ class Cart(Aggregate):
             raise TooManyLines(MAX_LINES)
         if quantity and currency is not None:
             if others is None:
-                others = {self.currency} if self.currency and self._has_other(sku) else set()
+                others = {self.currency} if self.currency and self.has_other_lines(sku) else set()
             foreign = sorted(set(others) - {currency})
             if foreign:
                 raise CurrencyMismatch(foreign[0], currency)
         if self.lines.get(sku, 0) != quantity:
             self._line_set(sku=sku, quantity=quantity, currency=currency, cause=cause)
 
-    def currency_in_doubt(self, sku: str, currency: str) -> bool:
-        """Whether the cart cannot vouch that its lines other than `sku` are priced in
-        `currency`: it recorded another one (a product's currency may have changed since) or
-        none (lines set before carts recorded it)."""
-        return self.currency != currency and self._has_other(sku)
-
-    def _has_other(self, sku: str) -> bool:
+    def has_other_lines(self, sku: str) -> bool:
+        """Whether the cart holds lines other than `sku`. Their products' currencies must then
+        be read now and passed to `set_line` as `others`: what the cart recorded is the
+        currency of the line set last, as it was then, and any product's currency may have
+        changed since (a line in USD whose product is now in EUR must refuse another in USD)."""
         return len(self.lines) > (sku in self.lines)
 
     class CartLineSet(Aggregate.Event):
