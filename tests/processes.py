@@ -80,12 +80,7 @@ def serving(workdir: Path, *args: str, stop_with: int = signal.SIGINT, **env: st
             time.sleep(0.2)
         yield url
     finally:
-        proc.send_signal(stop_with)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc, stop_with)
         log_file.close()
 
 
@@ -106,11 +101,16 @@ def working(workdir: Path, name: str = "work", **env: str) -> Iterator[subproces
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc, signal.SIGTERM)
         log_file.close()
+
+
+def _stop(proc: subprocess.Popen[str], how: int) -> None:
+    """Stops it with signal `how` (unless it ended already), killed after 20 s."""
+    if proc.poll() is None:
+        proc.send_signal(how)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

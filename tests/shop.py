@@ -106,6 +106,31 @@ class Shop:
         return self.services.ledger.get_order(order_id_for(session_id))
 
 
+def paid_session(api: httpx.Client, stand_in: StripeStandIn, sku: str) -> str:
+    """A cart of one unit of `sku`, checked out over `api` and paid at the stand-in; no event
+    delivered yet."""
+    cart_id = api.post("/api/carts", json={}).json()["cart_id"]
+    r = api.put(f"/api/carts/{cart_id}/items/{sku}", json={"quantity": 1})
+    assert r.status_code == 200, r.text
+    r = api.post(f"/api/carts/{cart_id}/checkout")
+    assert r.status_code == 201, r.text
+    session_id: str = r.json()["checkout_session_id"]
+    stand_in.complete(session_id, "pay")
+    return session_id
+
+
+def deliver(client: httpx.Client, stand_in: StripeStandIn, url: str, session_id: str) -> int:
+    """One signed checkout.session.completed for the session, posted to the ledger at `url` as
+    Stripe posts it: the answer's status."""
+    payload, signature = stand_in.build_event("checkout.session.completed", session_id)
+    r = client.post(
+        f"{url}/webhooks/stripe",
+        content=payload,
+        headers={"Content-Type": "application/json", "Stripe-Signature": signature},
+    )
+    return r.status_code
+
+
 def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not check():

@@ -38,7 +38,7 @@ from stripe_standin import StripeStandIn
 from tests.conftest import Server
 from tests.mail import Mailbox, smtp_server, smtp_url
 from tests.processes import run_ledger, serving, working
-from tests.shop import ADMIN, STRIPE_KEY, WEBHOOK_SECRET, free_port
+from tests.shop import ADMIN, STRIPE_KEY, WEBHOOK_SECRET, deliver, free_port, paid_session
 from web.serving import run_in_thread
 
 SKU = "print"
@@ -85,29 +85,6 @@ def add_product(api: httpx.Client, units: int) -> None:
     assert r.status_code in (200, 201), r.text
     r = api.post(f"/api/products/{SKU}/stock", json={"quantity": units}, headers=ADMIN_HEADERS)
     assert r.status_code == 200, r.text
-
-
-def paid_session(api: httpx.Client, stand_in: StripeStandIn) -> str:
-    """A cart of one unit, checked out and paid at the stand-in (no event delivered yet)."""
-    cart_id = api.post("/api/carts", json={}).json()["cart_id"]
-    r = api.put(f"/api/carts/{cart_id}/items/{SKU}", json={"quantity": 1})
-    assert r.status_code == 200, r.text
-    r = api.post(f"/api/carts/{cart_id}/checkout")
-    assert r.status_code == 201, r.text
-    session_id: str = r.json()["checkout_session_id"]
-    stand_in.complete(session_id, "pay")
-    return session_id
-
-
-def deliver(client: httpx.Client, stand_in: StripeStandIn, url: str, session_id: str) -> int:
-    """One signed checkout.session.completed for the session, as Stripe posts it: the status."""
-    payload, signature = stand_in.build_event("checkout.session.completed", session_id)
-    r = client.post(
-        f"{url}/webhooks/stripe",
-        content=payload,
-        headers={"Content-Type": "application/json", "Stripe-Signature": signature},
-    )
-    return r.status_code
 
 
 def deliver_until_received(
@@ -371,7 +348,7 @@ def test_a_postgresql_restart_during_webhook_load_loses_nothing(
         env = ledger_env(private_postgres.url, stripe_url)
         with serving(tmp_path, **env) as url, httpx.Client(base_url=url, timeout=30) as api:
             add_product(api, units)
-            sessions = [paid_session(api, stand_in) for _ in range(sessions_count)]
+            sessions = [paid_session(api, stand_in, SKU) for _ in range(sessions_count)]
 
             # Stripe delivering events without pause, from several threads, all along.
             answers: list[Answer] = []
@@ -503,7 +480,7 @@ def test_a_worker_killed_mid_batch_sends_every_email_and_refund(
             with working(tmp_path, "work-1", **worker_env) as first_worker:
                 # The e-mail worker starts at the log's head: up before any order is placed.
                 wait_for_workers(api)
-                sessions = [paid_session(api, stand_in) for _ in range(sessions_count)]
+                sessions = [paid_session(api, stand_in, SKU) for _ in range(sessions_count)]
                 delivered: list[list[int]] = []
                 deliveries = threading.Thread(
                     target=lambda: delivered.extend(deliver_all(stand_in, url, sessions, 45)),
@@ -587,7 +564,7 @@ def test_two_servers_and_two_workers_on_one_database(
         ):
             add_product(api, units)
             wait_for_workers(api)
-            sessions = [paid_session(api, stand_in) for _ in range(sessions_count)]
+            sessions = [paid_session(api, stand_in, SKU) for _ in range(sessions_count)]
 
             # Each event twice, each time to a process picked at random, 16 in flight.
             pick = random.Random(11)

@@ -18,7 +18,7 @@ from ledger.domain import inventory_item_id
 from ledger.storage import Database
 from stripe_standin import StripeStandIn
 from tests.processes import serving
-from tests.shop import ADMIN, STRIPE_KEY, WEBHOOK_SECRET
+from tests.shop import ADMIN, STRIPE_KEY, WEBHOOK_SECRET, deliver, paid_session
 from web.serving import run_in_thread
 
 SESSIONS = 300
@@ -54,16 +54,16 @@ def test_300_paid_sessions_for_250_units_over_two_processes(
             r = api.post("/api/products/print/stock", json={"quantity": UNITS}, headers=admin)
             assert r.status_code == 200, r.text
 
-            sessions = [_paid_session(api, stand_in) for _ in range(SESSIONS)]
+            sessions = [paid_session(api, stand_in, "print") for _ in range(SESSIONS)]
             # Each event twice, once to each process, in random order, 32 in flight.
-            deliveries = [(sid, url) for sid in sessions for url in (first, second)]
+            deliveries = [(url, sid) for sid in sessions for url in (first, second)]
             random.Random(7).shuffle(deliveries)
             limits = httpx.Limits(max_connections=CONCURRENT_DELIVERIES)
             with (
                 httpx.Client(timeout=30, limits=limits) as stripe,
                 ThreadPoolExecutor(CONCURRENT_DELIVERIES) as pool,
             ):
-                answers = list(pool.map(lambda d: _deliver(stripe, stand_in, *d), deliveries))
+                answers = list(pool.map(lambda d: deliver(stripe, stand_in, *d), deliveries))
 
             assert Counter(answers) == {200: 2 * SESSIONS}
             outcomes = Counter(
@@ -84,24 +84,3 @@ def test_300_paid_sessions_for_250_units_over_two_processes(
         ).fetchone()
     # One outcome per session: 300 orders, 250 reservations, 50 refunds requested.
     assert rows == (UNITS, SESSIONS, SESSIONS - UNITS)
-
-
-def _paid_session(api: httpx.Client, stand_in: StripeStandIn) -> str:
-    cart_id = api.post("/api/carts", json={}).json()["cart_id"]
-    r = api.put(f"/api/carts/{cart_id}/items/print", json={"quantity": 1})
-    assert r.status_code == 200, r.text
-    r = api.post(f"/api/carts/{cart_id}/checkout")
-    assert r.status_code == 201, r.text
-    session_id: str = r.json()["checkout_session_id"]
-    stand_in.complete(session_id, "pay")
-    return session_id
-
-
-def _deliver(stripe: httpx.Client, stand_in: StripeStandIn, session_id: str, url: str) -> int:
-    payload, signature = stand_in.build_event("checkout.session.completed", session_id)
-    r = stripe.post(
-        f"{url}/webhooks/stripe",
-        content=payload,
-        headers={"Content-Type": "application/json", "Stripe-Signature": signature},
-    )
-    return r.status_code
