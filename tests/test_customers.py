@@ -147,8 +147,10 @@ def test_a_forgotten_customer_cannot_be_read_and_the_history_still_verifies(
         shop.stripe.settle_refund(refund["id"], "succeeded")
         settles_as(shop, alices, "refunded")
         eventually(
-            lambda: metric(shop, "ledger_emails_total", kind="refund", outcome="forgotten")
-            == forgotten + 1
+            lambda: (
+                metric(shop, "ledger_emails_total", kind="refund", outcome="forgotten")
+                == forgotten + 1
+            )
         )
         assert [m["To"] for m in mailbox.received()] == [BOB]
         assert shop.services.personal_data.open(alice_sealed) is None
