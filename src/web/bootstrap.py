@@ -6,8 +6,6 @@ import secrets
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import psycopg
-
 from ledger.application import Ledger
 from ledger.checkout import Checkout
 from ledger.customer_keys import PostgresCustomerKeys
@@ -18,7 +16,7 @@ from ledger.personal_data import PersonalData
 from ledger.refunds import Refunds, RefundWorker
 from ledger.resync import Resync
 from ledger.settings import Settings
-from ledger.storage import Database, resolve_database
+from ledger.storage import Database, create_table, resolve_database
 from ledger.stripe_events import StripeEvents
 from ledger.stripe_gateway import StripeGateway
 from projections import (
@@ -143,16 +141,11 @@ def stand_in_api_key(database: Database) -> str:
     """The stand-in's secret key: made at random once per database and kept there, so that
     only this ledger's processes can call it, `ledger work` in another process included."""
     with database.connect(autocommit=True) as conn:
-        for attempt in range(2):  # two processes creating the table at once: one loses
-            try:
-                conn.execute(
-                    "CREATE TABLE IF NOT EXISTS stripe_standin_secrets"
-                    " (name text PRIMARY KEY, value text NOT NULL)"
-                )
-                break
-            except psycopg.errors.UniqueViolation:
-                if attempt:
-                    raise
+        create_table(
+            conn,
+            "CREATE TABLE IF NOT EXISTS stripe_standin_secrets"
+            " (name text PRIMARY KEY, value text NOT NULL)",
+        )
         conn.execute(
             "INSERT INTO stripe_standin_secrets VALUES ('api_key', %s) ON CONFLICT DO NOTHING",
             (f"sk_test_standin_{secrets.token_hex(16)}",),
