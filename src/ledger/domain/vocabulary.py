@@ -1,0 +1,104 @@
+"""The ledger's words for where things stand, defined once.
+
+Everything that names a status (the aggregates, the read models, the HTTP answers, the success
+page and its script, metrics labels, the audit report) takes it from here. A new status is
+added here first, with the named sets it belongs to; the type checker then shows every place
+that must decide what it means.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class OrderStatus(StrEnum):
+    """What became of a checkout session's payment, in the contract's words."""
+
+    PROCESSING = "processing"  # checkout started, no outcome recorded yet
+    AWAITING_PAYMENT = "awaiting_payment"  # completed, a delayed payment not cleared yet
+    CONFIRMED = "confirmed"  # paid, order placed, stock taken, cart converted
+    PAYMENT_FAILED = "payment_failed"  # the delayed payment failed
+    REFUND_PENDING = "refund_pending"  # paid but not fulfillable: refund under way
+    REFUNDED = "refunded"  # Stripe reports the refund succeeded
+    REFUND_FAILED = "refund_failed"  # Stripe refused or failed the refund for good
+    EXPIRED = "expired"  # the session expired unpaid
+
+
+# An outcome was recorded for a paid session: the payment was taken for good (an order kept or
+# a refund owed), and the status shows the order id. No later news about the payment changes
+# it. A failed payment is not among them: a payment that clears later still becomes an order.
+WITH_ORDER: frozenset[OrderStatus] = frozenset(
+    {
+        OrderStatus.CONFIRMED,
+        OrderStatus.REFUND_PENDING,
+        OrderStatus.REFUNDED,
+        OrderStatus.REFUND_FAILED,
+    }
+)
+# News of the checkout session can still change these: only for them is Stripe asked.
+IN_FLIGHT: frozenset[OrderStatus] = frozenset(
+    {OrderStatus.PROCESSING, OrderStatus.AWAITING_PAYMENT}
+)
+# Nothing more happens by itself: the success page stops polling. (A pending refund still
+# moves on, through the refund worker.)
+FINAL: frozenset[OrderStatus] = frozenset(
+    {
+        OrderStatus.CONFIRMED,
+        OrderStatus.PAYMENT_FAILED,
+        OrderStatus.REFUNDED,
+        OrderStatus.REFUND_FAILED,
+        OrderStatus.EXPIRED,
+    }
+)
+
+
+class RefundStatus(StrEnum):
+    """Where a refund stands, in Stripe's words. (Its success is recorded on the order as the
+    event `RefundIssued`: an event's name is part of the log and is never renamed.)"""
+
+    PENDING = "pending"  # Stripe took it (Stripe's `pending` and `requires_action`)
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # Stripe's `failed` and `canceled`, or a refusal to make it at all
+
+    @classmethod
+    def of(cls, stripe_status: str) -> RefundStatus:
+        """Stripe's refund status in the ledger's three words."""
+        if stripe_status == "succeeded":
+            return cls.SUCCEEDED
+        if stripe_status in ("failed", "canceled"):
+            return cls.FAILED
+        return cls.PENDING
+
+
+class CartStatus(StrEnum):
+    OPEN = "open"
+    CHECKING_OUT = "checking_out"  # a session of it may still be paid
+    CONVERTED = "converted"  # it became an order
+
+
+class SessionState(StrEnum):
+    """What became of one checkout session started from a cart (the cart's `sessions`)."""
+
+    PROCESSING = "processing"
+    AWAITING_PAYMENT = "awaiting_payment"
+    PAYMENT_FAILED = "payment_failed"
+    EXPIRED = "expired"
+    REJECTED = "rejected"  # paid, but it will not become the order: its money goes back
+    CONVERTED = "converted"  # it became the order
+
+
+# Sessions whose payment is still to come.
+SESSION_PENDING: frozenset[SessionState] = frozenset(
+    {SessionState.PROCESSING, SessionState.AWAITING_PAYMENT}
+)
+# Sessions a payment may still decide: a payment Stripe reported failed may still clear (the
+# customer tried again), and is decided like any other paid session then.
+SESSION_PAYABLE: frozenset[SessionState] = SESSION_PENDING | {SessionState.PAYMENT_FAILED}
+
+
+class Rejection(StrEnum):
+    """Why a paid session cannot become an order (its money goes back)."""
+
+    AMOUNT_MISMATCH = "amount_mismatch"
+    CART_ALREADY_CONVERTED = "cart_already_converted"
+    OUT_OF_STOCK = "out_of_stock"
