@@ -151,12 +151,12 @@ def seed_log(
     `SEED_EVENTS_PER_ORDER`); the last few events (fewer than 7) are one cart's line changes.
     Called again on the same database, it goes on from where the log stands.
     """
-    from ledger.application import Ledger, PaidCheckout
-    from ledger.domain import Cart
+    from ledger.application import Ledger
+    from ledger.domain import Cart, PaidSession
 
-    def carts_with_checkout(count: int) -> tuple[list[Cart], list[PaidCheckout]]:
+    def carts_with_checkout(count: int) -> tuple[list[Cart], list[PaidSession]]:
         carts: list[Cart] = []
-        paid: list[PaidCheckout] = []
+        paid: list[PaidSession] = []
         for _ in range(count):
             cart = Cart(user_id=None, cause="bench")
             cart.set_line(SEED_SKU, 1, "bench")
@@ -176,7 +176,7 @@ def seed_log(
                 cause="bench",
             )
             carts.append(cart)
-            paid.append(PaidCheckout(session_id, cart.id, SEED_UNIT_AMOUNT, "usd", "pi_bench"))
+            paid.append(PaidSession(session_id, cart.id, SEED_UNIT_AMOUNT, "usd", "pi_bench"))
         return carts, paid
 
     started = time.perf_counter()

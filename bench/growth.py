@@ -35,8 +35,8 @@ from typing import Any
 
 from common import percentiles, progress, scratch_database, source_version
 
-from ledger.application import Ledger, PaidCheckout
-from ledger.domain import Cart
+from ledger.application import Ledger
+from ledger.domain import Cart, PaidSession
 from ledger.storage import Database
 from web.logs import configure_logging
 
@@ -47,9 +47,9 @@ CART_CHUNK = 500
 ORDER_CHUNK = 200
 
 
-def new_carts(ledger: Ledger, count: int) -> list[PaidCheckout]:
+def new_carts(ledger: Ledger, count: int) -> list[PaidSession]:
     """`count` carts with one unit and a started checkout, saved; their paid checkouts."""
-    paid: list[PaidCheckout] = []
+    paid: list[PaidSession] = []
     for start in range(0, count, CART_CHUNK):
         carts = []
         for _ in range(min(CART_CHUNK, count - start)):
@@ -65,7 +65,7 @@ def new_carts(ledger: Ledger, count: int) -> list[PaidCheckout]:
             )
             carts.append(cart)
             paid.append(
-                PaidCheckout(
+                PaidSession(
                     session_id=session_id,
                     cart_id=cart.id,
                     amount_total=UNIT_AMOUNT,

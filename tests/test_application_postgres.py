@@ -12,10 +12,10 @@ from uuid import UUID
 import pytest
 from eventsourcing.persistence import IntegrityError
 
-from ledger.application import Ledger, PaidCheckout
-from ledger.domain import Cart, Order, inventory_item_id, order_id_for
+from ledger.application import Ledger
+from ledger.domain import Cart, Order, PaidSession, inventory_item_id, order_id_for
 from ledger.domain.errors import InvalidTransition
-from ledger.domain.order import CONFIRMED, REFUND_PENDING
+from ledger.domain.vocabulary import OrderStatus
 from ledger.storage import Database
 from tests.conftest import count_rows
 from tests.processes import alive
@@ -29,13 +29,13 @@ def stock_sku(app: Ledger, sku: str, quantity: int, unit_amount: int = 500) -> N
         app.adjust_stock(sku, quantity, "delivery", "test")
 
 
-def checkout(app: Ledger, sku: str, quantity: int, session_id: str) -> PaidCheckout:
+def checkout(app: Ledger, sku: str, quantity: int, session_id: str) -> PaidSession:
     """A cart holding `quantity` of `sku`, checked out as `session_id`, as Stripe would pay it."""
     cart = app.create_cart(None, "test")
     app.set_cart_line(cart.id, sku, quantity, "test")
     priced = app.price(app.get_cart(cart.id))
     app.start_checkout(priced, session_id, "test")
-    return PaidCheckout(session_id, cart.id, priced.amount_total, "usd", f"pi_{session_id}")
+    return PaidSession(session_id, cart.id, priced.amount_total, "usd", f"pi_{session_id}")
 
 
 def test_a_stale_aggregate_in_one_save_stores_nothing(database: Database, ledger: Ledger) -> None:
@@ -54,7 +54,7 @@ def test_a_stale_aggregate_in_one_save_stores_nothing(database: Database, ledger
     order = Order(
         checkout_session_id="cs_stale",
         cart_id=cart.id,
-        lines=cart.checkout("cs_stale")["lines"],
+        lines=cart.session("cs_stale")["lines"],
         amount_total=500,
         currency="usd",
         payment_intent="pi_x",
@@ -78,7 +78,7 @@ def test_place_order_commits_order_stock_and_cart_together(ledger: Ledger) -> No
 
     order = ledger.place_order(paid, "evt_1")
 
-    assert order.status == CONFIRMED
+    assert order.status == OrderStatus.CONFIRMED
     assert order.id == order_id_for("cs_1")
     assert ledger.get_product("mug").on_hand == 1
     cart = ledger.get_cart(paid.cart_id)
@@ -94,7 +94,7 @@ def test_place_order_is_idempotent(database: Database, ledger: Ledger) -> None:
 
     again = ledger.place_order(paid, "evt_1-redelivered")
 
-    assert again.status == CONFIRMED
+    assert again.status == OrderStatus.CONFIRMED
     assert count_rows(database, EVENTS) == events
     assert ledger.get_product("mug").on_hand == 1
 
@@ -105,7 +105,7 @@ def test_short_stock_rejects_and_requests_a_refund_in_one_commit(ledger: Ledger)
 
     order = ledger.place_order(paid, "evt_1")
 
-    assert order.status == REFUND_PENDING
+    assert order.status == OrderStatus.REFUND_PENDING
     assert order.rejection_reason == "out_of_stock"
     assert ledger.get_product("mug").on_hand == 1
     assert ledger.get_cart(paid.cart_id).status == "open"
@@ -114,11 +114,11 @@ def test_short_stock_rejects_and_requests_a_refund_in_one_commit(ledger: Ledger)
 def test_amount_other_than_priced_is_rejected(ledger: Ledger) -> None:
     stock_sku(ledger, "mug", 5)
     paid = checkout(ledger, "mug", 1, "cs_amount")
-    tampered = PaidCheckout(paid.session_id, paid.cart_id, 1, "usd", paid.payment_intent)
+    tampered = PaidSession(paid.session_id, paid.cart_id, 1, "usd", paid.payment_intent)
 
     order = ledger.place_order(tampered, "evt_1")
 
-    assert order.status == REFUND_PENDING
+    assert order.status == OrderStatus.REFUND_PENDING
     assert order.rejection_reason == "amount_mismatch"
     assert ledger.get_product("mug").on_hand == 5
 
@@ -129,12 +129,12 @@ def test_second_paid_session_of_a_converted_cart_is_refunded(ledger: Ledger) -> 
     ledger.set_cart_line(first.cart_id, "mug", 2, "test")
     priced = ledger.price(ledger.get_cart(first.cart_id))
     ledger.start_checkout(priced, "cs_second", "test")
-    second = PaidCheckout("cs_second", first.cart_id, priced.amount_total, "usd", "pi_2")
+    second = PaidSession("cs_second", first.cart_id, priced.amount_total, "usd", "pi_2")
 
-    assert ledger.place_order(second, "evt_2").status == CONFIRMED
+    assert ledger.place_order(second, "evt_2").status == OrderStatus.CONFIRMED
     late = ledger.place_order(first, "evt_1")
 
-    assert late.status == REFUND_PENDING
+    assert late.status == OrderStatus.REFUND_PENDING
     assert late.rejection_reason == "cart_already_converted"
     # The order holds exactly what its session charged for: two units.
     assert ledger.get_product("mug").on_hand == 3
@@ -149,7 +149,7 @@ def test_twenty_threads_race_for_five_units(any_database: Database) -> None:
         outcomes: dict[str, str] = {}
         errors: list[BaseException] = []
 
-        def buy(p: PaidCheckout) -> None:
+        def buy(p: PaidSession) -> None:
             start.wait()
             try:
                 outcomes[p.session_id] = app.place_order(p, f"evt_{p.session_id}").status
@@ -164,8 +164,8 @@ def test_twenty_threads_race_for_five_units(any_database: Database) -> None:
 
         assert errors == []
         statuses = sorted(outcomes.values())
-        assert statuses.count(CONFIRMED) == 5
-        assert statuses.count(REFUND_PENDING) == 15
+        assert statuses.count(OrderStatus.CONFIRMED) == 5
+        assert statuses.count(OrderStatus.REFUND_PENDING) == 15
         assert app.get_product("last-units").on_hand == 0
         with any_database.connect() as conn:
             row = conn.execute(
@@ -187,16 +187,16 @@ def test_data_survives_closing_and_reopening(any_database: Database) -> None:
     try:
         assert reopened.get_product("mug").on_hand == 1
         order = reopened.get_order(order_id)
-        assert order is not None and order.status == CONFIRMED
+        assert order is not None and order.status == OrderStatus.CONFIRMED
         assert reopened.get_cart(paid.cart_id).status == "converted"
     finally:
         reopened.close()
 
 
-def seed_orders(app: Ledger, sku: str, count: int, unit_amount: int = 500) -> list[PaidCheckout]:
+def seed_orders(app: Ledger, sku: str, count: int, unit_amount: int = 500) -> list[PaidSession]:
     """`count` paid orders of one unit of `sku`, built fast: carts saved in bulk through the
     application, orders decided many to a commit (`place_orders`)."""
-    paid: list[PaidCheckout] = []
+    paid: list[PaidSession] = []
     carts: list[Cart] = []
     for i in range(count):
         cart = Cart(user_id=None, cause="seed")
@@ -204,7 +204,7 @@ def seed_orders(app: Ledger, sku: str, count: int, unit_amount: int = 500) -> li
         line = {"sku": sku, "name": f"Product {sku}", "quantity": 1, "unit_amount": unit_amount}
         cart.start_checkout(f"cs_seed_{sku}_{i}", [line], unit_amount, "usd", "seed")
         carts.append(cart)
-        paid.append(PaidCheckout(f"cs_seed_{sku}_{i}", cart.id, unit_amount, "usd", f"pi_{i}"))
+        paid.append(PaidSession(f"cs_seed_{sku}_{i}", cart.id, unit_amount, "usd", f"pi_{i}"))
     for start in range(0, count, 500):
         app.save(*carts[start : start + 500])
     for start in range(0, count, 250):
@@ -225,7 +225,12 @@ def test_a_product_with_5000_earlier_orders_takes_new_orders_and_keeps_its_histo
     try:
         new = [checkout(fresh, "bestseller", 1, f"cs_new_{i}") for i in range(4)]
         outcomes = [fresh.place_order(p, "evt").status for p in new]
-        assert outcomes == [CONFIRMED, CONFIRMED, CONFIRMED, REFUND_PENDING]
+        assert outcomes == [
+            OrderStatus.CONFIRMED,
+            OrderStatus.CONFIRMED,
+            OrderStatus.CONFIRMED,
+            OrderStatus.REFUND_PENDING,
+        ]
         item = fresh.get_product("bestseller")
         assert item.on_hand == 0
     finally:
@@ -249,7 +254,7 @@ def test_a_product_with_5000_earlier_orders_takes_new_orders_and_keeps_its_histo
     at_seeded = ledger.repository.get(item_id, version=2 + 5_000)
     assert at_seeded.on_hand == 3
     first_order = ledger.get_order(order_id_for(seeded[0].session_id))
-    assert first_order is not None and first_order.status == CONFIRMED
+    assert first_order is not None and first_order.status == OrderStatus.CONFIRMED
 
 
 def test_one_commit_decides_many_orders_and_each_sees_the_last(ledger: Ledger) -> None:
@@ -257,7 +262,12 @@ def test_one_commit_decides_many_orders_and_each_sees_the_last(ledger: Ledger) -
     paid = [checkout(ledger, "few", 1, f"cs_batch_{i}") for i in range(3)]
     twice = [*paid, paid[0]]  # a duplicate in the same batch is decided once
     orders = ledger.place_orders(twice, "evt")
-    assert [o.status for o in orders] == [CONFIRMED, CONFIRMED, REFUND_PENDING, CONFIRMED]
+    assert [o.status for o in orders] == [
+        OrderStatus.CONFIRMED,
+        OrderStatus.CONFIRMED,
+        OrderStatus.REFUND_PENDING,
+        OrderStatus.CONFIRMED,
+    ]
     assert orders[0].id == orders[3].id
     assert ledger.get_product("few").on_hand == 0
 
@@ -270,7 +280,7 @@ def test_a_refused_decision_in_a_batch_does_not_hold_back_the_others(ledger: Led
         ledger.place_orders([first, expired, last], "evt")
     for paid in (first, last):
         order = ledger.get_order(order_id_for(paid.session_id))
-        assert order is not None and order.status == CONFIRMED
+        assert order is not None and order.status == OrderStatus.CONFIRMED
     assert ledger.get_order(order_id_for(expired.session_id)) is None
     assert ledger.get_product("mug").on_hand == 3
 
@@ -285,7 +295,7 @@ def test_writers_in_two_applications_queue_instead_of_conflicting(database: Data
         start = threading.Barrier(40)
         outcomes: dict[str, str] = {}
 
-        def buy(i: int, p: PaidCheckout) -> None:
+        def buy(i: int, p: PaidSession) -> None:
             start.wait()
             outcomes[p.session_id] = apps[i % 2].place_order(p, f"evt_{p.session_id}").status
 
@@ -295,7 +305,10 @@ def test_writers_in_two_applications_queue_instead_of_conflicting(database: Data
         for t in threads:
             t.join()
         statuses = sorted(outcomes.values())
-        assert statuses.count(CONFIRMED) == 25 and statuses.count(REFUND_PENDING) == 15
+        assert (
+            statuses.count(OrderStatus.CONFIRMED) == 25
+            and statuses.count(OrderStatus.REFUND_PENDING) == 15
+        )
         assert apps[1].get_product("hot").on_hand == 0
         assert [app.version_conflicts for app in apps] == [0, 0]
     finally:
@@ -314,7 +327,7 @@ def test_commands_go_on_after_the_database_restarts(tmp_path: Path) -> None:
     try:
         stock_sku(app, "mug", 5)
         first, second = (checkout(app, "mug", 1, f"cs_restart_{i}") for i in range(2))
-        assert app.place_order(first, "evt").status == CONFIRMED
+        assert app.place_order(first, "evt").status == OrderStatus.CONFIRMED
 
         pid = server.get_pid()
         os.kill(pid, signal.SIGINT)  # PostgreSQL's fast shutdown: every session is ended
@@ -322,7 +335,7 @@ def test_commands_go_on_after_the_database_restarts(tmp_path: Path) -> None:
             time.sleep(0.05)
         server.ensure_postgres_running()
 
-        assert app.place_order(second, "evt").status == CONFIRMED
+        assert app.place_order(second, "evt").status == OrderStatus.CONFIRMED
         assert app.adjust_stock("mug", 1, "delivery", "test").on_hand == 4
     finally:
         app.close()

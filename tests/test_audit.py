@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from ledger.application import Ledger, PaidCheckout
-from ledger.domain import Cart, order_id_for
+from ledger.application import Ledger
+from ledger.domain import Cart, PaidSession, order_id_for
 from ledger.storage import Database
 from tests.processes import run_ledger
 from tests.shop import ADMIN, AUDITOR, Shop, running_shop
@@ -436,7 +436,7 @@ def test_ledger_audit_history_with_no_workers_running_brings_its_read_model_up_i
         )
         ledger.save(cart)
         order = ledger.place_order(
-            PaidCheckout(session_id, cart.id, 2500, "usd", "pi_test"), "test:paid"
+            PaidSession(session_id, cart.id, 2500, "usd", "pi_test"), "test:paid"
         )
     finally:
         ledger.close()

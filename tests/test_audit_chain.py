@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from ledger.application import Ledger, PaidCheckout
+from ledger.application import Ledger
+from ledger.domain import PaidSession
 from ledger.storage import Database
 from projections import Workers, default_projections, rebuild, verify
 from projections.audit import records
@@ -67,7 +68,7 @@ def record_orders(app: Ledger, tag: str, orders: int = 3) -> None:
         session_id = f"cs_{tag}_{n}"
         app.start_checkout(priced, session_id, "test")
         app.place_order(
-            PaidCheckout(session_id, cart.id, priced.amount_total, "usd", f"pi_{session_id}"),
+            PaidSession(session_id, cart.id, priced.amount_total, "usd", f"pi_{session_id}"),
             "test",
         )
 

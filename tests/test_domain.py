@@ -10,8 +10,8 @@ from uuid import UUID, uuid4
 import pytest
 from eventsourcing.domain import Aggregate
 
-from ledger.application import Ledger, PaidCheckout
-from ledger.domain import Cart, InventoryItem, Order, inventory_item_id, order_id_for
+from ledger.application import Ledger
+from ledger.domain import Cart, InventoryItem, Order, PaidSession, inventory_item_id, order_id_for
 from ledger.domain.cart import MAX_LINE_QUANTITY
 from ledger.domain.errors import (
     CartClosed,
@@ -26,15 +26,7 @@ from ledger.domain.errors import (
     UnknownCheckoutSession,
     UnknownProduct,
 )
-from ledger.domain.order import (
-    AWAITING_PAYMENT,
-    CONFIRMED,
-    PAYMENT_FAILED,
-    PLACED,
-    REFUND_FAILED,
-    REFUND_PENDING,
-    REFUNDED,
-)
+from ledger.domain.vocabulary import OrderStatus
 from ledger.payments import Refund
 
 LINES = [{"sku": "mug", "name": "Mug", "quantity": 2, "unit_amount": 500}]
@@ -238,7 +230,7 @@ def test_a_converted_cart_refuses_every_change() -> None:
 def test_checkout_records_exactly_what_was_priced() -> None:
     cart = cart_checking_out()
     assert cart.status == "checking_out"
-    snapshot = cart.checkout("cs_1")
+    snapshot = cart.session("cs_1")
     assert snapshot == {
         "state": "processing",
         "lines": LINES,
@@ -246,7 +238,7 @@ def test_checkout_records_exactly_what_was_priced() -> None:
         "currency": "usd",
     }
     with pytest.raises(UnknownCheckoutSession):
-        cart.checkout("cs_other")
+        cart.session("cs_other")
 
 
 def test_an_expired_session_reopens_the_cart() -> None:
@@ -290,7 +282,7 @@ def test_a_cart_checking_out_may_change_and_start_a_second_session() -> None:
     assert cart.status == "checking_out"  # the second session is still pending
     cart.convert("cs_2", order_id_for("cs_2"), "evt")
     assert cart.status == "converted"
-    assert cart.checkout("cs_2")["amount_total"] == 1500
+    assert cart.session("cs_2")["amount_total"] == 1500
 
 
 def test_a_late_session_of_a_converted_cart_can_be_rejected() -> None:
@@ -335,12 +327,12 @@ def test_an_order_is_placed_then_awaits_then_is_confirmed() -> None:
         payment_intent=None,
         cause="evt",
     )
-    assert order.status == PLACED
+    assert order.status == OrderStatus.PROCESSING
     assert not order.is_decided
     order.await_payment("evt")
-    assert order.status == AWAITING_PAYMENT
+    assert order.status == OrderStatus.AWAITING_PAYMENT
     order.confirm_payment("pi_1", "evt")
-    assert order.status == CONFIRMED
+    assert order.status == OrderStatus.CONFIRMED
     assert order.payment_intent == "pi_1"
     assert order.is_decided
     assert names(order) == ["OrderPlaced", "AwaitingPayment", "PaymentConfirmed"]
@@ -349,21 +341,24 @@ def test_an_order_is_placed_then_awaits_then_is_confirmed() -> None:
 def test_a_rejected_order_requests_a_refund_then_records_it() -> None:
     order = placed_order()
     order.reject("out_of_stock", "pi_9", "evt")
-    assert order.status == REFUND_PENDING
+    assert order.status == OrderStatus.REFUND_PENDING
     assert order.rejection_reason == "out_of_stock"
     assert order.payment_intent == "pi_9"
     assert names(order) == ["OrderRejected", "RefundRequested"]
     order.follow_refund("re_1", "pending", 1000, None, "worker")
-    assert (order.status, order.refund_id) == (REFUND_PENDING, "re_1")
+    assert (order.status, order.refund_id) == (OrderStatus.REFUND_PENDING, "re_1")
     assert names(order) == ["RefundSubmitted"]
     order.follow_refund("re_1", "pending", 1000, None, "stripe:evt_2")  # the same news again
     assert names(order) == []
     order.follow_refund("re_1", "succeeded", 1000, None, "stripe:evt_3")
-    assert (order.status, order.refund_id) == (REFUNDED, "re_1")
+    assert (order.status, order.refund_id) == (OrderStatus.REFUNDED, "re_1")
     assert names(order) == ["RefundIssued"]
     # A refund can still fail after it succeeded (Stripe: the card was closed meanwhile).
     order.follow_refund("re_1", "failed", 1000, "expired_or_canceled_card", "stripe:evt_4")
-    assert (order.status, order.refund_failure) == (REFUND_FAILED, "expired_or_canceled_card")
+    assert (order.status, order.refund_failure) == (
+        OrderStatus.REFUND_FAILED,
+        "expired_or_canceled_card",
+    )
     assert names(order) == ["RefundFailed"]
 
 
@@ -371,11 +366,13 @@ def test_a_refused_refund_is_flagged_until_a_refund_succeeds() -> None:
     order = placed_order()
     order.reject("out_of_stock", "pi_9", "evt")
     order.refuse_refund("charge_disputed", "worker")
-    assert (order.status, order.refund_failure) == (REFUND_FAILED, "charge_disputed")
+    assert (order.status, order.refund_failure) == (OrderStatus.REFUND_FAILED, "charge_disputed")
     order.follow_refund("re_by_hand", "pending", 1000, None, "stripe:evt_2")
-    assert order.status == REFUND_FAILED  # still a person's to watch until the money is back
+    assert (
+        order.status == OrderStatus.REFUND_FAILED
+    )  # still a person's to watch until the money is back
     order.follow_refund("re_by_hand", "succeeded", 1000, None, "stripe:evt_3")
-    assert (order.status, order.refund_id) == (REFUNDED, "re_by_hand")
+    assert (order.status, order.refund_id) == (OrderStatus.REFUNDED, "re_by_hand")
     assert names(order) == [
         "OrderRejected", "RefundRequested", "RefundFailed", "RefundSubmitted", "RefundIssued"
     ]  # fmt: skip
@@ -390,7 +387,7 @@ def test_outside_refunds_and_disputes_are_recorded_once_and_change_no_status() -
         order.note_dispute("dp_1", "needs_response", 1000, "usd", "fraudulent", "stripe:evt_d")
     order.note_dispute("dp_1", "lost", 1000, "usd", "fraudulent", "stripe:evt_c")
     order.note_dispute("dp_1", "lost", 1000, "usd", "fraudulent", "stripe:evt_c2")
-    assert order.status == CONFIRMED
+    assert order.status == OrderStatus.CONFIRMED
     assert names(order) == ["OutsideRefundRecorded", "DisputeOpened", "DisputeClosed"]
     assert (order.outside_refunds, order.disputes) == ({"re_dash": "succeeded"}, {"dp_1": "lost"})
 
@@ -399,10 +396,10 @@ def test_a_delayed_payment_can_fail_and_still_clear_later() -> None:
     order = placed_order()
     order.await_payment("evt")
     order.fail_payment("evt")
-    assert order.status == PAYMENT_FAILED
+    assert order.status == OrderStatus.PAYMENT_FAILED
     assert not order.is_decided
     order.confirm_payment("pi_1", "evt_cleared")
-    assert order.status == CONFIRMED
+    assert order.status == OrderStatus.CONFIRMED
 
 
 @pytest.mark.parametrize(
@@ -553,14 +550,14 @@ def stocked(app: Ledger, sku: str, quantity: int, currency: str = "usd") -> None
         app.adjust_stock(sku, quantity, "delivery", "test")
 
 
-def paid_checkout(app: Ledger, lines: dict[str, int], session_id: str) -> PaidCheckout:
+def paid_checkout(app: Ledger, lines: dict[str, int], session_id: str) -> PaidSession:
     cart = app.create_cart("u1", "test")
     for sku, quantity in lines.items():
         app.set_cart_line(cart.id, sku, quantity, "test")
     priced = app.price(app.get_cart(cart.id))
     app.start_checkout(priced, session_id, "test")
     assert priced.currency is not None
-    return PaidCheckout(session_id, cart.id, priced.amount_total, priced.currency, "pi_1")
+    return PaidSession(session_id, cart.id, priced.amount_total, priced.currency, "pi_1")
 
 
 def log_length(app: Ledger) -> int:
@@ -628,7 +625,7 @@ def test_place_order_confirms_reserves_and_converts(app: Ledger) -> None:
     stocked(app, "tee", 1)
     paid = paid_checkout(app, {"mug": 2, "tee": 1}, "cs_1")
     order = app.place_order(paid, "evt_1")
-    assert order.status == CONFIRMED
+    assert order.status == OrderStatus.CONFIRMED
     assert order.id == order_id_for("cs_1")
     assert order.amount_total == 1500
     assert app.get_product("mug").on_hand == 1
@@ -645,7 +642,11 @@ def test_place_order_is_idempotent(app: Ledger) -> None:
     first = app.place_order(paid, "evt_1")
     events = log_length(app)
     again = app.place_order(paid, "evt_1-again")
-    assert (again.id, again.status, again.version) == (first.id, CONFIRMED, first.version)
+    assert (again.id, again.status, again.version) == (
+        first.id,
+        OrderStatus.CONFIRMED,
+        first.version,
+    )
     assert log_length(app) == events
     assert app.get_product("mug").on_hand == 1
 
@@ -655,13 +656,13 @@ def test_out_of_stock_rejects_and_reopens_the_cart(app: Ledger) -> None:
     paid = paid_checkout(app, {"mug": 2}, "cs_1")
     app.adjust_stock("mug", -1, "broken", "t")
     order = app.place_order(paid, "evt_1")
-    assert (order.status, order.rejection_reason) == (REFUND_PENDING, "out_of_stock")
+    assert (order.status, order.rejection_reason) == (OrderStatus.REFUND_PENDING, "out_of_stock")
     assert app.get_product("mug").on_hand == 1
     assert app.get_cart(paid.cart_id).status == "open"
-    assert app.place_order(paid, "evt_1-again").status == REFUND_PENDING
+    assert app.place_order(paid, "evt_1-again").status == OrderStatus.REFUND_PENDING
     refund = Refund("re_1", "succeeded", 1000, "usd", "pi_1", str(order.id))
     refunded = app.record_refund(order.id, refund, "worker")
-    assert refunded.order.status == REFUNDED
+    assert refunded.order.status == OrderStatus.REFUNDED
     assert refunded.events == ("RefundSubmitted", "RefundIssued")
     again = app.record_refund(order.id, refund, "worker")
     assert (again.events, again.order.version) == ((), refunded.order.version)
@@ -671,9 +672,9 @@ def test_out_of_stock_rejects_and_reopens_the_cart(app: Ledger) -> None:
 def test_an_amount_other_than_priced_is_rejected(app: Ledger, amount: int, currency: str) -> None:
     stocked(app, "mug", 5)
     paid = paid_checkout(app, {"mug": 2}, "cs_1")
-    tampered = PaidCheckout("cs_1", paid.cart_id, amount, currency, "pi_1")
+    tampered = PaidSession("cs_1", paid.cart_id, amount, currency, "pi_1")
     order = app.place_order(tampered, "evt_1")
-    assert (order.status, order.rejection_reason) == (REFUND_PENDING, "amount_mismatch")
+    assert (order.status, order.rejection_reason) == (OrderStatus.REFUND_PENDING, "amount_mismatch")
     assert app.get_product("mug").on_hand == 5
 
 
@@ -683,10 +684,13 @@ def test_a_second_paid_session_of_a_converted_cart_is_rejected(app: Ledger) -> N
     app.set_cart_line(first.cart_id, "mug", 2, "t")
     priced = app.price(app.get_cart(first.cart_id))
     app.start_checkout(priced, "cs_2", "t")
-    second = PaidCheckout("cs_2", first.cart_id, priced.amount_total, "usd", "pi_2")
-    assert app.place_order(second, "evt_2").status == CONFIRMED
+    second = PaidSession("cs_2", first.cart_id, priced.amount_total, "usd", "pi_2")
+    assert app.place_order(second, "evt_2").status == OrderStatus.CONFIRMED
     late = app.place_order(first, "evt_1")
-    assert (late.status, late.rejection_reason) == (REFUND_PENDING, "cart_already_converted")
+    assert (late.status, late.rejection_reason) == (
+        OrderStatus.REFUND_PENDING,
+        "cart_already_converted",
+    )
     assert app.get_product("mug").on_hand == 3  # only the paid-first session's two units
     cart = app.get_cart(first.cart_id)
     assert (cart.status, cart.order_id) == ("converted", order_id_for("cs_2"))
@@ -696,14 +700,14 @@ def test_a_delayed_payment_awaits_then_confirms(app: Ledger) -> None:
     stocked(app, "mug", 2)
     paid = paid_checkout(app, {"mug": 2}, "cs_1")
     waiting = app.record_awaiting_payment("cs_1", paid.cart_id, "pi_1", "evt_1")
-    assert waiting.status == AWAITING_PAYMENT
+    assert waiting.status == OrderStatus.AWAITING_PAYMENT
     assert app.get_product("mug").on_hand == 2  # no stock taken yet
     assert app.get_cart(paid.cart_id).status == "checking_out"
     assert app.record_awaiting_payment("cs_1", paid.cart_id, "pi_1", "evt_1").version == (
         waiting.version
     )
     order = app.place_order(paid, "evt_2")
-    assert order.status == CONFIRMED
+    assert order.status == OrderStatus.CONFIRMED
     assert app.get_product("mug").on_hand == 0
 
 
@@ -711,7 +715,10 @@ def test_a_failed_delayed_payment_and_an_expiry_reopen_the_cart(app: Ledger) -> 
     stocked(app, "mug", 2)
     paid = paid_checkout(app, {"mug": 1}, "cs_1")
     app.record_awaiting_payment("cs_1", paid.cart_id, "pi_1", "evt_1")
-    assert app.record_payment_failed("cs_1", paid.cart_id, "evt_2").status == PAYMENT_FAILED
+    assert (
+        app.record_payment_failed("cs_1", paid.cart_id, "evt_2").status
+        == OrderStatus.PAYMENT_FAILED
+    )
     assert app.get_cart(paid.cart_id).status == "open"
     priced = app.price(app.get_cart(paid.cart_id))
     app.start_checkout(priced, "cs_2", "t")
@@ -740,13 +747,16 @@ def test_a_payment_that_clears_after_a_recorded_failure_becomes_an_order_or_a_re
     app.record_payment_failed("cs_cleared", cleared.cart_id, "evt_2")
     assert app.get_cart(cleared.cart_id).status == "open"
     order = app.place_order(cleared, "evt_3")  # Stripe now says the payment succeeded
-    assert order.status == CONFIRMED
+    assert order.status == OrderStatus.CONFIRMED
     assert app.get_product("mug").on_hand == 0
     assert app.get_cart(cleared.cart_id).status == "converted"
     # A failure reported after the order was placed changes nothing: the money was taken.
-    assert app.record_payment_failed("cs_cleared", cleared.cart_id, "evt_4").status == CONFIRMED
+    assert (
+        app.record_payment_failed("cs_cleared", cleared.cart_id, "evt_4").status
+        == OrderStatus.CONFIRMED
+    )
 
     late = paid_checkout(app, {"mug": 1}, "cs_late")
     app.record_payment_failed("cs_late", late.cart_id, "evt_5")
     order = app.place_order(late, "evt_6")  # cleared, but the last mug went meanwhile
-    assert (order.status, order.rejection_reason) == (REFUND_PENDING, "out_of_stock")
+    assert (order.status, order.rejection_reason) == (OrderStatus.REFUND_PENDING, "out_of_stock")

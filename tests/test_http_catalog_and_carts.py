@@ -16,8 +16,7 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
-from ledger.application import PaidCheckout
-from ledger.domain import inventory_item_id
+from ledger.domain import PaidSession, inventory_item_id
 from ledger.settings import Settings
 from ledger.storage import Database
 from tests.conftest import Server, count_rows
@@ -462,14 +461,14 @@ def test_sku_in_the_path(client: TestClient, database: Database) -> None:
 # ---- carts -----------------------------------------------------------------------------
 
 
-def _paid(services: Services, cart_id: str, session_id: str) -> PaidCheckout:
+def _paid(services: Services, cart_id: str, session_id: str) -> PaidSession:
     """Starts a checkout session for the cart through the service, as if Stripe had paid it."""
     ledger = services.ledger
     cart = ledger.get_cart(UUID(cart_id))
     priced = ledger.price(cart)
     ledger.start_checkout(priced, session_id, "test")
     assert priced.currency is not None
-    return PaidCheckout(session_id, cart.id, priced.amount_total, priced.currency, "pi_1")
+    return PaidSession(session_id, cart.id, priced.amount_total, priced.currency, "pi_1")
 
 
 def assert_cart_shape(body: dict[str, Any]) -> None:

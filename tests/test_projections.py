@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from ledger.application import Ledger, PaidCheckout
-from ledger.domain import Cart, order_id_for
+from ledger.application import Ledger
+from ledger.domain import Cart, PaidSession, order_id_for
 from ledger.domain.errors import UnknownProduct
 from ledger.payments import Refund
 from ledger.storage import Database
@@ -74,13 +74,13 @@ def stock(app: Ledger, sku: str, quantity: int, unit_amount: int = 500) -> None:
         app.adjust_stock(sku, quantity, "delivery", "test")
 
 
-def start_checkout(app: Ledger, session_id: str, **lines: int) -> PaidCheckout:
+def start_checkout(app: Ledger, session_id: str, **lines: int) -> PaidSession:
     cart = app.create_cart(None, "test")
     for sku, quantity in lines.items():
         app.set_cart_line(cart.id, sku, quantity, "test")
     priced = app.price(app.get_cart(cart.id))
     app.start_checkout(priced, session_id, "test")
-    return PaidCheckout(session_id, cart.id, priced.amount_total, "usd", f"pi_{session_id}")
+    return PaidSession(session_id, cart.id, priced.amount_total, "usd", f"pi_{session_id}")
 
 
 def churn(app: Ledger, stop: threading.Event, tag: str, pause: float = 0.0) -> int:
@@ -212,14 +212,14 @@ def test_order_status_answers_every_status_like_the_contract(
     expired = start_checkout(ledger, "cs_expired", mug=1)
     ledger.record_expired("cs_expired", expired.cart_id, "test")
     mismatch = start_checkout(ledger, "cs_refund_pending", mug=1)
-    ledger.place_order(PaidCheckout("cs_refund_pending", mismatch.cart_id, 1, "usd", "pi"), "test")
+    ledger.place_order(PaidSession("cs_refund_pending", mismatch.cart_id, 1, "usd", "pi"), "test")
     refunded = start_checkout(ledger, "cs_refunded", pen=3)
-    ledger.place_order(PaidCheckout("cs_refunded", refunded.cart_id, 1, "usd", "pi"), "test")
+    ledger.place_order(PaidSession("cs_refunded", refunded.cart_id, 1, "usd", "pi"), "test")
     refunded_id = order_id_for("cs_refunded")
     refund = Refund("re_1", "succeeded", 1, "usd", "pi", str(refunded_id))
     ledger.record_refund(refunded_id, refund, "test")
     refused = start_checkout(ledger, "cs_refund_failed", pen=1)
-    ledger.place_order(PaidCheckout("cs_refund_failed", refused.cart_id, 1, "usd", "pi"), "test")
+    ledger.place_order(PaidSession("cs_refund_failed", refused.cart_id, 1, "usd", "pi"), "test")
     ledger.refuse_refund(order_id_for("cs_refund_failed"), "charge_disputed", "test")
 
     with workers(database), store(database) as reads:

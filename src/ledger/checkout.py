@@ -17,12 +17,15 @@ from uuid import UUID
 
 import structlog
 
-from ledger.application import Ledger, PaidCheckout, Shortage
+from ledger.application import Ledger
 from ledger.domain.errors import (
     DomainError,
     UnknownCart,
     UnknownCheckoutSession,
 )
+from ledger.domain.order import PaidSession
+from ledger.domain.pricing import Shortage
+from ledger.domain.vocabulary import OrderStatus, Rejection
 from ledger.payments import (
     CheckoutLine,
     CheckoutSession,
@@ -99,10 +102,10 @@ class Checkout:
         log.info("checkout_started", cart_id=str(cart.id), session_id=created.session_id)
         return created
 
-    def fulfill(self, session_id: str, cause: str) -> Outcome:
+    def fulfill_checkout(self, session_id: str, cause: str) -> Outcome:
         """Records whatever Stripe says became of the session (and of its payment, for a
         delayed one): the event that brought us here is only a hint. Safe to call any number
-        of times, in any order."""
+        of times, in any order. A paid session is decided by `Order.fulfil`."""
         session = self.gateway.retrieve_checkout(session_id)
         if session is None:
             return self._anomaly(session_id, "unknown_to_stripe")
@@ -118,7 +121,7 @@ class Checkout:
         session_id = session.session_id
         if session.is_paid:
             order = self.ledger.place_order(
-                PaidCheckout(
+                PaidSession(
                     session_id=session_id,
                     cart_id=cart_id,
                     amount_total=session.amount_total or 0,
@@ -128,19 +131,19 @@ class Checkout:
                 ),
                 cause,
             )
-            if order.rejection_reason != "amount_mismatch":
+            if order.rejection_reason != Rejection.AMOUNT_MISMATCH:
                 return Outcome(session_id, order.status, order.id)
             log.warning(
                 "anomaly",
-                kind="amount_mismatch",
+                kind=Rejection.AMOUNT_MISMATCH,
                 session_id=session_id,
                 charged=session.amount_total,
                 priced=order.amount_total,
             )
-            return Outcome(session_id, order.status, order.id, anomaly="amount_mismatch")
-        if session.status == "expired":
+            return Outcome(session_id, order.status, order.id, anomaly=Rejection.AMOUNT_MISMATCH)
+        if session.status == "expired":  # Stripe's session status
             self.ledger.record_expired(session_id, cart_id, cause)
-            return Outcome(session_id, "expired")
+            return Outcome(session_id, OrderStatus.EXPIRED)
         if session.payment_failed:
             order = self.ledger.record_payment_failed(
                 session_id, cart_id, cause, self.personal_data.seal(session.customer_email)
@@ -155,8 +158,8 @@ class Checkout:
                 self.personal_data.seal(session.customer_email),
             )
             return Outcome(session_id, order.status, order.id)
-        self.ledger.get_cart(cart_id).checkout(session_id)  # one of ours, still open?
-        return Outcome(session_id, "processing")
+        self.ledger.get_cart(cart_id).session(session_id)  # one of ours, still open?
+        return Outcome(session_id, OrderStatus.PROCESSING)
 
     def _anomaly(self, session_id: str, kind: str) -> Outcome:
         log.warning("anomaly", kind=kind, session_id=session_id)

@@ -19,7 +19,7 @@ from eventsourcing.utils import get_topic
 from ledger.application import Ledger
 from ledger.checkout import IGNORED, Outcome
 from ledger.domain import Order
-from ledger.domain.order import REFUND_PENDING
+from ledger.domain.vocabulary import OrderStatus
 from ledger.metrics import OUTSIDE_REFUNDS, REFUNDS
 from ledger.payments import PaymentGateway, PaymentProviderRefused, Refund
 
@@ -51,7 +51,11 @@ class Refunds:
         """Asks Stripe to refund the order's payment, once in effect however often called.
         Raises PaymentProviderUnavailable when Stripe cannot answer now: try again later."""
         order = self.ledger.get_order(order_id)
-        if order is None or order.status != REFUND_PENDING or order.refund_id is not None:
+        if (
+            order is None
+            or order.status != OrderStatus.REFUND_PENDING
+            or order.refund_id is not None
+        ):
             return order
         if not order.payment_intent or order.amount_total == 0:
             free = Refund(NO_CHARGE, "succeeded", 0, order.currency, None, str(order.id))

@@ -86,7 +86,9 @@ class Resync:
         report = ResyncReport()
         cause = f"resync:{datetime.now(UTC).isoformat(timespec='seconds')}"
         for session_id in self.unsettled.unsettled_sessions(age, BATCH_LIMIT):
-            self._one(report, "sessions", partial(self.checkout.fulfill, session_id, cause))
+            self._one(
+                report, "sessions", partial(self.checkout.fulfill_checkout, session_id, cause)
+            )
         for order_id in self.unsettled.unsettled_refunds(age, BATCH_LIMIT):
             self._one(report, "refunds", partial(self._refund, order_id, cause))
         for dispute_id in self.unsettled.open_disputes(age, BATCH_LIMIT):

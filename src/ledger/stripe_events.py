@@ -30,7 +30,7 @@ class StripeEvents:
     def handle(self, event_type: str, object_id: str, cause: str) -> Outcome:
         """Decides what the event's object means now. `event_type` must be in HANDLED."""
         if event_type in CHECKOUT_EVENTS:
-            return self.checkout.fulfill(object_id, cause)
+            return self.checkout.fulfill_checkout(object_id, cause)
         if event_type in REFUND_EVENTS:
             return self.refunds.follow(object_id, cause)
         if event_type == CHARGE_REFUNDED:

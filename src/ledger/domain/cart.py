@@ -17,22 +17,7 @@ from ledger.domain.errors import (
     TooManyLines,
     UnknownCheckoutSession,
 )
-
-OPEN = "open"
-CHECKING_OUT = "checking_out"
-CONVERTED = "converted"
-
-# What became of each checkout session started from the cart.
-SESSION_PROCESSING = "processing"
-SESSION_AWAITING_PAYMENT = "awaiting_payment"
-SESSION_PAYMENT_FAILED = "payment_failed"
-SESSION_EXPIRED = "expired"
-SESSION_REJECTED = "rejected"
-SESSION_CONVERTED = "converted"
-_PENDING = {SESSION_PROCESSING, SESSION_AWAITING_PAYMENT}
-# A payment Stripe reported failed may still clear (the customer tried again): it is decided
-# like any other paid session then.
-_PAYABLE = _PENDING | {SESSION_PAYMENT_FAILED}
+from ledger.domain.vocabulary import SESSION_PAYABLE, SESSION_PENDING, CartStatus, SessionState
 
 MAX_LINE_QUANTITY = 10_000
 # Distinct products in one cart: Stripe Checkout takes at most this many line items.
@@ -49,17 +34,18 @@ class Cart(Aggregate):
         # What the lines were priced in when last set, so that adding one need not read every
         # other product; None while empty, or when a line was set before carts recorded it.
         self.currency: str | None = None
-        # session id -> {"state", "lines", "amount_total", "currency"}
-        self.checkouts: dict[str, dict[str, Any]] = {}
+        # Each checkout session started from the cart, by its Stripe id: what it was priced
+        # at and what became of it, {"state": SessionState, "lines", "amount_total", "currency"}.
+        self.sessions: dict[str, dict[str, Any]] = {}
         self.order_id: UUID | None = None
 
     @property
-    def status(self) -> str:
+    def status(self) -> CartStatus:
         if self.order_id is not None:
-            return CONVERTED
-        if any(c["state"] in _PENDING for c in self.checkouts.values()):
-            return CHECKING_OUT
-        return OPEN
+            return CartStatus.CONVERTED
+        if any(s["state"] in SESSION_PENDING for s in self.sessions.values()):
+            return CartStatus.CHECKING_OUT
+        return CartStatus.OPEN
 
     def set_line(
         self,
@@ -129,7 +115,7 @@ class Cart(Aggregate):
         cause: str,
     ) -> None:
         """Records a Stripe checkout session and exactly what it was priced at (once)."""
-        if session_id in self.checkouts:
+        if session_id in self.sessions:
             return
         self.check_checkout(lines)
         self._checkout_started(
@@ -159,66 +145,68 @@ class Cart(Aggregate):
         currency: str,
         cause: str,
     ) -> None:
-        self.checkouts[session_id] = {
-            "state": SESSION_PROCESSING,
+        self.sessions[session_id] = {
+            "state": SessionState.PROCESSING,
             "lines": lines,
             "amount_total": amount_total,
             "currency": currency,
         }
 
-    def checkout(self, session_id: str) -> dict[str, Any]:
-        """The snapshot recorded when that session started."""
+    def session(self, session_id: str) -> dict[str, Any]:
+        """What the cart recorded of that session: priced when it started, and its state."""
         try:
-            return self.checkouts[session_id]
+            return self.sessions[session_id]
         except KeyError:
             raise UnknownCheckoutSession(session_id) from None
 
     def record_awaiting_payment(self, session_id: str, cause: str) -> None:
-        self._move(session_id, SESSION_AWAITING_PAYMENT, {SESSION_PROCESSING})
+        self._move(session_id, SessionState.AWAITING_PAYMENT, {SessionState.PROCESSING})
         self._awaiting_payment(session_id=session_id, cause=cause)
 
     @event("CheckoutAwaitingPayment")
     def _awaiting_payment(self, session_id: str, cause: str) -> None:
-        self.checkouts[session_id]["state"] = SESSION_AWAITING_PAYMENT
+        self.sessions[session_id]["state"] = SessionState.AWAITING_PAYMENT
 
     def record_payment_failed(self, session_id: str, cause: str) -> None:
-        self._move(session_id, SESSION_PAYMENT_FAILED, _PENDING)
+        self._move(session_id, SessionState.PAYMENT_FAILED, SESSION_PENDING)
         self._payment_failed(session_id=session_id, cause=cause)
 
     @event("CheckoutPaymentFailed")
     def _payment_failed(self, session_id: str, cause: str) -> None:
-        self.checkouts[session_id]["state"] = SESSION_PAYMENT_FAILED
+        self.sessions[session_id]["state"] = SessionState.PAYMENT_FAILED
 
     def record_expired(self, session_id: str, cause: str) -> None:
-        self._move(session_id, SESSION_EXPIRED, {SESSION_PROCESSING})
+        self._move(session_id, SessionState.EXPIRED, {SessionState.PROCESSING})
         self._expired(session_id=session_id, cause=cause)
 
     @event("CheckoutExpired")
     def _expired(self, session_id: str, cause: str) -> None:
-        self.checkouts[session_id]["state"] = SESSION_EXPIRED
+        self.sessions[session_id]["state"] = SessionState.EXPIRED
 
     def record_rejected(self, session_id: str, order_id: UUID, reason: str, cause: str) -> None:
         """A paid session that will not become the order: its money goes back."""
-        self._move(session_id, SESSION_REJECTED, _PAYABLE)
+        self._move(session_id, SessionState.REJECTED, SESSION_PAYABLE)
         self._rejected(session_id=session_id, order_id=order_id, reason=reason, cause=cause)
 
     @event("CheckoutRejected")
     def _rejected(self, session_id: str, order_id: UUID, reason: str, cause: str) -> None:
-        self.checkouts[session_id]["state"] = SESSION_REJECTED
+        self.sessions[session_id]["state"] = SessionState.REJECTED
 
     def convert(self, session_id: str, order_id: UUID, cause: str) -> None:
         """The paid session became the order; the cart is closed for good."""
         self._refuse_if_converted()
-        self._move(session_id, SESSION_CONVERTED, _PAYABLE)
+        self._move(session_id, SessionState.CONVERTED, SESSION_PAYABLE)
         self._converted(session_id=session_id, order_id=order_id, cause=cause)
 
     @event("CartConverted")
     def _converted(self, session_id: str, order_id: UUID, cause: str) -> None:
-        self.checkouts[session_id]["state"] = SESSION_CONVERTED
+        self.sessions[session_id]["state"] = SessionState.CONVERTED
         self.order_id = order_id
 
-    def _move(self, session_id: str, target: str, allowed_from: set[str]) -> None:
-        state = self.checkout(session_id)["state"]
+    def _move(
+        self, session_id: str, target: SessionState, allowed_from: Collection[SessionState]
+    ) -> None:
+        state = self.session(session_id)["state"]
         if state not in allowed_from:
             raise InvalidTransition(f"Checkout {session_id} is {state}; it cannot become {target}.")
 

@@ -63,6 +63,7 @@ class InventoryItem(Aggregate):
         self.on_hand -= quantity
 
     def can_supply(self, quantity: int) -> bool:
+        """The stock rule, in one place: whether this many units can be taken now."""
         return 0 < quantity <= self.on_hand
 
     def reserve(self, order_id: UUID, quantity: int, cause: str) -> None:
@@ -77,7 +78,7 @@ class InventoryItem(Aggregate):
         self.on_hand -= quantity
 
     def _require(self, quantity: int) -> None:
-        if quantity > self.on_hand:
+        if not self.can_supply(quantity):
             raise InsufficientStock(self.sku, quantity, self.on_hand)
 
 

@@ -2,23 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
+from ledger.domain.cart import Cart
 from ledger.domain.errors import InvalidTransition
 from ledger.domain.identity import order_id_for
+from ledger.domain.inventory import InventoryItem
+from ledger.domain.vocabulary import WITH_ORDER, OrderStatus, RefundStatus, Rejection
 
-PLACED = "placed"
-AWAITING_PAYMENT = "awaiting_payment"
-CONFIRMED = "confirmed"
-PAYMENT_FAILED = "payment_failed"
-REFUND_PENDING = "refund_pending"
-REFUNDED = "refunded"
-REFUND_FAILED = "refund_failed"
-# Outcomes no later news about the payment can change: the money went one way or the other.
-_FINAL = {CONFIRMED, REFUND_PENDING, REFUNDED, REFUND_FAILED}
+_PAID_FROM = (OrderStatus.PROCESSING, OrderStatus.AWAITING_PAYMENT, OrderStatus.PAYMENT_FAILED)
+_REFUNDING = (OrderStatus.REFUND_PENDING, OrderStatus.REFUNDED, OrderStatus.REFUND_FAILED)
+
+
+@dataclass(frozen=True)
+class PaidSession:
+    """What Stripe says a checkout session charged, as the order decision needs it."""
+
+    session_id: str
+    cart_id: UUID
+    amount_total: int
+    currency: str
+    payment_intent: str | None
+    # Who paid, sealed (ledger.personal_data): recorded on the order, never in clear.
+    customer: dict[str, str] | None = None
 
 
 class Order(Aggregate):
@@ -49,7 +60,7 @@ class Order(Aggregate):
         # Who paid, sealed with the customer's own key (see ledger.personal_data): opaque
         # here, and unreadable for good once the customer is forgotten.
         self.customer = customer
-        self.status = PLACED
+        self.status = OrderStatus.PROCESSING
         self.rejection_reason: str | None = None
         self.refund_id: str | None = None
         self.refund_failure: str | None = None
@@ -57,40 +68,108 @@ class Order(Aggregate):
         self.outside_refunds: dict[str, str] = {}
         self.disputes: dict[str, str] = {}
 
+    @classmethod
+    def open(
+        cls,
+        session_id: str,
+        cart: Cart,
+        payment_intent: str | None,
+        customer: dict[str, str] | None,
+        cause: str,
+    ) -> Order:
+        """The order of a session, holding exactly what the cart's session was priced at."""
+        session = cart.session(session_id)
+        return cls(
+            checkout_session_id=session_id,
+            cart_id=cart.id,
+            lines=session["lines"],
+            amount_total=session["amount_total"],
+            currency=session["currency"],
+            payment_intent=payment_intent,
+            cause=cause,
+            customer=customer,
+        )
+
     @property
     def is_decided(self) -> bool:
         """True once the payment was decided: taken (an order or a refund owed) for good.
         A failed payment is not: a payment that clears later still becomes an order."""
-        return self.status in _FINAL
+        return self.status in WITH_ORDER
+
+    def rejection(
+        self, paid: PaidSession, cart: Cart, items: Sequence[InventoryItem]
+    ) -> Rejection | None:
+        """Why this paid session cannot become the order, or None when it can. `items` are
+        the inventory items of the order's lines, in the same order."""
+        if (paid.amount_total, paid.currency) != (self.amount_total, self.currency):
+            return Rejection.AMOUNT_MISMATCH  # a currency other than priced too
+        if cart.order_id is not None:
+            return Rejection.CART_ALREADY_CONVERTED
+        for item, line in zip(items, self.lines, strict=True):
+            if not item.can_supply(line["quantity"]):
+                return Rejection.OUT_OF_STOCK
+        return None
+
+    def fulfil(
+        self, paid: PaidSession, cart: Cart, items: Sequence[InventoryItem], cause: str
+    ) -> None:
+        """The order decision for a paid session. Either the order is confirmed, stock is taken
+        from every line's item and the cart is converted; or (see `rejection`) the order is
+        rejected with a refund requested and the cart's session recorded as rejected. The
+        caller saves the order, the items and the cart in one commit."""
+        reason = self.rejection(paid, cart, items)
+        if reason is not None:
+            self.reject(reason, paid.payment_intent, cause)
+            cart.record_rejected(paid.session_id, self.id, reason, cause)
+            return
+        self.confirm_payment(paid.payment_intent, cause)
+        for item, line in zip(items, self.lines, strict=True):
+            item.reserve(self.id, line["quantity"], cause)
+        cart.convert(paid.session_id, self.id, cause)
+
+    def owns_refund(
+        self, refund_id: str, refund_order_ref: str | None, succeeded: bool, adopt: bool
+    ) -> bool:
+        """Whether a refund of this order's payment is the order's own refund (the one the
+        ledger asked for, or `adopt`ed: found when Stripe says the charge is refunded already,
+        or made by a person for an order whose refund failed), rather than one made outside
+        the ledger. `refund_order_ref` is the order id the refund's metadata names."""
+        if self.status not in _REFUNDING:
+            return False  # a confirmed order owes nothing back: any refund came from outside
+        if refund_id == self.refund_id or refund_order_ref == str(self.id):
+            return True
+        if self.status == OrderStatus.REFUND_FAILED:
+            return succeeded  # a person refunded it by hand: the money is back
+        return adopt and self.refund_id is None
 
     def await_payment(self, cause: str) -> None:
-        self._require(PLACED)
+        self._require(OrderStatus.PROCESSING)
         self._awaiting_payment(cause=cause)
 
     @event("AwaitingPayment")
     def _awaiting_payment(self, cause: str) -> None:
-        self.status = AWAITING_PAYMENT
+        self.status = OrderStatus.AWAITING_PAYMENT
 
     def confirm_payment(self, payment_intent: str | None, cause: str) -> None:
-        self._require(PLACED, AWAITING_PAYMENT, PAYMENT_FAILED)
+        self._require(*_PAID_FROM)
         self._payment_confirmed(payment_intent=payment_intent, cause=cause)
 
     @event("PaymentConfirmed")
     def _payment_confirmed(self, payment_intent: str | None, cause: str) -> None:
         self.payment_intent = payment_intent or self.payment_intent
-        self.status = CONFIRMED
+        self.status = OrderStatus.CONFIRMED
 
     def fail_payment(self, cause: str) -> None:
-        self._require(PLACED, AWAITING_PAYMENT)
+        self._require(OrderStatus.PROCESSING, OrderStatus.AWAITING_PAYMENT)
         self._payment_failed(cause=cause)
 
     @event("PaymentFailed")
     def _payment_failed(self, cause: str) -> None:
-        self.status = PAYMENT_FAILED
+        self.status = OrderStatus.PAYMENT_FAILED
 
-    def reject(self, reason: str, payment_intent: str | None, cause: str) -> None:
+    def reject(self, reason: Rejection, payment_intent: str | None, cause: str) -> None:
         """Paid, but not fulfillable: the order is rejected and its money is owed back."""
-        self._require(PLACED, AWAITING_PAYMENT, PAYMENT_FAILED)
+        self._require(*_PAID_FROM)
         self._rejected(reason=reason, payment_intent=payment_intent, cause=cause)
         self._refund_requested(amount=self.amount_total, currency=self.currency, cause=cause)
 
@@ -101,7 +180,7 @@ class Order(Aggregate):
 
     @event("RefundRequested")
     def _refund_requested(self, amount: int, currency: str, cause: str) -> None:
-        self.status = REFUND_PENDING
+        self.status = OrderStatus.REFUND_PENDING
 
     def follow_refund(
         self, refund_id: str, status: str, amount: int, failure: str | None, cause: str
@@ -109,41 +188,42 @@ class Order(Aggregate):
         """What Stripe says of the refund of this order's payment (`status` in Stripe's words:
         pending, requires_action, succeeded, failed, canceled). Only news that changes
         something is recorded, so the same news any number of times records it once."""
-        self._require(REFUND_PENDING, REFUNDED, REFUND_FAILED)
-        if status in ("failed", "canceled"):
-            if refund_id == self.refund_id and self.status != REFUND_FAILED:
+        self._require(*_REFUNDING)
+        state = RefundStatus.of(status)
+        if state == RefundStatus.FAILED:
+            if refund_id == self.refund_id and self.status != OrderStatus.REFUND_FAILED:
                 self._refund_failed(refund_id=refund_id, code=failure or status, cause=cause)
             return
-        if self.status == REFUND_FAILED and status != "succeeded":
+        if self.status == OrderStatus.REFUND_FAILED and state != RefundStatus.SUCCEEDED:
             return  # a new refund still under way: the order stays flagged until it succeeds
         if self.refund_id != refund_id:
-            if self.status == REFUNDED:
+            if self.status == OrderStatus.REFUNDED:
                 return  # already refunded by another refund: that one is the order's
             self._refund_submitted(refund_id=refund_id, status=status, cause=cause)
-        if status == "succeeded" and self.status != REFUNDED:
+        if state == RefundStatus.SUCCEEDED and self.status != OrderStatus.REFUNDED:
             self._refund_issued(refund_id=refund_id, amount=amount, cause=cause)
 
     def refuse_refund(self, code: str, cause: str) -> None:
         """Stripe refused to refund this order's payment for good: a person must act."""
-        self._require(REFUND_PENDING)
+        self._require(OrderStatus.REFUND_PENDING)
         self._refund_failed(refund_id=self.refund_id, code=code, cause=cause)
 
     @event("RefundSubmitted")
     def _refund_submitted(self, refund_id: str, status: str, cause: str) -> None:
         self.refund_id = refund_id
         self.refund_failure = None
-        self.status = REFUND_PENDING
+        self.status = OrderStatus.REFUND_PENDING
 
     @event("RefundIssued")
     def _refund_issued(self, refund_id: str, amount: int, cause: str) -> None:
         """Stripe reports the refund succeeded: the money is back with the customer."""
         self.refund_id = refund_id
-        self.status = REFUNDED
+        self.status = OrderStatus.REFUNDED
 
     @event("RefundFailed")
     def _refund_failed(self, refund_id: str | None, code: str, cause: str) -> None:
         self.refund_failure = code
-        self.status = REFUND_FAILED
+        self.status = OrderStatus.REFUND_FAILED
 
     def note_outside_refund(
         self, refund_id: str, status: str, amount: int, currency: str, cause: str
@@ -190,6 +270,6 @@ class Order(Aggregate):
     def _dispute_closed(self, dispute_id: str, status: str, cause: str) -> None:
         self.disputes[dispute_id] = status
 
-    def _require(self, *states: str) -> None:
+    def _require(self, *states: OrderStatus) -> None:
         if self.status not in states:
             raise InvalidTransition(f"Order {self.id} is {self.status}.")

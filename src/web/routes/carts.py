@@ -9,8 +9,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from ledger.application import PricedCart
 from ledger.domain.errors import UnknownCart
+from ledger.domain.pricing import PricedCart
 from web.context import cause_of, in_store, services
 from web.requests import parse_json
 from web.responses import Cart, checked

@@ -60,7 +60,7 @@ class PollFulfillment:
             return False
         # On failure the webhook path records it; the poll only answers what is known.
         with contextlib.suppress(PaymentProviderUnavailable, PaymentProviderRefused):
-            self.checkout.fulfill(session_id, cause)
+            self.checkout.fulfill_checkout(session_id, cause)
         return True
 
 

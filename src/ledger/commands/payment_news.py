@@ -1,0 +1,87 @@
+"""What Stripe reports later about an order's payment: its refund, outside refunds, disputes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from uuid import UUID
+
+from ledger.decisions import DecidingApplication
+from ledger.domain import Order
+from ledger.domain.errors import UnknownOrder
+from ledger.domain.vocabulary import OrderStatus
+from ledger.payments import Dispute, Refund
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """An order after a decision on news from Stripe, and the names of the events that
+    decision recorded (none when the news changed nothing)."""
+
+    order: Order
+    events: tuple[str, ...]
+
+
+class PaymentNewsCommands(DecidingApplication):
+    def record_refund(
+        self, order_id: UUID, refund: Refund, cause: str, *, adopt: bool = False
+    ) -> Recorded:
+        """Records what Stripe says of a refund of the order's payment: the order's own refund
+        (`Order.owns_refund`) moves the order on; any other is recorded as a refund made
+        outside the ledger."""
+
+        def decide() -> Recorded:
+            order = self._require_order(order_id)
+            if order.owns_refund(refund.refund_id, refund.order_id, refund.succeeded, adopt):
+                order.follow_refund(
+                    refund.refund_id, refund.status, refund.amount, refund.failure_reason, cause
+                )
+            else:
+                order.note_outside_refund(
+                    refund.refund_id, refund.status, refund.amount, refund.currency, cause
+                )
+            return self._save_news(order)
+
+        return self._decide([order_id], decide)
+
+    def refuse_refund(self, order_id: UUID, code: str, cause: str) -> Recorded:
+        """Stripe refused the order's refund for good (`code` is Stripe's error code)."""
+
+        def decide() -> Recorded:
+            order = self._require_order(order_id)
+            if order.status == OrderStatus.REFUND_PENDING and order.refund_id is None:
+                order.refuse_refund(code, cause)
+            return self._save_news(order)
+
+        return self._decide([order_id], decide)
+
+    def record_dispute(self, order_id: UUID, dispute: Dispute, cause: str) -> Recorded:
+        def decide() -> Recorded:
+            order = self._require_order(order_id)
+            order.note_dispute(
+                dispute.dispute_id,
+                dispute.status,
+                dispute.amount,
+                dispute.currency,
+                dispute.reason,
+                cause,
+            )
+            return self._save_news(order)
+
+        return self._decide([order_id], decide)
+
+    def get_order(self, order_id: UUID) -> Order | None:
+        return self._find(Order, order_id)
+
+    def _require_order(self, order_id: UUID) -> Order:
+        order = self._find(Order, order_id)
+        if order is None:
+            raise UnknownOrder(order_id)
+        return order
+
+    def _save_news(self, order: Order) -> Recorded:
+        """Saves what a piece of Stripe's news changed, and says what that was: the same news
+        again (a redelivery, a webhook and a worker at once) records and reports nothing."""
+        events = tuple(type(e).__name__ for e in order.pending_events)
+        if events:
+            self.save(order)
+        return Recorded(order, events)

@@ -1,0 +1,127 @@
+"""How every command runs: read, decide, save in one commit, holding the locks of what it
+writes, and deciding again on fresh state after a version conflict.
+
+The commands (`ledger.commands`) are written on top of this; nothing here knows a rule.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterable
+from copy import deepcopy
+from typing import Any, TypeVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import IntegrityError, Recording
+from eventsourcing.utils import EnvType
+
+from ledger.bulk_reads import BulkReader
+from ledger.domain import Cart, InventoryItem, Order
+from ledger.domain.errors import DomainError
+from ledger.locks import AggregateLocks, ConcurrentModification
+from ledger.storage import LedgerPostgresFactory
+
+T = TypeVar("T")
+A = TypeVar("A")
+
+# Writers take turns (see ledger.locks), so a version conflict means a writer without the
+# locks changed one of our aggregates between our read and our save. Deciding again on fresh
+# state is always safe; the bound keeps a pathological race from spinning forever (it then
+# surfaces as a retryable failure).
+MAX_ATTEMPTS = 10
+
+
+class DecidingApplication(Application[UUID]):
+    """The store, the aggregate locks and the decide-and-save loop the commands share."""
+
+    def __init__(self, env: EnvType | None = None) -> None:
+        super().__init__(env)
+        factory = self.factory
+        self.locks = AggregateLocks(
+            factory.lock_pool if isinstance(factory, LedgerPostgresFactory) else None
+        )
+        self._bulk = BulkReader(self)
+        # Decisions decided again after a version conflict: the safety net at work, which
+        # should stay near zero while every writer takes its locks.
+        self.version_conflicts = 0
+
+    def close(self) -> None:
+        self.locks.close()
+        super().close()
+
+    def save(self, *objs: Any, **kwargs: Any) -> list[Recording[UUID]]:
+        recordings = super().save(*objs, **kwargs)
+        # What was just saved is each aggregate's latest version (its writer holds its lock):
+        # cached, the next read fast-forwards from it instead of decoding what we just wrote.
+        # (The library caches on save only when it does not fast-forward.) A copy, so that
+        # what the caller holds and what the cache brings up to date stay apart.
+        cache = self.repository.cache
+        if cache is not None:
+            for obj in objs:
+                if isinstance(obj, Aggregate):
+                    cache.put(obj.id, deepcopy(obj))
+        return recordings
+
+    def _find(self, kind: type[A], aggregate_id: UUID) -> A | None:
+        try:
+            aggregate: object = self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            return None
+        if not isinstance(aggregate, kind):
+            return None
+        return aggregate
+
+    def _decide(self, aggregate_ids: Iterable[UUID], decide: Callable[[], T]) -> T:
+        """Runs `decide` (read, decide, save) holding the locks of the aggregates it writes."""
+        with self.locks.held(aggregate_ids):
+            return self._retrying(decide)
+
+    def _retrying(self, decide: Callable[[], T]) -> T:
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                return decide()
+            except IntegrityError:
+                self.version_conflicts += 1
+                if attempt == MAX_ATTEMPTS:
+                    break
+                # Full jitter keeps racing writers from colliding again in lockstep.
+                time.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))
+        raise ConcurrentModification("The records kept changing; please retry.")
+
+
+class Commit:
+    """The aggregates one commit reads and changes, each read once, so that several decisions
+    in one commit see each other's changes."""
+
+    def __init__(self, app: DecidingApplication) -> None:
+        self.app = app
+        self.aggregates: dict[UUID, Any] = {}
+
+    def find(self, kind: type[A], aggregate_id: UUID) -> A | None:
+        if aggregate_id not in self.aggregates:
+            self.aggregates[aggregate_id] = self.app._find(kind, aggregate_id)
+        found = self.aggregates[aggregate_id]
+        return found if isinstance(found, kind) else None
+
+    def get(self, kind: type[A], aggregate_id: UUID, missing: DomainError) -> A:
+        found = self.find(kind, aggregate_id)
+        if found is None:
+            raise missing
+        return found
+
+    def add(self, aggregate: A) -> A:
+        assert isinstance(aggregate, Aggregate)
+        self.aggregates[aggregate.id] = aggregate
+        return aggregate
+
+    def changed(self) -> list[Aggregate]:
+        """What the commit changed, orders first: the log then reads as the decision does
+        (the order placed, the stock it took, its cart converted)."""
+        changed = [a for a in self.aggregates.values() if a is not None and a.pending_events]
+        return sorted(changed, key=lambda a: _SAVE_ORDER.get(type(a), len(_SAVE_ORDER)))
+
+
+_SAVE_ORDER: dict[type[Aggregate], int] = {Order: 0, InventoryItem: 1, Cart: 2}
