@@ -20,7 +20,8 @@ from projections.base import (
     topic_of,
     topics_of,
 )
-from projections.order_status import OrderStatuses, OrderStatusProjection, Payments
+from projections.order_status import OrderStatuses, OrderStatusProjection
+from projections.payments import Payments
 from projections.products import ProductCatalog, ProductsProjection
 from projections.rebuild import prepare, rebuild, rebuild_all, verify, verify_all
 from projections.runner import Workers

@@ -1,49 +1,32 @@
 """Order status by checkout session, for the storefront's success page.
 
 One row per checkout session: what it was priced at, and what became of it in the contract's
-words (`processing`, `awaiting_payment`, `confirmed`, `payment_failed`, `refund_pending`,
-`refunded`, `refund_failed`, `expired`). No personal data. Also which order each payment
-(PaymentIntent) belongs to, and the disputes of those payments, for Stripe's refund and dispute
-events and for the resync of whatever is still unsettled.
+words (`OrderStatus`). No personal data. Also which order each payment (PaymentIntent) belongs
+to, and the disputes of those payments, which `projections.payments` queries for Stripe's
+refund and dispute events and for the resync of whatever is still unsettled.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
 from typing import Any
-from uuid import UUID
 
 import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from ledger.domain import Cart, Order, order_id_for
+from ledger.domain.vocabulary import WITH_ORDER, OrderStatus
 from projections.base import (
     LIVE_SCHEMA,
     DomainEvent,
     Projection,
     Writer,
-    compose,
     handles,
     storable,
 )
 from projections.log import EVENTS_TABLE
 from projections.store import CONSISTENT_READ_WAIT_SECONDS, ReadStore
 from projections.tracking import TRACKING
-
-PROCESSING = "processing"
-AWAITING_PAYMENT = "awaiting_payment"
-CONFIRMED = "confirmed"
-PAYMENT_FAILED = "payment_failed"
-REFUND_PENDING = "refund_pending"
-REFUNDED = "refunded"
-REFUND_FAILED = "refund_failed"
-EXPIRED = "expired"
-# Statuses that show the order id: an outcome was recorded for a paid session.
-WITH_ORDER = (CONFIRMED, REFUND_PENDING, REFUNDED, REFUND_FAILED)
-# Statuses whose sessions (and refunds) are still waiting for news from Stripe.
-SESSION_UNSETTLED = (PROCESSING, AWAITING_PAYMENT)
-DISPUTE_CLOSED = ("won", "lost", "warning_closed")
 
 
 class OrderStatusProjection(Projection):
@@ -100,7 +83,7 @@ class OrderStatusProjection(Projection):
             (
                 e.session_id,
                 e.originator_id,
-                PROCESSING,
+                OrderStatus.PROCESSING,
                 e.amount_total,
                 e.currency,
                 Jsonb(items),
@@ -132,35 +115,35 @@ class OrderStatusProjection(Projection):
 
     @handles(Cart, "CheckoutAwaitingPayment")
     def _awaiting_payment(self, db: Writer, e: DomainEvent, position: int) -> None:
-        self._set_session(db, e, AWAITING_PAYMENT, position)
+        self._set_session(db, e, OrderStatus.AWAITING_PAYMENT, position)
 
     @handles(Cart, "CheckoutPaymentFailed")
     def _payment_failed(self, db: Writer, e: DomainEvent, position: int) -> None:
-        self._set_session(db, e, PAYMENT_FAILED, position)
+        self._set_session(db, e, OrderStatus.PAYMENT_FAILED, position)
 
     @handles(Cart, "CheckoutExpired")
     def _expired(self, db: Writer, e: DomainEvent, position: int) -> None:
-        self._set_session(db, e, EXPIRED, position)
+        self._set_session(db, e, OrderStatus.EXPIRED, position)
 
     @handles(Cart, "CheckoutRejected")
     def _rejected(self, db: Writer, e: DomainEvent, position: int) -> None:
-        self._set_session(db, e, REFUND_PENDING, position)
+        self._set_session(db, e, OrderStatus.REFUND_PENDING, position)
 
     @handles(Cart, "CartConverted")
     def _converted(self, db: Writer, e: DomainEvent, position: int) -> None:
-        self._set_session(db, e, CONFIRMED, position)
+        self._set_session(db, e, OrderStatus.CONFIRMED, position)
 
     @handles(Order, "RefundSubmitted")
     def _refund_submitted(self, db: Writer, e: DomainEvent, position: int) -> None:
-        self._set_order(db, e, REFUND_PENDING, position)
+        self._set_order(db, e, OrderStatus.REFUND_PENDING, position)
 
     @handles(Order, "RefundIssued")
     def _refunded(self, db: Writer, e: DomainEvent, position: int) -> None:
-        self._set_order(db, e, REFUNDED, position)
+        self._set_order(db, e, OrderStatus.REFUNDED, position)
 
     @handles(Order, "RefundFailed")
     def _refund_failed(self, db: Writer, e: DomainEvent, position: int) -> None:
-        self._set_order(db, e, REFUND_FAILED, position)
+        self._set_order(db, e, OrderStatus.REFUND_FAILED, position)
 
     @handles(Order, "DisputeOpened")
     @handles(Order, "DisputeClosed")
@@ -173,7 +156,7 @@ class OrderStatusProjection(Projection):
         )
 
     @staticmethod
-    def _set_session(db: Writer, e: DomainEvent, status: str, position: int) -> None:
+    def _set_session(db: Writer, e: DomainEvent, status: OrderStatus, position: int) -> None:
         db.execute(
             "UPDATE {order_status} SET status = %s, order_id = coalesce(%s, order_id),"
             " updated_at = %s, position = %s WHERE checkout_session_id = %s",
@@ -181,7 +164,7 @@ class OrderStatusProjection(Projection):
         )
 
     @staticmethod
-    def _set_order(db: Writer, e: DomainEvent, status: str, position: int) -> None:
+    def _set_order(db: Writer, e: DomainEvent, status: OrderStatus, position: int) -> None:
         db.execute(
             "UPDATE {order_status} SET status = %s, updated_at = %s, position = %s"
             " WHERE order_id = %s",
@@ -285,83 +268,3 @@ class OrderStatuses:
             except psycopg.errors.UndefinedTable:  # the runner has not set up the store yet
                 return None
         return None if row is None else tuple(row)
-
-
-class Payments:
-    """Queries for Stripe's payment news: which order a payment belongs to, and what is still
-    waiting for news from Stripe (for the resync)."""
-
-    def __init__(
-        self, store: ReadStore, *, wait_seconds: float = CONSISTENT_READ_WAIT_SECONDS
-    ) -> None:
-        self.store = store
-        self.wait_seconds = wait_seconds
-
-    def order_for(self, payment_intent: str) -> UUID | None:
-        """The order paid with `payment_intent`, or None when it is not one of ours. A payment
-        not seen yet is looked for again once the read model has caught up with the log."""
-        if not storable(payment_intent):
-            return None
-        found = self._order_for(payment_intent)
-        if found is None and self.store.wait_for_head(
-            [OrderStatusProjection.name], self.wait_seconds
-        ):
-            found = self._order_for(payment_intent)
-        return found
-
-    def unsettled_sessions(self, older_than: timedelta, limit: int) -> list[str]:
-        """Sessions still processing or awaiting payment, unchanged for `older_than`."""
-        return [session_id for session_id, _, _ in self.sessions_waiting(older_than, limit)]
-
-    def sessions_waiting(
-        self, older_than: timedelta, limit: int
-    ) -> list[tuple[str, str, datetime]]:
-        """(session id, status, since when) of the sessions still processing or awaiting
-        payment, unchanged for `older_than`, the longest-waiting first."""
-        return [
-            (str(row[0]), str(row[1]), row[2])
-            for row in self._rows(
-                "SELECT checkout_session_id, status, updated_at FROM {order_status}"
-                " WHERE status = ANY(%s) AND updated_at < now() - %s"
-                " ORDER BY updated_at LIMIT %s",
-                (list(SESSION_UNSETTLED), older_than, limit),
-            )
-        ]
-
-    def unsettled_refunds(self, older_than: timedelta, limit: int) -> list[UUID]:
-        """Orders whose refund is still pending, unchanged for `older_than`."""
-        return [
-            row[0]
-            for row in self._rows(
-                "SELECT order_id FROM {order_status} WHERE status = %s"
-                " AND updated_at < now() - %s ORDER BY updated_at LIMIT %s",
-                (REFUND_PENDING, older_than, limit),
-            )
-        ]
-
-    def open_disputes(self, older_than: timedelta, limit: int) -> list[str]:
-        """Disputes not closed yet, unchanged for `older_than`."""
-        return [
-            row[0]
-            for row in self._rows(
-                "SELECT dispute_id FROM {payment_disputes} WHERE NOT status = ANY(%s)"
-                " AND updated_at < now() - %s ORDER BY updated_at LIMIT %s",
-                (list(DISPUTE_CLOSED), older_than, limit),
-            )
-        ]
-
-    def _order_for(self, payment_intent: str) -> UUID | None:
-        rows = self._rows(
-            "SELECT order_id FROM {order_status} WHERE payment_intent = %s"
-            " AND order_id IS NOT NULL LIMIT 1",
-            (payment_intent,),
-        )
-        return rows[0][0] if rows else None
-
-    def _rows(self, query: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        text = compose(query, LIVE_SCHEMA, OrderStatusProjection.tables)
-        with self.store.cursor() as cursor:
-            try:
-                return [tuple(row) for row in cursor.execute(text, params).fetchall()]
-            except psycopg.errors.UndefinedTable:  # the runner has not set up the store yet
-                return []

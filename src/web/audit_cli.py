@@ -10,6 +10,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 from uuid import UUID
 
+from ledger.domain.vocabulary import RefundStatus
+
 if TYPE_CHECKING:
     from collections.abc import Generator
 
@@ -121,7 +123,7 @@ def verify(args: argparse.Namespace) -> int:
 
 def report(args: argparse.Namespace) -> int:
     from projections.audit.report import build_report
-    from projections.order_status import Payments
+    from projections.payments import Payments
     from projections.store import ReadStore
     from web.cli import load_settings, open_database
 
@@ -168,7 +170,8 @@ def _balance_table(paid: dict[str, Balance]) -> None:
     header = ("payments", "orders", "refunds issued", "pending", "failed")
     print(f"{'currency':<9}" + "".join(f"{h:>22}" for h in header))
     for currency, b in paid.items():
-        cells = (b.payments, b.orders, *(b.refunds[k] for k in ("issued", "pending", "failed")))
+        refunds = (RefundStatus.SUCCEEDED, RefundStatus.PENDING, RefundStatus.FAILED)
+        cells = (b.payments, b.orders, *(b.refunds[state] for state in refunds))
         print(f"{currency:<9}" + "".join(f"{f'{m.count} / {m.amount}':>22}" for m in cells))
     print("(count / amount in minor units)")
 

@@ -13,7 +13,13 @@ from ledger.domain.cart import Cart
 from ledger.domain.errors import InvalidTransition
 from ledger.domain.identity import order_id_for
 from ledger.domain.inventory import InventoryItem
-from ledger.domain.vocabulary import WITH_ORDER, OrderStatus, RefundStatus, Rejection
+from ledger.domain.vocabulary import (
+    DISPUTE_CLOSED,
+    WITH_ORDER,
+    OrderStatus,
+    RefundStatus,
+    Rejection,
+)
 
 _PAID_FROM = (OrderStatus.PROCESSING, OrderStatus.AWAITING_PAYMENT, OrderStatus.PAYMENT_FAILED)
 _REFUNDING = (OrderStatus.REFUND_PENDING, OrderStatus.REFUNDED, OrderStatus.REFUND_FAILED)
@@ -247,7 +253,7 @@ class Order(Aggregate):
         """A dispute (chargeback) of this order's payment, as Stripe reports it now. Recorded
         when it opens and when it closes; it never reverses stock by itself."""
         known = self.disputes.get(dispute_id)
-        closed = status in ("won", "lost", "warning_closed")
+        closed = status in DISPUTE_CLOSED
         if known is None:
             self._dispute_opened(
                 dispute_id=dispute_id,

@@ -102,3 +102,7 @@ class Rejection(StrEnum):
     AMOUNT_MISMATCH = "amount_mismatch"
     CART_ALREADY_CONVERTED = "cart_already_converted"
     OUT_OF_STOCK = "out_of_stock"
+
+
+# Stripe's statuses of a dispute that is over (won, lost, or an inquiry closed).
+DISPUTE_CLOSED: frozenset[str] = frozenset({"won", "lost", "warning_closed"})

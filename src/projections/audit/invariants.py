@@ -13,6 +13,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ledger.domain.vocabulary import RefundStatus
 from ledger.storage import Database
 from projections.audit.chain import HashChainProjection
 from projections.audit.replay import OrderFacts, Replay
@@ -52,8 +53,8 @@ class Balance:
 
     payments: Money = field(default_factory=Money)
     orders: Money = field(default_factory=Money)
-    refunds: dict[str, Money] = field(
-        default_factory=lambda: {"issued": Money(), "pending": Money(), "failed": Money()}
+    refunds: dict[RefundStatus, Money] = field(
+        default_factory=lambda: {state: Money() for state in RefundStatus}
     )
 
     @property
@@ -64,9 +65,9 @@ class Balance:
         return total
 
 
-def refund_state(order: OrderFacts) -> str:
-    """issued (Stripe reports it succeeded), failed (a person must act), or pending."""
-    return {"issued": "issued", "failed": "failed"}.get(order.refund or "", "pending")
+def refund_state(order: OrderFacts) -> RefundStatus:
+    """Where the order's refund stands; pending until Stripe reports otherwise."""
+    return order.refund or RefundStatus.PENDING
 
 
 def balances(orders: list[OrderFacts]) -> dict[str, Balance]:

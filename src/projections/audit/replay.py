@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from ledger.domain.vocabulary import RefundStatus
 from projections.audit.records import STREAMS, Row, fields_of
 
 Progress = Callable[[int, int], None]  # (events read, position): called now and then
@@ -38,7 +39,7 @@ class OrderFacts:
     rejected: list[tuple[int, datetime]] = field(default_factory=list)
     payment_failed: int | None = None
     reserved: dict[str, list[int]] = field(default_factory=dict)  # sku -> positions
-    refund: str | None = None  # requested | pending | issued | failed
+    refund: RefundStatus | None = None  # requested counts as pending
     refund_failure: str | None = None
     refund_positions: list[int] = field(default_factory=list)
     disputes: dict[str, str] = field(default_factory=dict)
@@ -164,15 +165,15 @@ class Replay:
 _Handler = Callable[[Replay, int, str, dict[str, Any]], None]
 
 
-def _refund_step(step: str) -> _Handler:
-    """The order's refund reached `step`: requested, pending (Stripe took it), issued, failed."""
+def _refund_step(step: RefundStatus) -> _Handler:
+    """The order's refund reached `step` (requested or taken by Stripe: pending)."""
 
     def record(replay: Replay, position: int, order_id: str, e: dict[str, Any]) -> None:
         order = replay._order(position, order_id)
         if order is not None:
             order.refund = step
             order.refund_positions.append(position)
-            if step == "failed":
+            if step == RefundStatus.FAILED:
                 order.refund_failure = e.get("code")
 
     return record
@@ -188,10 +189,10 @@ _HANDLERS: dict[tuple[str | None, str], _Handler] = {
     ("order", "PaymentConfirmed"): Replay._confirmed,
     ("order", "OrderRejected"): Replay._rejected,
     ("order", "PaymentFailed"): Replay._payment_failed,
-    ("order", "RefundRequested"): _refund_step("requested"),
-    ("order", "RefundSubmitted"): _refund_step("pending"),
-    ("order", "RefundIssued"): _refund_step("issued"),
-    ("order", "RefundFailed"): _refund_step("failed"),
+    ("order", "RefundRequested"): _refund_step(RefundStatus.PENDING),
+    ("order", "RefundSubmitted"): _refund_step(RefundStatus.PENDING),
+    ("order", "RefundIssued"): _refund_step(RefundStatus.SUCCEEDED),
+    ("order", "RefundFailed"): _refund_step(RefundStatus.FAILED),
     ("order", "OutsideRefundRecorded"): Replay._outside_refund,
     ("order", "DisputeOpened"): Replay._dispute,
     ("order", "DisputeClosed"): Replay._dispute,

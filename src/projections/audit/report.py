@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from ledger.domain.vocabulary import RefundStatus
 from projections.audit.invariants import Balance, Money, balances
 from projections.audit.replay import OrderFacts, Replay
 
@@ -38,9 +39,10 @@ class Report:
                 currency: {
                     "payments": _money(c.balance.payments),
                     "orders": _money(c.balance.orders),
-                    "refunds_issued": _money(c.balance.refunds["issued"]),
-                    "refunds_pending": _money(c.balance.refunds["pending"]),
-                    "refunds_failed": _money(c.balance.refunds["failed"]),
+                    # "issued" is the report's word for a refund that succeeded.
+                    "refunds_issued": _money(c.balance.refunds[RefundStatus.SUCCEEDED]),
+                    "refunds_pending": _money(c.balance.refunds[RefundStatus.PENDING]),
+                    "refunds_failed": _money(c.balance.refunds[RefundStatus.FAILED]),
                     "disputes": c.disputes,
                     "disputes_lost": c.disputes_lost,
                     "outside_refunds": _money(c.outside_refunds),
@@ -82,13 +84,13 @@ def build_report(
         report.disputes += len(order.disputes)
         report.disputes_lost += sum(status == "lost" for status in order.disputes.values())
         for status, amount in order.outside_refunds.values():
-            if status not in ("failed", "canceled"):
+            if RefundStatus.of(status) != RefundStatus.FAILED:
                 report.outside_refunds = report.outside_refunds + Money(1, amount)
     return Report(
         start=start,
         end=end,
         currencies=currencies,
-        refund_failed=[o for o in decided if o.refund == "failed"],
+        refund_failed=[o for o in decided if o.refund == RefundStatus.FAILED],
         waiting=waiting,
         waiting_threshold=waiting_threshold,
         paid_sessions=len(decided),
