@@ -141,7 +141,7 @@ class Checkout:
                 priced=order.amount_total,
             )
             return Outcome(session_id, order.status, order.id, anomaly=Rejection.AMOUNT_MISMATCH)
-        if session.status == "expired":  # Stripe's session status
+        if session.is_expired:
             self.ledger.record_expired(session_id, cart_id, cause)
             return Outcome(session_id, OrderStatus.EXPIRED)
         if session.payment_failed:
@@ -149,7 +149,7 @@ class Checkout:
                 session_id, cart_id, cause, self.personal_data.seal(session.customer_email)
             )
             return Outcome(session_id, order.status, order.id)
-        if session.status == "complete":
+        if session.is_complete:
             order = self.ledger.record_awaiting_payment(
                 session_id,
                 cart_id,

@@ -75,6 +75,16 @@ class CheckoutSession:
         )
 
     @property
+    def is_expired(self) -> bool:
+        """Expired unpaid: no payment can complete any more."""
+        return self.status == "expired"
+
+    @property
+    def is_complete(self) -> bool:
+        """The customer finished checkout (the payment may still be clearing)."""
+        return self.status == "complete"
+
+    @property
     def payment_failed(self) -> bool:
         """The payment was tried and failed: Stripe's PaymentIntent says so, not an event."""
         return self.status == "complete" and self.payment_intent_status in PAYMENT_FAILED_STATUSES

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ledger.domain.vocabulary import RefundStatus
+from ledger.domain.vocabulary import OrderStatus, RefundStatus
 from projections.audit.invariants import Balance, Money, balances
 from projections.audit.replay import OrderFacts, Replay
 
@@ -49,7 +49,7 @@ class Report:
                 }
                 for currency, c in self.currencies.items()
             },
-            "refund_failed": [
+            OrderStatus.REFUND_FAILED: [
                 {
                     "order_id": o.order_id,
                     "checkout_session_id": o.session_id,
