@@ -19,6 +19,8 @@ from eventsourcing.postgres import PostgresAggregateRecorder
 from eventsourcing.utils import retry
 from psycopg.sql import SQL, Composed, Identifier
 
+from ledger.eventsourcing_adapter import fast_forwarded
+
 A = TypeVar("A")
 T = TypeVar("T")
 
@@ -72,18 +74,8 @@ class BulkReader:
     def _fast_forward(
         self, aggregate: Any, events: list[Any], kind: type[A], read: Callable[[A], T]
     ) -> tuple[T] | None:
-        repository, aggregate_id = self.app.repository, aggregate.id
-        # Repository.get brings a cached aggregate up to date in place while holding this lock:
-        # under it, no event is seen half applied, nor applied twice (it may have applied some
-        # of ours since we read the aggregate's version).
-        lock = repository._use_fastforward_lock(aggregate_id)
-        try:
-            with lock:
-                unseen = [e for e in events if e.originator_version > aggregate.version]
-                aggregate = project_aggregate(aggregate, unseen)
-                return (read(aggregate),) if isinstance(aggregate, kind) else None
-        finally:
-            repository._disuse_fastforward_lock(aggregate_id)
+        with fast_forwarded(self.app.repository, aggregate, events) as aggregate:
+            return (read(aggregate),) if isinstance(aggregate, kind) else None
 
     def _reconstruct(
         self, snapshot: Any | None, events: list[Any], kind: type[A], read: Callable[[A], T]
