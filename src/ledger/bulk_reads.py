@@ -4,6 +4,10 @@ The library reads one aggregate per query (and with its cache, still one query e
 a cached one up to date). A cart of 100 lines would make 100 round trips; these reads make one
 for the cached aggregates (and one more for the snapshots of those not cached), decoding the
 stored events with the application's own mapper.
+
+Bringing the cache's own aggregates up to date takes the library's fast-forward lock, through
+`ledger.eventsourcing_adapter`; tests/test_eventsourcing_adapter.py checks that these reads
+equal `repository.get`, which pins the library's table layout read here too.
 """
 
 from __future__ import annotations
