@@ -20,16 +20,10 @@ from ledger.domain import PaidSession
 from ledger.storage import Database
 from projections import Workers, default_projections, rebuild, verify
 from projections.audit import records
-from projections.audit.chain import (
-    GENESIS,
-    ChainReport,
-    HashChainProjection,
-    chain_head,
-    link,
-    link_in_sql,
-    parse_digest,
-    verify_chain,
-)
+from projections.audit.chain import HashChainProjection, chain_head
+from projections.audit.chain_report import ChainReport
+from projections.audit.chain_verification import verify_chain
+from projections.audit.links import GENESIS, link, link_in_sql, parse_digest
 from tests.processes import run_ledger
 
 NAME = HashChainProjection.name

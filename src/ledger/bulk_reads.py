@@ -4,6 +4,10 @@ The library reads one aggregate per query (and with its cache, still one query e
 a cached one up to date). A cart of 100 lines would make 100 round trips; these reads make one
 for the cached aggregates (and one more for the snapshots of those not cached), decoding the
 stored events with the application's own mapper.
+
+Bringing the cache's own aggregates up to date takes the library's fast-forward lock, through
+`ledger.eventsourcing_adapter`; tests/test_eventsourcing_adapter.py checks that these reads
+equal `repository.get`, which pins the library's table layout read here too.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from eventsourcing.persistence import InterfaceError, OperationalError, StoredEv
 from eventsourcing.postgres import PostgresAggregateRecorder
 from eventsourcing.utils import retry
 from psycopg.sql import SQL, Composed, Identifier
+
+from ledger.eventsourcing_adapter import fast_forwarded
 
 A = TypeVar("A")
 T = TypeVar("T")
@@ -72,18 +78,8 @@ class BulkReader:
     def _fast_forward(
         self, aggregate: Any, events: list[Any], kind: type[A], read: Callable[[A], T]
     ) -> tuple[T] | None:
-        repository, aggregate_id = self.app.repository, aggregate.id
-        # Repository.get brings a cached aggregate up to date in place while holding this lock:
-        # under it, no event is seen half applied, nor applied twice (it may have applied some
-        # of ours since we read the aggregate's version).
-        lock = repository._use_fastforward_lock(aggregate_id)
-        try:
-            with lock:
-                unseen = [e for e in events if e.originator_version > aggregate.version]
-                aggregate = project_aggregate(aggregate, unseen)
-                return (read(aggregate),) if isinstance(aggregate, kind) else None
-        finally:
-            repository._disuse_fastforward_lock(aggregate_id)
+        with fast_forwarded(self.app.repository, aggregate, events) as aggregate:
+            return (read(aggregate),) if isinstance(aggregate, kind) else None
 
     def _reconstruct(
         self, snapshot: Any | None, events: list[Any], kind: type[A], read: Callable[[A], T]

@@ -17,6 +17,8 @@ from psycopg.abc import Query
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
 
+from ledger.psycopg_pool_adapter import connection_params, update_connection_params
+
 # A stuck lock or a runaway query turns into an error a caller can retry, never a hang.
 LOCK_TIMEOUT_SECONDS = 5
 STATEMENT_TIMEOUT_MS = 10_000
@@ -190,9 +192,8 @@ class LedgerPostgresFactory(PostgresFactory):
     def lock_pool(self, lock_timeout_seconds: float, max_size: int = 16) -> ConnectionPool[Any]:
         """Autocommit connections to the same database, for advisory locks: waiting for a
         lock ends after `lock_timeout_seconds` with psycopg.errors.LockNotAvailable."""
-        own = self.datastore.pool.kwargs
-        assert isinstance(own, dict)
-        kwargs = {k: v for k, v in own.items() if k != "row_factory"}
+        kwargs = connection_params(self.datastore.pool)
+        kwargs.pop("row_factory", None)
         options = f"{kwargs.pop('options', '')} -c lock_timeout={int(lock_timeout_seconds * 1000)}"
         pool: ConnectionPool[Any] = ConnectionPool(
             kwargs={
@@ -215,10 +216,12 @@ class LedgerPostgresFactory(PostgresFactory):
         super().__init__(env)
         extra = conninfo_to_dict(self.env.get("LEDGER_EXTRA_LIBPQ_PARAMS") or "")
         options = f"-c statement_timeout={STATEMENT_TIMEOUT_MS}"
-        kwargs = self.datastore.pool.kwargs
-        assert isinstance(kwargs, dict)
-        kwargs.update({k: v for k, v in extra.items() if v is not None})
-        kwargs["options"] = f"{kwargs.get('options', '')} {options}".strip()
+        changes = {k: v for k, v in extra.items() if v is not None}
+        current = {**connection_params(self.datastore.pool), **changes}
+        changes["options"] = f"{current.get('options', '')} {options}".strip()
+        # The library's datastore takes no other libpq parameters: they go in its pool's
+        # connection parameters before its first use (see the adapter for why that works).
+        update_connection_params(self.datastore.pool, changes)
 
 
 class EmbeddedPostgres:

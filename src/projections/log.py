@@ -4,6 +4,7 @@ Positions are the log's notification ids. The library serializes writers with a 
 taken before ids are drawn (we never enable its DB functions, which break this), so ids become
 visible in commit order: once id N is visible every id below N is committed or rolled back, and
 reading `notification_id > position` never passes over an event that shows up later.
+(tests/test_event_log.py pins that lock, and the table's name, against eventsourcing 9.5.6.)
 """
 
 from __future__ import annotations

@@ -58,7 +58,8 @@ def _add_digest_command(actions: argparse._SubParsersAction[argparse.ArgumentPar
 
 
 def digest(args: argparse.Namespace) -> int:
-    from projections.audit.chain import chain_head, format_digest, wait_for_chain
+    from projections.audit.chain import chain_head, wait_for_chain
+    from projections.audit.links import format_digest
 
     database = _open_database()
     behind = wait_for_chain(database, DIGEST_WAIT_SECONDS)
@@ -85,8 +86,9 @@ def digest(args: argparse.Namespace) -> int:
 
 
 def verify(args: argparse.Namespace) -> int:
-    from projections.audit.chain import parse_digest, verify_chain
+    from projections.audit.chain_verification import verify_chain
     from projections.audit.invariants import CHAIN, CHECKS, balances, verify_ledger
+    from projections.audit.links import parse_digest
 
     digest = parse_digest(args.digest) if args.digest else None
     database = _open_database()

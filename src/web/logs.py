@@ -12,6 +12,8 @@ from typing import Any
 
 import structlog
 
+from web.logging_adapter import find_callers
+
 _SHARED: list[Any] = [
     structlog.contextvars.merge_contextvars,
     structlog.stdlib.add_log_level,
@@ -34,7 +36,7 @@ def configure_logging(level: str = "INFO") -> None:
     )
     # What no line shows, not collected (the logging docs' "Optimization" section): the
     # caller's file and line (a stack walk per line), thread, process and multiprocessing names.
-    logging._srcfile = None
+    find_callers(False)
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
