@@ -9,17 +9,12 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from ledger.checkout import OutOfStock
+from ledger.domain.vocabulary import IN_FLIGHT
 from ledger.payments import PaymentProviderRefused, PaymentProviderUnavailable
 from web.context import cause_of, in_store, services
 from web.errors import ApiError, error_response
 from web.responses import CheckoutCreated, OrderStatus, checked
 from web.routes.carts import cart_id_of
-
-# Statuses after which nothing can change the answer (the success page stops polling).
-FINAL_STATUSES = {"confirmed", "payment_failed", "refunded", "refund_failed", "expired"}
-# Statuses that news of the checkout session can still change: only for these is Stripe asked.
-# (A refund moves on through the refund worker, not through the session.)
-IN_FLIGHT_STATUSES = {"processing", "awaiting_payment"}
 
 
 async def begin_checkout(request: Request) -> JSONResponse:
@@ -56,7 +51,9 @@ async def current_order_status(request: Request, session_id: str) -> dict[str, A
     model, after a rate-limited look at Stripe for a session still in flight."""
     svc = services(request)
     body = await in_store(request, svc.order_status.get, session_id)
-    if body is not None and body["status"] in IN_FLIGHT_STATUSES:
+    # Only news of the checkout session can still change these; a refund moves on through the
+    # refund worker, not through the session.
+    if body is not None and body["status"] in IN_FLIGHT:
         asked = await in_store(
             request, svc.poll_fulfillment.maybe_fulfill, session_id, cause_of(request)
         )
