@@ -14,9 +14,23 @@ from ledger.payments import PaymentProviderRefused, PaymentProviderUnavailable
 from web.context import cause_of, in_store, services
 from web.errors import ApiError, error_response
 from web.responses import CheckoutCreated, OrderStatus, checked
+from web.route_docs import UNAVAILABLE, Answer, documented, error
 from web.routes.carts import cart_id_of
 
 
+@documented(
+    "POST",
+    "Start a Stripe Checkout session for the cart",
+    "checkout",
+    {
+        201: Answer("Send the customer to `url`.", CheckoutCreated),
+        404: error("`unknown_cart`."),
+        409: error("`out_of_stock` (with `items`), `currency_mismatch`, `cart_closed`."),
+        422: error("`empty_cart`, `too_many_lines`."),
+        502: error("`payment_provider_error`: Stripe refused."),
+        503: error("`payment_provider_unavailable`, `service_unavailable`, `busy`."),
+    },
+)
 async def begin_checkout(request: Request) -> JSONResponse:
     cart_id = cart_id_of(request)
     checkout = services(request).checkout
@@ -62,6 +76,16 @@ async def current_order_status(request: Request, session_id: str) -> dict[str, A
     return body
 
 
+@documented(
+    "GET",
+    "The order a checkout session became, for the storefront's success page",
+    "checkout",
+    {
+        200: Answer("The session's order status.", OrderStatus),
+        404: error("`unknown_checkout_session`: this ledger never created it."),
+        503: UNAVAILABLE,
+    },
+)
 async def order_status(request: Request) -> JSONResponse:
     body = await current_order_status(request, request.path_params["session_id"])
     if body is None:
