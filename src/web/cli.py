@@ -18,9 +18,9 @@ def serve(args: argparse.Namespace) -> int:
 
     from web.app import create_app
     from web.bootstrap import background_workers, bootstrap
+    from web.bounded_http import server_options
     from web.demo import seed_demo_products
     from web.logs import configure_logging, log
-    from web.serving import server_options
 
     configure_logging()
     settings = load_settings()
@@ -47,7 +47,7 @@ def serve(args: argparse.Namespace) -> int:
             log_config=None,  # uvicorn's own lines go through our JSON handler too
             log_level="warning",
             access_log=False,  # the request middleware logs each request, with its id
-            # Request heads over 64 KiB answer 431, past 1000 connections 503 (web.serving).
+            # Request heads over 64 KiB answer 431, past 1000 connections 503 (web.bounded_http).
             **server_options(),
         )
     finally:
