@@ -50,7 +50,7 @@ PATH_PARAMETERS: dict[str, Any] = {
 }
 
 # The order of methods within a path (Starlette keeps a route's methods in a set).
-METHOD_ORDER = ("GET", "PUT", "POST", "PATCH", "DELETE")
+METHOD_ORDER = ("GET", "PUT", "POST", "PATCH", "DELETE", "OPTIONS")
 
 
 @dataclass(frozen=True)

@@ -76,11 +76,29 @@ def documented(
     summary: str,
     tag: str,
     responses: Mapping[int, Answer],
-    **details: Any,
+    *,
+    body: type[BaseModel] | None = None,
+    body_required: bool = True,
+    security: Security | None = None,
+    optional_security: bool = False,
+    query: tuple[Query, ...] = (),
+    headers: tuple[Header, ...] = (),
+    description: str = "",
 ) -> Callable[[Handler], Handler]:
-    """Declares what `method` of the decorated handler takes and answers (`details`: the
-    other fields of `Operation`). The handler itself is returned unchanged."""
-    operation = Operation(summary, tag, responses, **details)
+    """Declares what `method` of the decorated handler takes and answers (the fields of
+    `Operation`). The handler itself is returned unchanged."""
+    operation = Operation(
+        summary,
+        tag,
+        responses,
+        body=body,
+        body_required=body_required,
+        security=security,
+        optional_security=optional_security,
+        query=query,
+        headers=headers,
+        description=description,
+    )
 
     def attach(handler: Handler) -> Handler:
         operations: dict[str, Operation] = handler.__dict__.setdefault(_OPERATIONS_ATTRIBUTE, {})
