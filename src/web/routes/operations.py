@@ -71,7 +71,7 @@ async def metrics(request: Request) -> Response:
     {200: Answer("The OpenAPI document.", OpenApiDocument)},
 )
 async def openapi(request: Request) -> Response:
-    # The document of the routes this app serves, walked once per process.
+    # The document of the routes this app serves, built once per process.
     return Response(document_bytes(request.app.routes), media_type="application/json")
 
 
