@@ -21,7 +21,7 @@ import pytest
 from tests.conftest import Server
 from tests.processes import run_ledger, serving
 from tests.shop import free_port
-from web.serving import MAX_CONNECTIONS, MAX_REQUEST_HEAD_BYTES, connection_limit
+from web.bounded_http import MAX_CONNECTIONS, MAX_REQUEST_HEAD_BYTES, connection_limit
 
 
 @dataclass

@@ -10,19 +10,23 @@ from web.bootstrap import STAND_IN_PREFIX, Services, processors
 from web.errors import exception_handlers
 from web.metrics import app_registry
 from web.middleware import RequestIdMiddleware
-from web.routes import audit, carts, catalog, checkout, operations, pages, stripe_webhooks
+from web.routes import audit, carts, catalog, checkout, operations, page_docs, stripe_webhooks
+
+# Every route of the app, in the order the router tries them: what it serves, and what
+# `/openapi.json` documents.
+ROUTES: tuple[BaseRoute, ...] = (
+    *catalog.routes,
+    *carts.routes,
+    *checkout.routes,
+    *stripe_webhooks.routes,
+    *audit.routes,
+    *operations.routes,
+    *page_docs.routes,
+)
 
 
 def create_app(services: Services) -> Starlette:
-    routes: list[BaseRoute] = [
-        *catalog.routes,
-        *carts.routes,
-        *checkout.routes,
-        *stripe_webhooks.routes,
-        *audit.routes,
-        *operations.routes,
-        *pages.routes,
-    ]
+    routes: list[BaseRoute] = list(ROUTES)
     if services.stand_in is not None:
         routes.append(Mount(STAND_IN_PREFIX, app=services.stand_in.app))
     app = Starlette(

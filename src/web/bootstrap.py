@@ -30,7 +30,7 @@ from projections import (
 )
 from projections.sent_messages import SentMessages
 from stripe_standin import StripeStandIn
-from web.routes.checkout import OrderStatusReader, PollFulfillment
+from web.order_status_poll import OrderStatusReader, PollFulfillment
 from web.store_calls import StoreBreaker
 
 STAND_IN_PREFIX = "/_stripe"

@@ -8,26 +8,9 @@ import sys
 from collections.abc import Sequence
 from types import FrameType
 
-from pydantic import ValidationError
-
-from ledger.settings import Settings
-from ledger.storage import Database, StoreUnavailable
+from ledger.storage import StoreUnavailable
 from web.audit_cli import add_audit_commands
-
-
-class ConfigurationError(Exception):
-    """Bad configuration: reported as one line on stderr, never a traceback."""
-
-
-def load_settings() -> Settings:
-    try:
-        return Settings()
-    except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'configuration'}: {e['msg']}"
-            for e in error.errors(include_url=False)
-        )
-        raise ConfigurationError(problems.replace("Value error, ", "")) from None
+from web.command_line import ConfigurationError, load_settings, open_database
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -35,9 +18,9 @@ def serve(args: argparse.Namespace) -> int:
 
     from web.app import create_app
     from web.bootstrap import background_workers, bootstrap
+    from web.bounded_http import server_options
     from web.demo import seed_demo_products
     from web.logs import configure_logging, log
-    from web.serving import server_options
 
     configure_logging()
     settings = load_settings()
@@ -64,7 +47,7 @@ def serve(args: argparse.Namespace) -> int:
             log_config=None,  # uvicorn's own lines go through our JSON handler too
             log_level="warning",
             access_log=False,  # the request middleware logs each request, with its id
-            # Request heads over 64 KiB answer 431, past 1000 connections 503 (web.serving).
+            # Request heads over 64 KiB answer 431, past 1000 connections 503 (web.bounded_http).
             **server_options(),
         )
     finally:
@@ -92,16 +75,6 @@ def work(args: argparse.Namespace) -> int:
     finally:
         services.close()
     return 0
-
-
-def open_database(settings: Settings | None = None) -> Database:
-    """The configured store (the embedded one when none is), checked to answer."""
-    from ledger.storage import resolve_database
-
-    settings = settings or load_settings()
-    database = resolve_database(settings.database_url, settings.data_dir)
-    database.check()
-    return database
 
 
 def rebuild_projections(args: argparse.Namespace) -> int:

@@ -20,6 +20,7 @@ from starlette.routing import Mount
 from starlette.types import Scope
 
 from ledger.application import Ledger
+from ledger.domain.vocabulary import RefundStatus
 from ledger.metrics import REFUNDS
 from ledger.storage import StoreUnavailable
 from projections.base import Processor, Projection, SideEffect
@@ -54,8 +55,8 @@ HTTP_LATENCY = Histogram(
 
 # Every outcome a refund step is counted under (ledger.refunds), at 0 from the start: a series
 # that exists before its first increment lets `rate()` and alerts see that first one.
-for _outcome in ("pending", "succeeded", "failed"):
-    REFUNDS.labels(_outcome)
+for _outcome in RefundStatus:
+    REFUNDS.labels(_outcome.value)
 
 UNMATCHED = "unmatched"
 # Methods labelled by name; any other (a client may send any token) is `other`, so that no

@@ -9,10 +9,31 @@ an answer without re-serialising it, so the JSON sent is byte for byte the handl
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from enum import StrEnum
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from ledger.domain import vocabulary
+
+
+def _listed(words: type[StrEnum]) -> dict[str, Any]:
+    # The values inline, as the contract has always listed them: the enum type itself would
+    # add a named schema of its own (and `OrderStatus` is already this module's answer).
+    return {"enum": [word.value for word in words]}
+
+
+CartStatusWord = Annotated[
+    str,
+    AfterValidator(vocabulary.CartStatus),
+    Field(json_schema_extra=_listed(vocabulary.CartStatus)),
+]
+OrderStatusWord = Annotated[
+    str,
+    AfterValidator(vocabulary.OrderStatus),
+    Field(json_schema_extra=_listed(vocabulary.OrderStatus)),
+]
 
 
 class ResponseBody(BaseModel):
@@ -78,7 +99,7 @@ class Line(ResponseBody):
 class Cart(ResponseBody):
     cart_id: UUID
     user_id: str | None
-    status: Literal["open", "checking_out", "converted"]
+    status: CartStatusWord
     items: list[Line] = Field(description="Priced at today's prices, ordered by sku.")
     amount_total: int
     currency: str | None = Field(description="Null while the cart is empty.")
@@ -91,16 +112,7 @@ class CheckoutCreated(ResponseBody):
 
 class OrderStatus(ResponseBody):
     checkout_session_id: str
-    status: Literal[
-        "processing",
-        "awaiting_payment",
-        "confirmed",
-        "payment_failed",
-        "refund_pending",
-        "refunded",
-        "refund_failed",
-        "expired",
-    ]
+    status: OrderStatusWord
     order_id: UUID | None = Field(description="Set once a paid session has an outcome.")
     amount_total: int
     currency: str

@@ -7,9 +7,11 @@ stock at an instant (replayed from its stream). Nothing here writes.
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
+from typing import Annotated, Any
 from uuid import UUID
 
+from pydantic import Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -20,6 +22,7 @@ from projections.audit.stock import StockHistory, parse_instant
 from web.context import in_store, require_bearer, services
 from web.errors import ApiError
 from web.responses import EventPage, OrderHistory, StockAt, checked
+from web.route_docs import UNAUTHORIZED, UNAVAILABLE, Answer, Query, documented, error
 from web.schemas import MAX_POSITION
 
 DEFAULT_LIMIT = 100
@@ -59,6 +62,26 @@ def _int_param(request: Request, name: str, default: int, lo: int, hi: int) -> i
     return value
 
 
+@documented(
+    "GET",
+    "The whole event log in commit order, page by page",
+    "audit",
+    {
+        200: Answer("A page of events.", EventPage),
+        401: UNAUTHORIZED,
+        422: error("`validation_error`: `after` or `limit` out of range."),
+        503: UNAVAILABLE,
+    },
+    security="auditor",
+    query=(
+        Query(
+            "after",
+            Annotated[int, Field(ge=0, le=MAX_POSITION)],
+            "Events after this position (0).",
+        ),
+        Query("limit", Annotated[int, Field(ge=1, le=MAX_LIMIT)], "At most this many (100)."),
+    ),
+)
 async def events_page(request: Request) -> JSONResponse:
     _auditor(request)
     after = _int_param(request, "after", 0, 0, MAX_POSITION)
@@ -82,6 +105,18 @@ async def events_page(request: Request) -> JSONResponse:
     return JSONResponse(await in_store(request, read, budget=AUDIT_BUDGET_SECONDS))
 
 
+@documented(
+    "GET",
+    "An order's events and those its commit caused, in position order",
+    "audit",
+    {
+        200: Answer("The order's history.", OrderHistory),
+        401: UNAUTHORIZED,
+        404: error("`unknown_order`."),
+        503: UNAVAILABLE,
+    },
+    security="auditor",
+)
 async def order_history(request: Request) -> JSONResponse:
     _auditor(request)
     raw = request.path_params["order_id"]
@@ -98,6 +133,27 @@ async def order_history(request: Request) -> JSONResponse:
     return JSONResponse(checked(OrderHistory, {"order_id": str(order_id), "events": events}))
 
 
+@documented(
+    "GET",
+    "Stock on hand as it stood at an instant, replayed from the product's events",
+    "audit",
+    {
+        200: Answer("Stock then.", StockAt),
+        401: UNAUTHORIZED,
+        404: error("`unknown_product`: the product did not exist then."),
+        422: error("`validation_error`: `at` missing or not ISO-8601."),
+        503: UNAVAILABLE,
+    },
+    security="auditor",
+    query=(
+        Query(
+            "at",
+            datetime,
+            "An ISO-8601 time, e.g. `2025-03-01T12:00:00Z`; without a zone, UTC.",
+            required=True,
+        ),
+    ),
+)
 async def stock_at(request: Request) -> JSONResponse:
     _auditor(request)
     sku = request.path_params["sku"]

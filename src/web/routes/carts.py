@@ -14,6 +14,15 @@ from ledger.domain.pricing import PricedCart
 from web.context import cause_of, in_store, services
 from web.requests import parse_json
 from web.responses import Cart, checked
+from web.route_docs import (
+    BODY_ERRORS,
+    TOO_LARGE,
+    UNAVAILABLE,
+    UNSUPPORTED,
+    Answer,
+    documented,
+    error,
+)
 from web.schemas import CartBody, CartLineBody
 
 
@@ -40,6 +49,14 @@ def cart_id_of(request: Request) -> UUID:
         raise UnknownCart(raw) from None
 
 
+@documented(
+    "POST",
+    "Open a cart",
+    "carts",
+    {201: Answer("The new cart.", Cart), **BODY_ERRORS, 503: UNAVAILABLE},
+    body=CartBody,
+    body_required=False,
+)
 async def create_cart(request: Request) -> JSONResponse:
     body = await parse_json(request, CartBody, empty_ok=True)
     ledger = services(request).ledger
@@ -51,6 +68,12 @@ async def create_cart(request: Request) -> JSONResponse:
     return JSONResponse(cart_json(priced), status_code=201)
 
 
+@documented(
+    "GET",
+    "A cart, priced at today's prices",
+    "carts",
+    {200: Answer("The cart.", Cart), 404: error("`unknown_cart`."), 503: UNAVAILABLE},
+)
 async def get_cart(request: Request) -> JSONResponse:
     cart_id = cart_id_of(request)
     ledger = services(request).ledger
@@ -58,6 +81,21 @@ async def get_cart(request: Request) -> JSONResponse:
     return JSONResponse(cart_json(priced))
 
 
+@documented(
+    "PUT",
+    "Set a line's quantity (0 removes it)",
+    "carts",
+    {
+        200: Answer("The cart.", Cart),
+        404: error("`unknown_cart`, `unknown_product`."),
+        409: error("`cart_closed`, `currency_mismatch`."),
+        413: TOO_LARGE,
+        415: UNSUPPORTED,
+        422: error("`too_many_lines` (past 100 lines), `validation_error`, `invalid_json`."),
+        503: UNAVAILABLE,
+    },
+    body=CartLineBody,
+)
 async def set_line(request: Request) -> JSONResponse:
     cart_id = cart_id_of(request)
     body = await parse_json(request, CartLineBody)

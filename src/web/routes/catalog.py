@@ -14,6 +14,7 @@ from web.context import cause_of, in_store, require_bearer, services
 from web.errors import ApiError
 from web.requests import parse_json
 from web.responses import Product, ProductList, StockLevel, checked
+from web.route_docs import BODY_ERRORS, UNAUTHORIZED, UNAVAILABLE, Answer, documented, error
 from web.schemas import SKU_PATTERN, ProductBody, StockBody
 
 
@@ -59,6 +60,21 @@ async def put_product(request: Request) -> JSONResponse:
     return JSONResponse(product_view(item), status_code=201 if created else 200)
 
 
+@documented(
+    "POST",
+    "Receive stock (a positive quantity) or write it off (negative)",
+    "catalog",
+    {
+        200: Answer("Stock on hand now.", StockLevel),
+        401: UNAUTHORIZED,
+        404: error("`unknown_product`."),
+        409: error("`insufficient_stock`: on hand would go below 0."),
+        **BODY_ERRORS,
+        503: UNAVAILABLE,
+    },
+    body=StockBody,
+    security="admin",
+)
 async def adjust_stock(request: Request) -> JSONResponse:
     _admin(request)
     body = await parse_json(request, StockBody)
@@ -87,12 +103,42 @@ async def get_product(request: Request) -> JSONResponse:
     return JSONResponse(checked(Product, product))
 
 
+@documented(
+    "GET",
+    "Every product, ordered by sku",
+    "catalog",
+    {200: Answer("The products.", ProductList), 503: UNAVAILABLE},
+)
 async def list_products(request: Request) -> JSONResponse:
     catalog = services(request).catalog
     products = await in_store(request, catalog.products)
     return JSONResponse(checked(ProductList, {"products": products}))
 
 
+@documented(
+    "GET",
+    "One product and what a new checkout may take of it now",
+    "catalog",
+    {
+        200: Answer("The product.", Product),
+        404: error("`unknown_product`."),
+        503: UNAVAILABLE,
+    },
+)
+@documented(
+    "PUT",
+    "List a product or change its name and price",
+    "catalog",
+    {
+        200: Answer("The product, changed.", Product),
+        201: Answer("The product, listed.", Product),
+        401: UNAUTHORIZED,
+        **BODY_ERRORS,
+        503: UNAVAILABLE,
+    },
+    body=ProductBody,
+    security="admin",
+)
 async def product(request: Request) -> JSONResponse:
     # One route for both methods, so that a 405 for any other (DELETE, OPTIONS...) names
     # them all in its `Allow` header: with one route per method, the first one answers the

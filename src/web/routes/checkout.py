@@ -2,68 +2,35 @@
 
 from __future__ import annotations
 
-import contextlib
-import threading
-import time
-from collections import OrderedDict
-from typing import Any, Protocol
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from ledger.checkout import Checkout, OutOfStock
+from ledger.checkout import OutOfStock
+from ledger.domain.vocabulary import IN_FLIGHT
 from ledger.payments import PaymentProviderRefused, PaymentProviderUnavailable
 from web.context import cause_of, in_store, services
 from web.errors import ApiError, error_response
 from web.responses import CheckoutCreated, OrderStatus, checked
+from web.route_docs import UNAVAILABLE, Answer, documented, error
 from web.routes.carts import cart_id_of
 
-# Statuses after which nothing can change the answer (the success page stops polling).
-FINAL_STATUSES = {"confirmed", "payment_failed", "refunded", "refund_failed", "expired"}
-# Statuses that news of the checkout session can still change: only for these is Stripe asked.
-# (A refund moves on through the refund worker, not through the session.)
-IN_FLIGHT_STATUSES = {"processing", "awaiting_payment"}
 
-
-class OrderStatusReader(Protocol):
-    def get(self, session_id: str) -> dict[str, Any] | None: ...
-    def wait_for(self, session_id: str) -> None: ...
-
-
-class PollFulfillment:
-    """Lets the status poll ask Stripe itself when the webhook is late, at most every few
-    seconds per session (Stripe's fulfillment guide recommends both paths)."""
-
-    def __init__(self, checkout: Checkout, min_interval: float = 3.0, remember: int = 10_000):
-        self.checkout = checkout
-        self.min_interval = min_interval
-        self.remember = remember
-        self._last: OrderedDict[str, float] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def due(self, session_id: str) -> bool:
-        now = time.monotonic()
-        with self._lock:
-            last = self._last.get(session_id)
-            if last is not None and now - last < self.min_interval:
-                return False
-            self._last[session_id] = now
-            self._last.move_to_end(session_id)
-            while len(self._last) > self.remember:
-                self._last.popitem(last=False)
-            return True
-
-    def maybe_fulfill(self, session_id: str, cause: str) -> bool:
-        """Asks Stripe about the session unless it was asked recently; True when it asked."""
-        if not self.due(session_id):
-            return False
-        # On failure the webhook path records it; the poll only answers what is known.
-        with contextlib.suppress(PaymentProviderUnavailable, PaymentProviderRefused):
-            self.checkout.fulfill_checkout(session_id, cause)
-        return True
-
-
+@documented(
+    "POST",
+    "Start a Stripe Checkout session for the cart",
+    "checkout",
+    {
+        201: Answer("Send the customer to `url`.", CheckoutCreated),
+        404: error("`unknown_cart`."),
+        409: error("`out_of_stock` (with `items`), `currency_mismatch`, `cart_closed`."),
+        422: error("`empty_cart`, `too_many_lines`."),
+        502: error("`payment_provider_error`: Stripe refused."),
+        503: error("`payment_provider_unavailable`, `service_unavailable`, `busy`."),
+    },
+)
 async def begin_checkout(request: Request) -> JSONResponse:
     cart_id = cart_id_of(request)
     checkout = services(request).checkout
@@ -98,7 +65,9 @@ async def current_order_status(request: Request, session_id: str) -> dict[str, A
     model, after a rate-limited look at Stripe for a session still in flight."""
     svc = services(request)
     body = await in_store(request, svc.order_status.get, session_id)
-    if body is not None and body["status"] in IN_FLIGHT_STATUSES:
+    # Only news of the checkout session can still change these; a refund moves on through the
+    # refund worker, not through the session.
+    if body is not None and body["status"] in IN_FLIGHT:
         asked = await in_store(
             request, svc.poll_fulfillment.maybe_fulfill, session_id, cause_of(request)
         )
@@ -107,6 +76,16 @@ async def current_order_status(request: Request, session_id: str) -> dict[str, A
     return body
 
 
+@documented(
+    "GET",
+    "The order a checkout session became, for the storefront's success page",
+    "checkout",
+    {
+        200: Answer("The session's order status.", OrderStatus),
+        404: error("`unknown_checkout_session`: this ledger never created it."),
+        503: UNAVAILABLE,
+    },
+)
 async def order_status(request: Request) -> JSONResponse:
     body = await current_order_status(request, request.path_params["session_id"])
     if body is None:

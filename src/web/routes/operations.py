@@ -12,14 +12,25 @@ from ledger.storage import StoreUnavailable
 from web.context import require_bearer, services
 from web.logs import log
 from web.metrics import exposition
-from web.openapi import document_bytes
-from web.responses import Health, NotReady, Ready, checked
+from web.openapi_document import document_bytes
+from web.responses import Health, NotReady, OpenApiDocument, Ready, checked
+from web.route_docs import PROMETHEUS, UNAUTHORIZED, Answer, documented
 
 
+@documented("GET", "Liveness", "operations", {200: Answer("The process lives.", Health)})
 async def healthz(_: Request) -> JSONResponse:
     return JSONResponse(checked(Health, {"status": "ok"}))
 
 
+@documented(
+    "GET",
+    "Readiness: whether the store answers",
+    "operations",
+    {
+        200: Answer("Ready.", Ready),
+        503: Answer("A dependency is down (never its address).", NotReady),
+    },
+)
 async def readyz(request: Request) -> JSONResponse:
     try:
         await run_in_threadpool(services(request).database.check, 2)
@@ -36,6 +47,14 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse(checked(Ready, {"status": "ready"}))
 
 
+@documented(
+    "GET",
+    "Prometheus metrics",
+    "operations",
+    {200: Answer("Prometheus text format.", media_type=PROMETHEUS), 401: UNAUTHORIZED},
+    security="metrics",
+    optional_security=True,
+)
 async def metrics(request: Request) -> Response:
     token = services(request).settings.metrics_token
     if token is not None:  # unset: open, as the contract says (keep it off the public network)
@@ -45,8 +64,15 @@ async def metrics(request: Request) -> Response:
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
-async def openapi(_: Request) -> Response:
-    return Response(document_bytes(), media_type="application/json")
+@documented(
+    "GET",
+    "This document",
+    "operations",
+    {200: Answer("The OpenAPI document.", OpenApiDocument)},
+)
+async def openapi(request: Request) -> Response:
+    # The document of the routes this app serves, built once per process.
+    return Response(document_bytes(request.app.routes), media_type="application/json")
 
 
 routes = [

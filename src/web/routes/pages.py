@@ -25,9 +25,10 @@ from starlette.responses import HTMLResponse
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from ledger.domain.vocabulary import FINAL as FINAL_STATUSES
 from ledger.money import format_amount
 from web.context import services
-from web.routes.checkout import FINAL_STATUSES, current_order_status
+from web.routes.checkout import current_order_status
 
 log = structlog.get_logger("web.pages")
 

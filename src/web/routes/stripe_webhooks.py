@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import math
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import stripe
 import structlog
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -30,6 +31,7 @@ from web.errors import ApiError, error_response
 from web.metrics import ANOMALIES, WEBHOOK_LATENCY, WEBHOOK_OUTCOMES
 from web.requests import read_limited
 from web.responses import WebhookReceived, checked
+from web.route_docs import TOO_LARGE, Answer, Header, documented, error
 
 if TYPE_CHECKING:
     from web.bootstrap import Services
@@ -39,6 +41,18 @@ log = structlog.get_logger("ledger.webhooks")
 SIGNATURE_TOLERANCE_SECONDS = 300
 # Stripe waits about ten seconds; the Stripe call inside gives up after about 3.5.
 WEBHOOK_BUDGET_SECONDS = 4.5
+
+
+class StripeEvent(BaseModel):
+    """A Stripe event as Stripe sends it (only what the ledger reads; the rest is kept)."""
+
+    # For the document only: `verify` checks the body itself, on the signed raw bytes.
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    object: Literal["event"]
+    type: str = Field(description="e.g. `checkout.session.completed`.")
+    data: dict[str, Any] = Field(description='`{"object": {...}}`: the object it is about.')
 
 
 def verify(payload: bytes, header: str | None, secrets: list[str]) -> dict[str, Any]:
@@ -99,6 +113,19 @@ def verify(payload: bytes, header: str | None, secrets: list[str]) -> dict[str, 
     return event
 
 
+@documented(
+    "POST",
+    "Stripe's webhook: each handled event is a hint to re-fetch its object from Stripe",
+    "stripe",
+    {
+        200: Answer("Recorded, or deliberately ignored.", WebhookReceived),
+        400: error("`missing_signature`, `invalid_signature`, `invalid_payload`."),
+        413: TOO_LARGE,
+        503: error("`temporarily_unavailable`: a transient failure; Stripe retries."),
+    },
+    body=StripeEvent,
+    headers=(Header("Stripe-Signature", "Stripe's signature of the raw body."),),
+)
 async def stripe_webhook(request: Request) -> JSONResponse:
     started = time.perf_counter()
     outcome = "error"
