@@ -11,7 +11,7 @@ import secrets
 import string
 from typing import Any
 
-from stripe_standin.params import list_object, names
+from stripe_standin.params import list_object
 
 API_VERSION = "2026-07-29.dahlia"
 # Who pays on the pay page, unless a test says otherwise (`StripeStandIn.complete(email=...)`).
@@ -80,8 +80,6 @@ _EVIDENCE_FIELDS = (
     "uncategorized_text",
 )
 _ALNUM = string.ascii_letters + string.digits
-_ZERO_DECIMAL = names("bif clp djf gnf jpy kmf krw mga pyg rwf ugx vnd vuv xaf xof xpf")
-_THREE_DECIMAL = names("bhd jod kwd omr tnd")
 
 
 def rand(n: int) -> str:
@@ -90,15 +88,6 @@ def rand(n: int) -> str:
 
 def new_id(prefix: str) -> str:
     return f"{prefix}_{'test_a1' if prefix == 'cs' else '1'}{rand(24)}"
-
-
-def format_amount(minor: int, currency: str) -> str:
-    """`7502, "usd"` → ``75.02 USD``, with the currency's own number of decimals."""
-    cur = currency.lower()
-    exp = 0 if cur in _ZERO_DECIMAL else 3 if cur in _THREE_DECIMAL else 2
-    if exp == 0:
-        return f"{minor} {cur.upper()}"
-    return f"{minor / 10**exp:.{exp}f} {cur.upper()}"
 
 
 def line_item(

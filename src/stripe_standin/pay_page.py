@@ -15,7 +15,8 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from stripe_standin.bodies import BodyTooLarge, read_body
-from stripe_standin.objects import DISPUTE_BLOCKS_REFUNDS, DISPUTE_OPEN, format_amount
+from stripe_standin.money import format_amount
+from stripe_standin.objects import DISPUTE_BLOCKS_REFUNDS, DISPUTE_OPEN
 from stripe_standin.state import OUTCOMES, Session, Store
 
 # After the payment: these come back to the page instead of going to the shop.

@@ -19,12 +19,12 @@ from typing import Any
 
 from stripe_standin import objects
 from stripe_standin.errors import StripeError
+from stripe_standin.money import format_amount
 from stripe_standin.objects import (
     DISPUTE_BLOCKS_REFUNDS,
     DISPUTE_OPEN,
     DISPUTE_REASONS,
     REFUND_FAILURE_REASONS,
-    format_amount,
 )
 from stripe_standin.params import DEFAULT_PAGE, list_object
 from stripe_standin.webhooks import RequestRef
