@@ -24,8 +24,9 @@ from starlette.routing import Route
 from stripe_standin.bodies import BodyTooLarge, read_body
 from stripe_standin.endpoints import Call, Endpoints, Handler
 from stripe_standin.errors import StripeError
-from stripe_standin.objects import API_VERSION, rand
+from stripe_standin.ids import rand
 from stripe_standin.params import parse_stripe_params
+from stripe_standin.vocabulary import API_VERSION
 
 _SIMULATED = "(simulated by the Stripe stand-in)"
 # What an injected failure of each status says by default: (type, code, message).

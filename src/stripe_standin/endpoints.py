@@ -13,9 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from stripe_standin import objects
 from stripe_standin.errors import StripeError, no_such
-from stripe_standin.objects import REFUND_REASONS, new_id
+from stripe_standin.ids import new_id
+from stripe_standin.objects.checkout import checkout_session, line_item
 from stripe_standin.params import (
     MAX_AMOUNT,
     as_choice,
@@ -30,6 +30,7 @@ from stripe_standin.params import (
     names,
 )
 from stripe_standin.state import Session, Store
+from stripe_standin.vocabulary import REFUND_REASONS
 from stripe_standin.webhooks import RequestRef
 
 MAX_LINE_ITEMS = 100  # Stripe Checkout's limit in payment mode
@@ -168,7 +169,7 @@ class Endpoints:
                     param="expires_at",
                 )
         session_id = new_id("cs")
-        obj = objects.checkout_session(
+        obj = checkout_session(
             session_id=session_id,
             amount=subtotal,
             currency=currency,
@@ -406,7 +407,7 @@ def _line_item(raw: Any, i: int, now: int) -> dict[str, Any]:
             code="parameter_missing",
         )
     quantity = as_int(raw["quantity"], f"{base}[quantity]", minimum=1, maximum=999_999)
-    return objects.line_item(
+    return line_item(
         name=name,
         quantity=quantity,
         unit_amount=unit_amount,

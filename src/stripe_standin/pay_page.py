@@ -16,8 +16,8 @@ from starlette.routing import Route
 
 from stripe_standin.bodies import BodyTooLarge, read_body
 from stripe_standin.money import format_amount
-from stripe_standin.objects import DISPUTE_BLOCKS_REFUNDS, DISPUTE_OPEN
-from stripe_standin.state import OUTCOMES, Session, Store
+from stripe_standin.state import Session, Store
+from stripe_standin.vocabulary import DISPUTE_BLOCKS_REFUNDS, DISPUTE_OPEN, OUTCOMES
 
 # After the payment: these come back to the page instead of going to the shop.
 MERCHANT_ACTIONS = (

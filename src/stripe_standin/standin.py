@@ -9,11 +9,11 @@ from typing import Any
 
 from starlette.applications import Starlette
 
-from stripe_standin import objects
 from stripe_standin.api import Api, ApiLimits, InjectedFailure
 from stripe_standin.endpoints import Endpoints
 from stripe_standin.pay_page import PayPage
 from stripe_standin.state import Store
+from stripe_standin.vocabulary import CUSTOMER_EMAIL
 from stripe_standin.webhooks import EVENT_TYPES, Webhooks
 
 DEFAULT_RETRY_DELAYS: tuple[float, ...] = (0.2, 0.5, 1.0, 2.0)
@@ -171,7 +171,7 @@ class StripeStandIn:
     # Each raises KeyError for an unknown id and ValueError for a change that the object's
     # state does not allow.
 
-    def complete(self, session_id: str, outcome: str, email: str = objects.CUSTOMER_EMAIL) -> None:
+    def complete(self, session_id: str, outcome: str, email: str = CUSTOMER_EMAIL) -> None:
         """Do what a pay page button does: "pay" | "pay_later" | "async_succeed" |
         "async_fail" | "expire"; `email` is the customer's, for the first two."""
         with self._cv:

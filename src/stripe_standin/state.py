@@ -17,22 +17,26 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from stripe_standin import objects
 from stripe_standin.errors import StripeError
+from stripe_standin.ids import rand
 from stripe_standin.money import format_amount
-from stripe_standin.objects import (
+from stripe_standin.objects.checkout import customer_details
+from stripe_standin.objects.dispute import dispute as dispute_object
+from stripe_standin.objects.payment import charge as charge_object
+from stripe_standin.objects.payment import payment_error, payment_intent
+from stripe_standin.objects.refund import refund as refund_object
+from stripe_standin.params import DEFAULT_PAGE, list_object
+from stripe_standin.vocabulary import (
+    COUNTED_REFUND_STATUSES,
+    CUSTOMER_EMAIL,
     DISPUTE_BLOCKS_REFUNDS,
     DISPUTE_OPEN,
     DISPUTE_REASONS,
+    OUTCOMES,
     REFUND_FAILURE_REASONS,
+    REFUND_STATUSES,
 )
-from stripe_standin.params import DEFAULT_PAGE, list_object
 from stripe_standin.webhooks import RequestRef
-
-OUTCOMES = ("pay", "pay_later", "async_succeed", "async_fail", "expire")
-REFUND_STATUSES = ("succeeded", "pending")
-# Refunds that take money back from the charge: a failed one gave it back.
-_COUNTED_REFUNDS = frozenset({"pending", "succeeded"})
 
 Emit = Callable[[str, dict[str, Any], str | None, RequestRef | None], None]
 
@@ -183,7 +187,7 @@ class Store:
         session_id: str,
         outcome: str,
         ref: RequestRef | None,
-        email: str = objects.CUSTOMER_EMAIL,
+        email: str = CUSTOMER_EMAIL,
     ) -> None:
         """Move the session on as the pay page button `outcome` does, and emit its events;
         `email` is the address the customer typed on the pay page."""
@@ -211,7 +215,7 @@ class Store:
             return
         if intent is None:  # pay, pay_later, or async_fail on an open session
             delayed = outcome != "pay"
-            intent = objects.payment_intent(
+            intent = payment_intent(
                 amount=int(obj["amount_total"]),
                 currency=str(obj["currency"]),
                 metadata=dict(session.intent_metadata),
@@ -225,7 +229,7 @@ class Store:
                 status="complete",
                 url=None,
                 payment_intent=intent["id"],
-                customer_details=objects.customer_details(email),
+                customer_details=customer_details(email),
             )
             if delayed:
                 obj["payment_method_types"] = ["card", "us_bank_account"]
@@ -238,7 +242,7 @@ class Store:
         elif outcome == "async_fail":
             intent.update(
                 status="requires_payment_method",
-                last_payment_error=objects.payment_error(
+                last_payment_error=payment_error(
                     intent["payment_method"], intent["payment_method_types"][0]
                 ),
                 payment_method=None,
@@ -246,7 +250,7 @@ class Store:
             self._emit("checkout.session.async_payment_failed", obj, session_id, ref)
 
     def _succeed(self, session: Session, intent: dict[str, Any]) -> None:
-        charge = objects.charge(intent=intent, created=int(time.time()))
+        charge = charge_object(intent=intent, created=int(time.time()))
         self._charges[charge["id"]] = charge
         self._owner[charge["id"]] = session.id
         intent.update(
@@ -312,7 +316,7 @@ class Store:
                 code="charge_already_refunded",
                 saved=True,
             )
-        refund = objects.refund(
+        refund = refund_object(
             charge=charge,
             amount=amount,
             reason=reason,
@@ -361,7 +365,7 @@ class Store:
             refund.update(
                 status="failed",
                 failure_reason=failure_reason,
-                failure_balance_transaction="txn_1" + objects.rand(24),
+                failure_balance_transaction="txn_1" + rand(24),
             )
         session = self._sessions[record.session_id]
         self._refresh_charge(session)
@@ -379,7 +383,9 @@ class Store:
         assert session.charge is not None
         charge = self._charges[session.charge]
         newest_first = self.refunds_newest_first(session)
-        refunded = sum(int(r["amount"]) for r in newest_first if r["status"] in _COUNTED_REFUNDS)
+        refunded = sum(
+            int(r["amount"]) for r in newest_first if r["status"] in COUNTED_REFUND_STATUSES
+        )
         charge.update(
             amount_refunded=refunded,
             refunded=refunded >= int(charge["amount"]),
@@ -401,7 +407,7 @@ class Store:
         if session.dispute is not None:
             raise ValueError(f"charge {session.charge} is already disputed ({session.dispute})")
         charge = self._charges[session.charge]
-        dispute = objects.dispute(charge=charge, reason=reason, created=int(time.time()))
+        dispute = dispute_object(charge=charge, reason=reason, created=int(time.time()))
         self._disputes[dispute["id"]] = dispute
         self._owner[dispute["id"]] = session_id
         session.dispute = dispute["id"]
