@@ -29,7 +29,11 @@ from stripe_standin.params import (
     list_page,
     names,
 )
-from stripe_standin.state import Session, Store
+from stripe_standin.state.checkout import Checkout
+from stripe_standin.state.records import Session
+from stripe_standin.state.refunds import Refunds
+from stripe_standin.state.store import Store
+from stripe_standin.state.views import intent_view, session_view
 from stripe_standin.vocabulary import REFUND_REASONS
 from stripe_standin.webhooks import RequestRef
 
@@ -91,9 +95,16 @@ class EndpointSettings(Protocol):
 
 class Endpoints:
     def __init__(
-        self, store: Store, settings: EndpointSettings, on_session: Callable[[], None]
+        self,
+        store: Store,
+        checkout: Checkout,
+        refunds: Refunds,
+        settings: EndpointSettings,
+        on_session: Callable[[], None],
     ) -> None:
         self._store = store
+        self._checkout = checkout
+        self._refunds = refunds
         self._settings = settings
         # Sessions expire on the webhook thread's tick: the first session starts it.
         self._on_session = on_session
@@ -181,16 +192,17 @@ class Endpoints:
             expires_at=expires_at,
             url=f"{self._settings.public_base_url.rstrip('/')}/pay/{session_id}",
         )
-        session = self._store.add_session(obj, items, intent_metadata, intent_description)
+        session = Session(obj, items, intent_metadata, intent_description)
+        self._store.add_session(session)
         self._on_session()
-        return self._store.session_view(session, expand=expand)
+        return session_view(self._store, session, expand=expand)
 
     def retrieve_session(
         self, call: Call, params: dict[str, Any], path: dict[str, str]
     ) -> dict[str, Any]:
         check_known(params, _EXPAND_ONLY)
         expand = expand_list(params, ["line_items", "payment_intent"])
-        return self._store.session_view(self._session(path["session_id"]), expand=expand)
+        return session_view(self._store, self._session(path["session_id"]), expand=expand)
 
     def list_line_items(
         self, call: Call, params: dict[str, Any], path: dict[str, str]
@@ -213,8 +225,8 @@ class Endpoints:
                 'Only Checkout Sessions with a status in ["open"] can be expired.',
                 saved=True,
             )
-        self._store.apply_outcome(session.id, "expire", call.ref)
-        return self._store.session_view(session, expand=expand)
+        self._checkout.apply_outcome(session.id, "expire", call.ref)
+        return session_view(self._store, session, expand=expand)
 
     def _session(self, session_id: str) -> Session:
         session = self._store.session(session_id)
@@ -232,7 +244,7 @@ class Endpoints:
         intent = self._store.intent(path["intent_id"])
         if intent is None:
             raise no_such("payment_intent", path["intent_id"], param="intent")
-        return self._store.intent_view(intent, expand)
+        return intent_view(self._store, intent, expand)
 
     def retrieve_charge(
         self, call: Call, params: dict[str, Any], path: dict[str, str]
@@ -277,7 +289,7 @@ class Endpoints:
         reason = params.get("reason")
         if reason is not None:
             reason = as_choice(reason, "reason", REFUND_REASONS)
-        return self._store.create_refund(
+        return self._refunds.create(
             session,
             amount=amount,
             reason=reason,

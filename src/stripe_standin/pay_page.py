@@ -16,7 +16,11 @@ from starlette.routing import Route
 
 from stripe_standin.bodies import BodyTooLarge, read_body
 from stripe_standin.money import format_amount
-from stripe_standin.state import Session, Store
+from stripe_standin.state.checkout import Checkout
+from stripe_standin.state.disputes import Disputes
+from stripe_standin.state.records import Session
+from stripe_standin.state.refunds import Refunds
+from stripe_standin.state.store import Store
 from stripe_standin.vocabulary import DISPUTE_BLOCKS_REFUNDS, DISPUTE_OPEN, OUTCOMES
 
 # After the payment: these come back to the page instead of going to the shop.
@@ -45,9 +49,21 @@ class _Snapshot:
 
 
 class PayPage:
-    def __init__(self, *, cv: threading.Condition, store: Store, max_request_bytes: int) -> None:
+    def __init__(
+        self,
+        *,
+        cv: threading.Condition,
+        store: Store,
+        checkout: Checkout,
+        refunds: Refunds,
+        disputes: Disputes,
+        max_request_bytes: int,
+    ) -> None:
         self._cv = cv
         self._store = store
+        self._checkout = checkout
+        self._refunds = refunds
+        self._disputes = disputes
         self._max_request_bytes = max_request_bytes
         self.routes = [
             Route("/pay/{session_id}", self._page, methods=["GET"], name="pay_page"),
@@ -78,7 +94,7 @@ class PayPage:
                 return _not_found()
             try:
                 if action in OUTCOMES:
-                    self._store.apply_outcome(session_id, action, None)
+                    self._checkout.apply_outcome(session_id, action, None)
                 else:
                     self._merchant_action(session, action)
             except ValueError as exc:
@@ -102,22 +118,22 @@ class PayPage:
     def _merchant_action(self, session: Session, action: str) -> None:
         store = self._store
         if action == "dashboard_refund":
-            store.dashboard_refund(session.id)
+            self._refunds.dashboard_refund(session.id)
         elif action == "hold_refunds":
-            store.hold_refunds(session.id, not session.hold_refunds)
+            self._refunds.hold(session.id, not session.hold_refunds)
         elif action in ("refund_succeed", "refund_fail"):
             pending = store.pending_refunds(session)
             if not pending:
                 raise ValueError("this payment has no pending refund")
             outcome = "succeeded" if action == "refund_succeed" else "failed"
             for refund_id in pending:
-                store.settle_refund(refund_id, outcome, "expired_or_canceled_card")
+                self._refunds.settle(refund_id, outcome, "expired_or_canceled_card")
         elif action == "dispute":
-            store.open_dispute(session.id, "fraudulent")
+            self._disputes.open(session.id, "fraudulent")
         else:
             if session.dispute is None:
                 raise ValueError("this payment has no dispute")
-            store.close_dispute(session.dispute, "won" if action == "dispute_won" else "lost")
+            self._disputes.close(session.dispute, "won" if action == "dispute_won" else "lost")
 
     def _snapshot(self, session: Session) -> _Snapshot:
         store = self._store
