@@ -9,8 +9,10 @@ from typing import Any
 
 from starlette.applications import Starlette
 
-from stripe_standin.api import Api, ApiLimits, InjectedFailure
-from stripe_standin.endpoints import Endpoints
+from stripe_standin.api.failures import InjectedFailure
+from stripe_standin.api.payments import PaymentEndpoints
+from stripe_standin.api.routes import Api, ApiLimits
+from stripe_standin.api.sessions import SessionEndpoints
 from stripe_standin.pay_page import PayPage
 from stripe_standin.state import views
 from stripe_standin.state.checkout import Checkout
@@ -89,13 +91,10 @@ class StripeStandIn:
         self._disputes = Disputes(self._store, emit)
         self._api = Api(
             cv=self._cv,
-            endpoints=Endpoints(
-                self._store,
-                self._checkout,
-                self._refunds,
-                self,
-                on_session=self._webhooks.start,
+            sessions=SessionEndpoints(
+                self._store, self._checkout, self, on_session=self._webhooks.start
             ),
+            payments=PaymentEndpoints(self._store, self._refunds),
             settings=self,
             api_key=api_key,
             limits=ApiLimits(
