@@ -13,7 +13,7 @@ from stripe_standin.api.failures import InjectedFailure
 from stripe_standin.api.payments import PaymentEndpoints
 from stripe_standin.api.routes import Api, ApiLimits
 from stripe_standin.api.sessions import SessionEndpoints
-from stripe_standin.pay_page import PayPage
+from stripe_standin.pay_page.routes import PayPage
 from stripe_standin.state import views
 from stripe_standin.state.checkout import Checkout
 from stripe_standin.state.disputes import Disputes
