@@ -50,6 +50,10 @@ class Store:
         record = self._refunds.get(refund_id)
         return None if record is None else record.obj
 
+    def owner_of(self, object_id: str) -> str:
+        """The id of the session a payment object belongs to."""
+        return self._owner[object_id]
+
     def refund_record(self, refund_id: str) -> Refund | None:
         return self._refunds.get(refund_id)
 
@@ -104,9 +108,6 @@ class Store:
     def add_dispute(self, dispute: dict[str, Any], session_id: str) -> None:
         self._disputes[dispute["id"]] = dispute
         self._owner[dispute["id"]] = session_id
-
-    def owner_of(self, object_id: str) -> str:
-        return self._owner[object_id]
 
     # ------------------------------------------------------------------ bounds
 
