@@ -8,10 +8,14 @@ and delivers signed webhooks from a background thread with retries.
 
 Everything is kept in memory, bounded, guarded by one lock; nothing survives a restart.
 
-Modules: `standin` (the object to create and drive), `api` (the /v1 plumbing) and `endpoints`
-(one handler per /v1 call), `state` (sessions and payments, how they change), `objects` (their
-Stripe shapes), `webhooks` (events, signing, delivery), `pay_page`, `params` (parameter parsing
-and validation), `bodies` (the request size limit), `errors`.
+Modules: `standin` (the object to create and drive); `api/` (the /v1 plumbing in `routes`,
+`auth`, `idempotency`, `failures`; the endpoints in `sessions` and `payments`); `state/`
+(sessions and payments: kept in `store`, moved on by `checkout`, `refunds`, `disputes`, copied
+out by `views`); `objects/` (their Stripe shapes); `webhooks` (events, signing, delivery);
+`pay_page/` (routes, and HTML templates shipped as package data); `vocabulary` (Stripe's
+words: API version, outcomes, reasons, statuses); `money` (amounts as people read them);
+`params` (parameter parsing and validation); `ids`; `bodies` (the request size limit);
+`errors`.
 """
 
 from stripe_standin.params import parse_stripe_params

@@ -9,11 +9,17 @@ from typing import Any
 
 from starlette.applications import Starlette
 
-from stripe_standin import objects
-from stripe_standin.api import Api, ApiLimits, InjectedFailure
-from stripe_standin.endpoints import Endpoints
-from stripe_standin.pay_page import PayPage
-from stripe_standin.state import Store
+from stripe_standin.api.failures import InjectedFailure
+from stripe_standin.api.payments import PaymentEndpoints
+from stripe_standin.api.routes import Api, ApiLimits
+from stripe_standin.api.sessions import SessionEndpoints
+from stripe_standin.pay_page.routes import PayPage
+from stripe_standin.state import views
+from stripe_standin.state.checkout import Checkout
+from stripe_standin.state.disputes import Disputes
+from stripe_standin.state.refunds import Refunds
+from stripe_standin.state.store import Store
+from stripe_standin.vocabulary import CUSTOMER_EMAIL
 from stripe_standin.webhooks import EVENT_TYPES, Webhooks
 
 DEFAULT_RETRY_DELAYS: tuple[float, ...] = (0.2, 0.5, 1.0, 2.0)
@@ -76,12 +82,19 @@ class StripeStandIn:
             self,
             max_events=max_events,
             max_deliveries=max_deliveries,
-            on_tick=lambda: self._store.expire_overdue(),
+            on_tick=lambda: self._checkout.expire_overdue(),
         )
-        self._store = Store(self._webhooks.emit, max_sessions=max_sessions, max_refunds=max_refunds)
+        emit = self._webhooks.emit
+        self._store = Store(max_sessions=max_sessions, max_refunds=max_refunds)
+        self._checkout = Checkout(self._store, emit)
+        self._refunds = Refunds(self._store, emit)
+        self._disputes = Disputes(self._store, emit)
         self._api = Api(
             cv=self._cv,
-            endpoints=Endpoints(self._store, self, on_session=self._webhooks.start),
+            sessions=SessionEndpoints(
+                self._store, self._checkout, self, on_session=self._webhooks.start
+            ),
+            payments=PaymentEndpoints(self._store, self._refunds),
             settings=self,
             api_key=api_key,
             limits=ApiLimits(
@@ -92,45 +105,52 @@ class StripeStandIn:
                 max_idempotent_request_bytes=max_idempotent_request_bytes,
             ),
         )
-        pay_page = PayPage(cv=self._cv, store=self._store, max_request_bytes=max_request_bytes)
+        pay_page = PayPage(
+            cv=self._cv,
+            store=self._store,
+            checkout=self._checkout,
+            refunds=self._refunds,
+            disputes=self._disputes,
+            max_request_bytes=max_request_bytes,
+        )
         self.app = Starlette(routes=[*self._api.routes, *pay_page.routes])
 
     @property
     def refund_status(self) -> str:
-        return self._store.refund_status
+        return self._refunds.status
 
     @refund_status.setter
     def refund_status(self, status: str) -> None:
         with self._cv:
-            self._store.refund_status = status
+            self._refunds.status = status
 
     # ---------------------------------------------------------------- inspection
 
     def sessions(self) -> list[dict[str, Any]]:
         """Copies of every checkout.session, in creation order, with all `line_items`."""
         with self._cv:
-            return self._store.sessions()
+            return views.sessions(self._store)
 
     def payment_intents(self) -> list[dict[str, Any]]:
         """Copies of every PaymentIntent, in creation order."""
         with self._cv:
-            return self._store.intents()
+            return views.intents(self._store)
 
     def charges(self) -> list[dict[str, Any]]:
         """Copies of every charge, in creation order."""
         with self._cv:
-            return self._store.charges()
+            return views.charges(self._store)
 
     def refunds(self) -> list[dict[str, Any]]:
         """Copies of every refund object plus the `idempotency_key` it was created with
         (None for a refund made in the Dashboard)."""
         with self._cv:
-            return self._store.refunds()
+            return views.refunds(self._store)
 
     def disputes(self) -> list[dict[str, Any]]:
         """Copies of every dispute, in creation order."""
         with self._cv:
-            return self._store.disputes()
+            return views.disputes(self._store)
 
     def requests(self) -> list[dict[str, Any]]:
         """The latest /v1 calls: method, path, params (``{"_omitted": ...}`` for a large body),
@@ -171,23 +191,23 @@ class StripeStandIn:
     # Each raises KeyError for an unknown id and ValueError for a change that the object's
     # state does not allow.
 
-    def complete(self, session_id: str, outcome: str, email: str = objects.CUSTOMER_EMAIL) -> None:
+    def complete(self, session_id: str, outcome: str, email: str = CUSTOMER_EMAIL) -> None:
         """Do what a pay page button does: "pay" | "pay_later" | "async_succeed" |
         "async_fail" | "expire"; `email` is the customer's, for the first two."""
         with self._cv:
-            self._store.apply_outcome(session_id, outcome, None, email)
+            self._checkout.apply_outcome(session_id, outcome, None, email)
 
     def dashboard_refund(self, session_id: str) -> dict[str, Any]:
         """Refund all that is left of the session's payment as a person does in Stripe's
         Dashboard (no metadata, no idempotency key); emits refund.created, charge.refunded."""
         with self._cv:
-            return self._store.dashboard_refund(session_id)
+            return self._refunds.dashboard_refund(session_id)
 
     def hold_refunds(self, session_id: str, hold: bool = True) -> None:
         """Whether new refunds of this session's payment stay pending, whatever
         `refund_status` says."""
         with self._cv:
-            self._store.hold_refunds(session_id, hold)
+            self._refunds.hold(session_id, hold)
 
     def settle_refund(
         self, refund_id: str, outcome: str, failure_reason: str = "expired_or_canceled_card"
@@ -196,18 +216,18 @@ class StripeStandIn:
         "failed" (as Stripe's may, even after succeeding: it gets `failure_reason` and no
         longer counts as refunded; emits refund.failed, refund.updated)."""
         with self._cv:
-            return self._store.settle_refund(refund_id, outcome, failure_reason)
+            return self._refunds.settle(refund_id, outcome, failure_reason)
 
     def open_dispute(self, session_id: str, reason: str = "fraudulent") -> dict[str, Any]:
         """The customer disputes the session's payment: a dispute in `needs_response`, the
         charge `disputed`, refunds refused; emits charge.dispute.created."""
         with self._cv:
-            return self._store.open_dispute(session_id, reason)
+            return self._disputes.open(session_id, reason)
 
     def close_dispute(self, dispute_id: str, outcome: str) -> dict[str, Any]:
         """The bank decides: "won" or "lost"; emits charge.dispute.closed."""
         with self._cv:
-            return self._store.close_dispute(dispute_id, outcome)
+            return self._disputes.close(dispute_id, outcome)
 
     def fail_next(
         self,

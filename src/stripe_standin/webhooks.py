@@ -18,7 +18,8 @@ from typing import Any, Protocol
 
 import httpx
 
-from stripe_standin.objects import API_VERSION, new_id
+from stripe_standin.ids import new_id
+from stripe_standin.vocabulary import API_VERSION
 
 # Every event type the stand-in emits, with the kind of object it is about (its `data.object`).
 EVENT_TYPES: dict[str, str] = {
