@@ -19,7 +19,8 @@ from starlette.responses import HTMLResponse
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ledger.domain.vocabulary import FINAL, OrderStatus
+from ledger.domain.vocabulary import FINAL, CartStatus, OrderStatus
+from ledger.money import rules_for_scripts
 from web.context import services
 from web.pages.layout import STATIC_DIR, render_page, template
 from web.pages.status_blocks import Checkout, blocks_for_script, status_block
@@ -141,7 +142,11 @@ async def storefront(request: Request) -> HTMLResponse:
     return render_page(
         title="Demo shop",
         body=body,
-        scripts=("format.js", "storefront.js"),
+        scripts=("storefront.js",),
+        data={
+            "money-rules": rules_for_scripts(),
+            "storefront-config": {"convertedCart": CartStatus.CONVERTED},
+        },
     )
 
 
