@@ -120,8 +120,17 @@ def status_block(
     return "".join(parts)
 
 
+def panel_class(shown: Shown) -> str:
+    """The status region's classes: its tone for the page's style; its status for the
+    stylesheets of storefronts that embed the page."""
+    return f"status status-{shown} tone-{words(shown).tone}"
+
+
 def _template(shown: Shown, key: str, inner: str) -> str:
-    return f'<template data-shows="{html.escape(shown)}" {key}>{inner}</template>'
+    return (
+        f'<template data-shows="{html.escape(shown)}" '
+        f'data-panel-class="{html.escape(panel_class(shown))}" {key}>{inner}</template>'
+    )
 
 
 def blocks_for_script(body: dict[str, Any] | None, checkout: Checkout) -> str:

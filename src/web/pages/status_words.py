@@ -34,12 +34,22 @@ class NextStep(StrEnum):
     CHECK_AGAIN = "check_again"  # this page, started afresh
 
 
+class Tone(StrEnum):
+    """How the status panel looks (web/static/style.css `.tone-*`): how good the news is."""
+
+    WAIT = "wait"
+    GOOD = "good"
+    CAUTION = "caution"
+    BAD = "bad"
+
+
 @dataclass(frozen=True)
 class Words:
     headline: str
     # Escaped when rendered; {amount}, {reference}, {seconds} and {last} are filled in.
     message: str
     next_step: NextStep = NextStep.NONE
+    tone: Tone = Tone.WAIT
     shows_lines: bool = False
     # The give-up message's first sentence when this was the last thing the page knew.
     when_given_up: str = ""
@@ -67,6 +77,7 @@ def words(shown: Shown) -> Words:
                 "days. There is nothing more you need to do: the order is confirmed as soon as "
                 "the payment arrives. Keep this page's address to come back and check.",
                 NextStep.CONTINUE_SHOPPING,
+                Tone.CAUTION,
                 shows_lines=True,
                 when_given_up="Your payment was still clearing.",
             )
@@ -76,6 +87,7 @@ def words(shown: Shown) -> Words:
                 "We've received your payment of {amount} and set your items aside. "
                 "Keep this page's address as your record of the order.",
                 NextStep.CONTINUE_SHOPPING,
+                Tone.GOOD,
                 shows_lines=True,
             )
         case OrderStatus.PAYMENT_FAILED:
@@ -85,6 +97,7 @@ def words(shown: Shown) -> Words:
                 "Your cart is still saved: you can go back and try again, perhaps with another "
                 "payment method.",
                 NextStep.BACK_TO_SHOP,
+                Tone.BAD,
             )
         case OrderStatus.REFUND_PENDING:
             return Words(
@@ -93,6 +106,7 @@ def words(shown: Shown) -> Words:
                 "{amount} to your payment method; you don't need to do anything. Refunds "
                 "usually show up within 5 to 10 business days.",
                 NextStep.CONTINUE_SHOPPING,
+                Tone.CAUTION,
                 when_given_up="Your refund is under way.",
             )
         case OrderStatus.REFUNDED:
@@ -102,6 +116,7 @@ def words(shown: Shown) -> Words:
                 "payment method. Depending on your bank, it shows up within 5 to 10 business "
                 "days.",
                 NextStep.CONTINUE_SHOPPING,
+                Tone.GOOD,
             )
         case OrderStatus.REFUND_FAILED:
             return Words(
@@ -117,6 +132,7 @@ def words(shown: Shown) -> Words:
                 "The payment wasn't completed in time, so nothing was charged. Your cart is "
                 "still saved: you can go back to the shop and check out again.",
                 NextStep.BACK_TO_SHOP,
+                Tone.CAUTION,
             )
         case PageState.UNKNOWN:
             return Words(
@@ -125,6 +141,7 @@ def words(shown: Shown) -> Words:
                 "complete, or go back to the shop. If you have paid, contact the shop's support "
                 "and quote the reference: {reference}",
                 NextStep.BACK_TO_SHOP,
+                Tone.BAD,
             )
         case PageState.TIMEOUT:
             return Words(
@@ -134,6 +151,7 @@ def words(shown: Shown) -> Words:
                 "shop's support and quote your payment reference, which you may want to note "
                 "down now: {reference}",
                 NextStep.CHECK_AGAIN,
+                Tone.CAUTION,
             )
         case _:
             assert_never(shown)

@@ -23,7 +23,7 @@ from ledger.domain.vocabulary import FINAL, CartStatus, OrderStatus
 from ledger.money import rules_for_scripts
 from web.context import services
 from web.pages.layout import STATIC_DIR, render_page, template
-from web.pages.status_blocks import Checkout, blocks_for_script, status_block
+from web.pages.status_blocks import Checkout, blocks_for_script, panel_class, status_block
 from web.pages.status_words import PageState, Shown, words
 from web.routes.checkout import current_order_status
 
@@ -94,6 +94,7 @@ async def success_page(request: Request) -> HTMLResponse:
     checkout = Checkout(session_id, timeout, check_again_url=_success_url(session_id))
     page_body = template("success.html").substitute(
         status=html.escape(shown),
+        panel_class=html.escape(panel_class(shown)),
         status_html=status_block(shown, body, checkout, last=status),
         blocks=blocks_for_script(body, checkout),
         session_ref=html.escape(session_id),

@@ -50,7 +50,7 @@
     shownKey = key;
     region.replaceChildren(template.content.cloneNode(true));
     region.dataset.status = template.dataset.shows;
-    region.className = 'status status-' + template.dataset.shows;
+    region.className = template.dataset.panelClass;
     const heading = region.querySelector('h1');
     if (heading) document.title = heading.textContent;
   }
