@@ -1,22 +1,48 @@
-"""Money as a person reads it: the success page and the customer e-mails show amounts alike."""
+"""Money as a person reads it: the pages and the customer e-mails show amounts alike.
+
+Babel writes the number (digits, separators, decimals as people write that currency). What
+no library knows is how Stripe counts: in the currency's smallest unit by Stripe's own list,
+which is not ISO 4217's (Stripe keeps two decimals for ISK, HUF and others). That list is
+Stripe's data, kept here; the storefront's script gets it through `rules_for_scripts()`.
+"""
 
 from __future__ import annotations
 
-_ZERO_DECIMAL = frozenset(
-    {"bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv"}
-    | {"xaf", "xof", "xpf"}
-)
-_THREE_DECIMAL = frozenset({"bhd", "jod", "kwd", "omr", "tnd"})
-_SYMBOLS = {"usd": "$"}
+from decimal import Decimal
+from typing import Any
+
+from babel.numbers import format_currency
+
+# The shop speaks American English (the pages say `lang="en"`).
+LOCALE = "en_US"
+# Stripe's currencies whose amounts are not counted in hundredths.
+_ZERO_DECIMAL = "bif clp djf gnf jpy kmf krw mga pyg rwf ugx vnd vuv xaf xof xpf"
+_THREE_DECIMAL = "bhd jod kwd omr tnd"
+_STRIPE_EXPONENTS = {
+    **dict.fromkeys(_ZERO_DECIMAL.split(), 0),
+    **dict.fromkeys(_THREE_DECIMAL.split(), 3),
+}
+_DEFAULT_EXPONENT = 2
+# Only the shop's own currency goes by its symbol; any other by its code after the number, so
+# that no customer takes another dollar for theirs.
+_BY_SYMBOL = frozenset({"usd"})
 
 
 def format_amount(minor: int, currency: str | None) -> str:
-    """Minor units as a person reads them: `$25.00` for usd, `25.00 EUR` otherwise."""
+    """Stripe's minor units as a person reads them: `$1,025.00` for usd, `25.00 EUR`,
+    `500 JPY` otherwise."""
     cur = (currency or "").lower()
-    exponent = 0 if cur in _ZERO_DECIMAL else 3 if cur in _THREE_DECIMAL else 2
-    sign = "-" if minor < 0 else ""
-    digits = str(abs(int(minor))).rjust(exponent + 1, "0")
-    major = f"{digits[:-exponent]}.{digits[-exponent:]}" if exponent else digits
-    if cur in _SYMBOLS:
-        return f"{sign}{_SYMBOLS[cur]}{major}"
-    return f"{sign}{major} {cur.upper()}".strip()
+    major = Decimal(int(minor)).scaleb(-_STRIPE_EXPONENTS.get(cur, _DEFAULT_EXPONENT))
+    pattern = None if cur in _BY_SYMBOL else "#,##0.00 ¤¤"
+    return format_currency(major, cur.upper(), format=pattern, locale=LOCALE).strip()
+
+
+def rules_for_scripts() -> dict[str, Any]:
+    """What a page's script needs to write amounts as `format_amount` does, with the
+    browser's `Intl.NumberFormat`."""
+    return {
+        "locale": LOCALE.replace("_", "-"),
+        "exponents": _STRIPE_EXPONENTS,
+        "defaultExponent": _DEFAULT_EXPONENT,
+        "bySymbol": sorted(_BY_SYMBOL),
+    }

@@ -10,7 +10,7 @@ from web.bootstrap import STAND_IN_PREFIX, Services, processors
 from web.errors import exception_handlers
 from web.metrics import app_registry
 from web.middleware import RequestIdMiddleware
-from web.routes import audit, carts, catalog, checkout, operations, page_docs, stripe_webhooks
+from web.routes import audit, carts, catalog, checkout, operations, pages, stripe_webhooks
 
 # Every route of the app, in the order the router tries them: what it serves, and what
 # `/openapi.json` documents.
@@ -21,7 +21,7 @@ ROUTES: tuple[BaseRoute, ...] = (
     *stripe_webhooks.routes,
     *audit.routes,
     *operations.routes,
-    *page_docs.routes,
+    *pages.routes,
 )
 
 

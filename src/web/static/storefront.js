@@ -2,11 +2,12 @@
  * and a checkout button that sends the customer to the payment page. */
 'use strict';
 (function () {
-  const { formatAmount, el } = window.LedgerPages;
+  const $ = (id) => document.getElementById(id);
+  const config = JSON.parse($('storefront-config').textContent);
+  const money = JSON.parse($('money-rules').textContent);
   const STORAGE_KEY = 'ledger-demo-cart-id';
   const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
-  const $ = (id) => document.getElementById(id);
   const noticeBox = $('notice');
   const productList = $('products');
   const checkoutButton = $('checkout');
@@ -18,6 +19,35 @@
   let queue = Promise.resolve();
 
   // ------------------------------------------------------------------ plumbing
+
+  /** Minor units as ledger/money.py writes them, with the rules it gives the page: "$25.00"
+   * for a currency that goes by its symbol, "25.00 EUR" otherwise. */
+  function formatAmount(minor, currency) {
+    const code = String(currency || '').toLowerCase();
+    const exponent = money.exponents[code] ?? money.defaultExponent;
+    const major = (Number(minor) || 0) / 10 ** exponent;
+    const bySymbol = money.bySymbol.includes(code);
+    const parts = new Intl.NumberFormat(money.locale, {
+      style: 'currency', currency: code.toUpperCase(), currencyDisplay: bySymbol ? 'symbol' : 'code',
+    }).formatToParts(major);
+    if (bySymbol) return parts.map((part) => part.value).join('');
+    const number = parts.filter((part) => part.type !== 'currency' && part.type !== 'literal');
+    return number.map((part) => part.value).join('') + ' ' + code.toUpperCase();
+  }
+
+  /** An element with attributes and children (strings become text nodes, never HTML). */
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [name, value] of Object.entries(attrs || {})) {
+      if (value === false || value === null || value === undefined) continue;
+      node.setAttribute(name, value === true ? '' : String(value));
+    }
+    for (const child of children.flat()) {
+      if (child === null || child === undefined || child === false) continue;
+      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return node;
+  }
 
   async function api(method, path, body) {
     const init = { method, headers: { Accept: 'application/json' }, cache: 'no-store' };
@@ -116,7 +146,7 @@
       notice('error', 'Your cart could not be loaded: ', errorMessage(result));
       return;
     }
-    if (result.body.status === 'converted') {
+    if (result.body.status === config.convertedCart) {
       // That cart became an order: a fresh one starts with the next item.
       forgetCart();
       return;
