@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from ledger.domain.vocabulary import RefundStatus, StripeSessionStatus
+
 
 class PaymentProviderUnavailable(Exception):
     """A failure worth retrying: the provider timed out, was unreachable, answered 5xx/429, or
@@ -68,7 +70,7 @@ class CheckoutSession:
 
     @property
     def is_paid(self) -> bool:
-        if self.status != "complete":
+        if not self.is_complete:
             return False
         return self.payment_status in ("paid", "no_payment_required") or (
             self.payment_intent_status == PAYMENT_SUCCEEDED
@@ -77,17 +79,17 @@ class CheckoutSession:
     @property
     def is_expired(self) -> bool:
         """Expired unpaid: no payment can complete any more."""
-        return self.status == "expired"
+        return self.status == StripeSessionStatus.EXPIRED
 
     @property
     def is_complete(self) -> bool:
         """The customer finished checkout (the payment may still be clearing)."""
-        return self.status == "complete"
+        return self.status == StripeSessionStatus.COMPLETE
 
     @property
     def payment_failed(self) -> bool:
         """The payment was tried and failed: Stripe's PaymentIntent says so, not an event."""
-        return self.status == "complete" and self.payment_intent_status in PAYMENT_FAILED_STATUSES
+        return self.is_complete and self.payment_intent_status in PAYMENT_FAILED_STATUSES
 
 
 @dataclass(frozen=True)
@@ -104,11 +106,11 @@ class Refund:
 
     @property
     def succeeded(self) -> bool:
-        return self.status == "succeeded"
+        return RefundStatus.of(self.status) == RefundStatus.SUCCEEDED
 
     @property
     def failed(self) -> bool:
-        return self.status in ("failed", "canceled")
+        return RefundStatus.of(self.status) == RefundStatus.FAILED
 
 
 @dataclass(frozen=True)

@@ -104,5 +104,16 @@ class Rejection(StrEnum):
     OUT_OF_STOCK = "out_of_stock"
 
 
+# Stripe's own words that the ledger decides on.
+
+
+class StripeSessionStatus(StrEnum):
+    """A Checkout Session's `status` at Stripe."""
+
+    OPEN = "open"
+    COMPLETE = "complete"  # the customer finished checkout; the payment may still be clearing
+    EXPIRED = "expired"  # no payment can complete any more
+
+
 # Stripe's statuses of a dispute that is over (won, lost, or an inquiry closed).
 DISPUTE_CLOSED: frozenset[str] = frozenset({"won", "lost", "warning_closed"})
