@@ -17,7 +17,7 @@ import pytest
 
 from ledger.application import Ledger, PaidCheckout
 from ledger.storage import Database
-from projections import Workers, default_projections, rebuild, verify
+from projections import default_projections, rebuild, verify
 from projections.audit import records
 from projections.audit.chain import (
     GENESIS,
@@ -30,6 +30,7 @@ from projections.audit.chain import (
     verify_chain,
 )
 from tests.processes import run_ledger
+from workers import Workers
 
 NAME = HashChainProjection.name
 

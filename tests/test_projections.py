@@ -32,7 +32,6 @@ from projections import (
     ProductCatalog,
     Projection,
     ReadStore,
-    Workers,
     Writer,
     default_projections,
     rebuild_all,
@@ -41,6 +40,7 @@ from projections import (
     wait_for_position,
 )
 from projections.base import lock_key
+from workers import Workers
 
 ROOT = Path(__file__).resolve().parent.parent
 

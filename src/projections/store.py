@@ -19,10 +19,9 @@ from ledger.storage import (
     Database,
     transient_store_errors,
 )
-from projections.base import LIVE_SCHEMA, lock_key
+from projections.base import lock_key
 from projections.log import EVENTS_TABLE
-from projections.retries import RETRIES_TABLE
-from projections.tracking import TRACKING, read_position, read_positions
+from projections.tracking import RETRIES, TRACKING, read_position, read_positions
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +35,7 @@ MAX_POLL_INTERVAL = 0.005
 
 
 class _LocalRunner(Protocol):
-    """A runner in this process (see runner.Workers), which can wake waiters itself."""
+    """A runner in this process (see workers.Workers), which can wake waiters itself."""
 
     database: Database
 
@@ -294,9 +293,7 @@ _SIDE_EFFECT_BACKLOG = (
         " AND (cardinality(%(topics)s::text[]) = 0 OR topic = ANY(%(topics)s::text[]))),"
         " (SELECT count(*) FROM {retries} WHERE name = %(name)s)"
     )
-    .format(
-        events=EVENTS_TABLE, tracking=TRACKING, retries=sql.Identifier(LIVE_SCHEMA, RETRIES_TABLE)
-    )
+    .format(events=EVENTS_TABLE, tracking=TRACKING, retries=RETRIES)
     .as_bytes(None)
 )
 

@@ -240,8 +240,8 @@ def _add_read_commands(actions: argparse._SubParsersAction[argparse.ArgumentPars
 
 def history(args: argparse.Namespace) -> int:
     from projections.audit.history import OrderHistories, OrderHistoryProjection
-    from projections.runner import Workers
     from projections.store import ReadStore
+    from workers import Workers
 
     database = _open_database()
     # No `ledger serve` or `ledger work` may be running (an embedded store, a laptop): run

@@ -22,16 +22,15 @@ from ledger.stripe_gateway import StripeGateway
 from projections import (
     OrderStatuses,
     Payments,
-    Processor,
     ProductCatalog,
     ReadStore,
-    Workers,
     default_projections,
 )
-from projections.sent_messages import SentMessages
+from side_effects.sent_messages import SentMessages
 from stripe_standin import StripeStandIn
 from web.routes.checkout import OrderStatusReader, PollFulfillment
 from web.store_calls import StoreBreaker
+from workers import Processor, Workers
 
 STAND_IN_PREFIX = "/_stripe"
 
