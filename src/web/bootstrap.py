@@ -181,5 +181,8 @@ def notification_worker(services: Services) -> NotificationWorker:
 
 
 def background_workers(services: Services) -> Workers:
-    """The workers of `ledger serve` and `ledger work`."""
-    return Workers(services.database, processors(services))
+    """The workers of `ledger serve` and `ledger work`. The read store waits on them for the
+    read models they run here, woken by their commits instead of polling."""
+    workers = Workers(services.database, processors(services))
+    services.read_store.wait_on(workers)
+    return workers

@@ -30,13 +30,7 @@ from projections.base import Projection
 from projections.log import EventLog
 from projections.rebuild import prepare, rebuild
 from projections.stepping import ProjectionSteps
-from projections.store import (
-    ReadStore,
-    connect,
-    poll_tracking,
-    register_local_runner,
-    unregister_local_runner,
-)
+from projections.store import ReadStore, connect, poll_tracking
 from side_effects.base import PeriodicTask, SideEffect, starts_at_head
 from side_effects.stepping import SideEffectSteps
 from workers.leadership import Leadership, close_quietly
@@ -143,13 +137,11 @@ class Workers:
             target=leadership.run, args=(control,), name="worker-control", daemon=True
         )
         self._control.start()
-        register_local_runner(self)
         logger.info("workers started: %s", ", ".join(self._slots))
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stops the processors (a side effect in progress finishes its call), then releases
         their locks so another process can take over. Idempotent."""
-        unregister_local_runner(self)
         self._stopping.set()
         for slot in self._slots.values():
             slot.wake.set()
