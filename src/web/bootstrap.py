@@ -10,11 +10,9 @@ from ledger.application import Ledger
 from ledger.checkout import Checkout
 from ledger.customer_keys import PostgresCustomerKeys
 from ledger.disputes import Disputes
-from ledger.notifications import Notifications, NotificationWorker, mailer_for
 from ledger.payments import PaymentGateway
 from ledger.personal_data import PersonalData
-from ledger.refunds import Refunds, RefundWorker
-from ledger.resync import Resync
+from ledger.refunds import Refunds
 from ledger.settings import Settings
 from ledger.storage import Database, create_table, resolve_database
 from ledger.stripe_events import StripeEvents
@@ -26,6 +24,10 @@ from projections import (
     ReadStore,
     default_projections,
 )
+from side_effects.mailers import mailer_for
+from side_effects.notifications import Notifications, NotificationWorker
+from side_effects.refunds import RefundWorker
+from side_effects.resync import Resync
 from side_effects.sent_messages import SentMessages
 from stripe_standin import StripeStandIn
 from web.routes.checkout import OrderStatusReader, PollFulfillment
