@@ -7,8 +7,8 @@ the side effects (`side_effects`), and run the periodic tasks, in `ledger serve`
 - `slots`: one processor's place in this process: its lock, its position, its waiters.
 
 How one step goes is not here: a read model's in `projections.stepping`, a side effect's
-(with its retry schedule) in `side_effects.stepping`. To add a processor, add a read model or a
-side effect (see those packages) and list it in `web.bootstrap.processors`.
+(with its retry schedule) in `side_effects.stepping`. A new read model or side effect needs
+nothing here: see the `projections` and `side_effects` packages for where to add one.
 """
 
 from __future__ import annotations
