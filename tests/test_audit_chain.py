@@ -18,13 +18,14 @@ import pytest
 from ledger.application import Ledger
 from ledger.domain import PaidSession
 from ledger.storage import Database
-from projections import Workers, default_projections, rebuild, verify
+from projections import default_projections, rebuild, verify
 from projections.audit import records
 from projections.audit.chain import HashChainProjection, chain_head
 from projections.audit.chain_report import ChainReport
 from projections.audit.chain_verification import verify_chain
 from projections.audit.links import GENESIS, link, link_in_sql, parse_digest
 from tests.processes import run_ledger
+from workers import Workers
 
 NAME = HashChainProjection.name
 

@@ -517,7 +517,7 @@ def test_a_worker_killed_mid_batch_sends_every_email_and_refund(
 
             received = mailbox.message_ids()
             assert set(received) == expected
-            # At-least-once across SMTP (projections/sent_messages.py): a message is recorded
+            # At-least-once across SMTP (side_effects/sent_messages.py): a message is recorded
             # as sent only after the server accepted it, so a worker killed between the two
             # sends that one message again, with the same Message-ID. Only one message is in
             # flight at a time, so each kill may duplicate at most one; nothing else twice.

@@ -32,7 +32,6 @@ from projections import (
     ProductCatalog,
     Projection,
     ReadStore,
-    Workers,
     Writer,
     default_projections,
     rebuild_all,
@@ -41,6 +40,7 @@ from projections import (
     wait_for_position,
 )
 from projections.base import lock_key
+from workers import Workers
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -386,7 +386,10 @@ def test_reading_your_own_write_waits_on_the_commit_not_on_a_sleep(
     database: Database, ledger: Ledger
 ) -> None:
     stock(ledger, "mug", 100)
-    with workers(database, poll_interval=30.0) as runner:  # only NOTIFY can wake it in time
+    with workers(database, poll_interval=30.0) as runner, store(database) as waits:
+        # Only NOTIFY can wake the runner in time; its commit wakes the waiter, which is wired
+        # to it as web.bootstrap wires the service's read store to its workers.
+        waits.wait_on(runner)
         assert caught_up(database, ["order_status"], timeout=5)
         lags = []
         for n in range(20):
@@ -395,7 +398,7 @@ def test_reading_your_own_write_waits_on_the_commit_not_on_a_sleep(
                                              "unit_amount": 500}], 500, "usd", "test")  # fmt: skip
             started = time.perf_counter()
             position = ledger.save(cart)[-1].notification.id
-            assert wait_for_position(database, "order_status", position, timeout=2)
+            assert wait_for_position(waits, "order_status", position, timeout=2)
             lags.append(time.perf_counter() - started)
             assert runner.status()["order_status"]["position"] >= position
         with store(database) as reads:

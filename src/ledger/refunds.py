@@ -1,25 +1,24 @@
 """Refunds: where a refund is decided, issued and followed until Stripe says how it ended.
 
 An order that was paid but cannot be fulfilled owes a refund (`RefundRequested`). The refund
-worker asks Stripe for a full refund of the payment (no amount: whatever Stripe actually
-charged), with an idempotency key derived from the order, the same on every retry. The order
-stays `refund_pending` until Stripe reports the refund `succeeded` (a refund event, or the
-periodic resync), and becomes `refund_failed` when Stripe refuses it for good or it fails later.
+worker (`side_effects.refunds`) has `Refunds.issue` ask Stripe for a full refund of the payment
+(no amount: whatever Stripe actually charged), with an idempotency key derived from the order,
+the same on every retry. The order stays `refund_pending` until Stripe reports the refund
+`succeeded` (a refund event, or the periodic resync), and becomes `refund_failed` when Stripe
+refuses it for good or it fails later.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Protocol
 from uuid import UUID
 
 import structlog
-from eventsourcing.utils import get_topic
 
 from ledger.application import Ledger
 from ledger.checkout import IGNORED, Outcome
 from ledger.domain import Order
-from ledger.domain.vocabulary import OrderStatus
+from ledger.domain.vocabulary import OrderStatus, RefundStatus
 from ledger.metrics import OUTSIDE_REFUNDS, REFUNDS
 from ledger.payments import PaymentGateway, PaymentProviderRefused, Refund
 
@@ -58,7 +57,7 @@ class Refunds:
         ):
             return order
         if not order.payment_intent or order.amount_total == 0:
-            free = Refund(NO_CHARGE, "succeeded", 0, order.currency, None, str(order.id))
+            free = Refund(NO_CHARGE, RefundStatus.SUCCEEDED, 0, order.currency, None, str(order.id))
             return self._record(order, free, cause)
         try:
             refund = self.gateway.refund(
@@ -130,7 +129,7 @@ class Refunds:
         outcome = _outcome(news.events)
         if outcome is not None:
             REFUNDS.labels(outcome=outcome).inc()
-            report = log.error if outcome == "failed" else log.info
+            report = log.error if outcome == RefundStatus.FAILED else log.info
             report(
                 f"refund_{outcome}",
                 order_id=str(order.id),
@@ -142,34 +141,20 @@ class Refunds:
     def _refused(self, order: Order, code: str, message: str, cause: str) -> Order:
         news = self.ledger.refuse_refund(order.id, code, cause)
         if news.events:
-            REFUNDS.labels(outcome="failed").inc()
+            REFUNDS.labels(outcome=RefundStatus.FAILED).inc()
             log.error("refund_failed", order_id=str(order.id), code=code, error=message)
         return news.order
 
 
-class RefundWorker:
-    """Follows the log for RefundRequested and issues each refund. The runner gives each
-    event its own retry schedule, so one refund Stripe cannot take now holds back no other."""
-
-    name = "refunds"
-    topics: Sequence[str] = (f"{get_topic(Order)}.RefundRequested",)
-
-    def __init__(self, refunds: Refunds) -> None:
-        self.refunds = refunds
-
-    def handle(self, event: Any, position: int) -> None:
-        self.refunds.issue(event.originator_id, f"worker:{self.name}")
-
-
-def _outcome(events: tuple[str, ...]) -> str | None:
+def _outcome(events: tuple[str, ...]) -> RefundStatus | None:
     """The step of the order's refund that these events record, counted in the metrics:
     Stripe took it (and it has not settled yet), it succeeded, or it failed."""
     if "RefundFailed" in events:
-        return "failed"
+        return RefundStatus.FAILED
     if "RefundIssued" in events:
-        return "succeeded"
+        return RefundStatus.SUCCEEDED
     if "RefundSubmitted" in events:
-        return "pending"
+        return RefundStatus.PENDING
     return None
 
 
@@ -178,4 +163,4 @@ def _anomaly(kind: str, **about: str) -> Outcome:
     return Outcome("", IGNORED, anomaly=kind)
 
 
-__all__ = ["PaymentIndex", "RefundWorker", "Refunds", "refund_idempotency_key"]
+__all__ = ["PaymentIndex", "Refunds", "refund_idempotency_key"]

@@ -1,9 +1,11 @@
-"""The read side: read models kept from the event log, the workers that follow it, rebuilds.
+"""The read side: read models kept from the event log, how one is stepped through it
+(`stepping`), rebuilds, and the read store their queries (and waits) go through. The threads
+that step them are `workers`; side effects of the log (refunds, e-mail) are `side_effects`.
 
 To add a read model: a module here with a `Projection` subclass (its tables, one `@handles`
 method per event that changes them) and a query class over a `ReadStore`; then list the
-projection in `default_projections()`. The runner creates its tables and replays the log into
-them on its next start; `ledger projections rebuild` and `verify_all` include it.
+projection in `default_projections()`. The workers create its tables and replay the log into
+them on their next start; `ledger projections rebuild` and `verify_all` include it.
 """
 
 from __future__ import annotations
@@ -11,10 +13,7 @@ from __future__ import annotations
 from projections.audit.history import OrderHistories, OrderHistoryProjection
 from projections.base import (
     DomainEvent,
-    PeriodicTask,
-    Processor,
     Projection,
-    SideEffect,
     Writer,
     handles,
     topic_of,
@@ -24,7 +23,6 @@ from projections.order_status import OrderStatuses, OrderStatusProjection
 from projections.payments import Payments
 from projections.products import ProductCatalog, ProductsProjection
 from projections.rebuild import prepare, rebuild, rebuild_all, verify, verify_all
-from projections.runner import Workers
 from projections.store import ReadStore, wait_for_position
 
 
@@ -47,14 +45,10 @@ __all__ = [
     "OrderStatusProjection",
     "OrderStatuses",
     "Payments",
-    "PeriodicTask",
-    "Processor",
     "ProductCatalog",
     "ProductsProjection",
     "Projection",
     "ReadStore",
-    "SideEffect",
-    "Workers",
     "Writer",
     "default_projections",
     "handles",

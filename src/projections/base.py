@@ -1,6 +1,6 @@
-"""What a processor of the event log is: a read model (rows + tracking in one transaction) or a
-side effect (the effect first, then the tracking position: at-least-once, handlers idempotent);
-and periodic tasks, which the same workers run.
+"""What a read model is: its tables, and how each event changes them, applied with its tracking
+position in one transaction (exactly once). (Side effects, which follow the same log at least
+once, are `side_effects.base`.)
 
 A read model is a `Projection` subclass: it names its tables, creates them, and says how each
 event changes them with `@handles(Aggregate, "EventName")` methods. It writes SQL with its table
@@ -14,7 +14,7 @@ import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
-from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
+from typing import Any, ClassVar, TypeVar
 
 import psycopg
 from eventsourcing.utils import get_topic
@@ -43,7 +43,7 @@ def topic_of(aggregate: type, event_name: str) -> str:
 
 
 def topics_of(aggregate: type, *event_names: str) -> tuple[str, ...]:
-    """Topics of several of an aggregate's events, e.g. for a side effect's `topics`."""
+    """Topics of several of an aggregate's events."""
     return tuple(topic_of(aggregate, name) for name in event_names)
 
 
@@ -112,8 +112,8 @@ class Projection(ABC):
 
     Subclasses set `name` (unique among processors; its tracking row and lock are named after
     it), `tables` (every table it owns; each `{table}` in its SQL) and, when the layout of
-    those tables changes, a higher `version` (the runner then rebuilds it before going on).
-    The runner applies a batch of events and the new tracking position in one transaction, so
+    those tables changes, a higher `version` (the workers then rebuild it before going on).
+    The workers apply a batch of events and the new tracking position in one transaction, so
     each event changes the rows exactly once, whatever crashes. (A projection with no @handles
     methods is given every event: override `apply`.)
     """
@@ -140,51 +140,10 @@ class Projection(ABC):
         """Creates this read model's (empty) tables, e.g. `db.execute("CREATE TABLE {t} ...")`."""
 
     def apply(self, db: Writer, event: DomainEvent, position: int) -> None:
-        """Applies one event (inside the runner's transaction)."""
+        """Applies one event (inside the step's transaction, `projections.stepping`)."""
         method = self._handlers.get(get_topic(type(event)))
         if method is not None:
             getattr(self, method)(db, event, position)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} v{self.version}>"
-
-
-@runtime_checkable
-class SideEffect(Protocol):
-    """A worker that acts on events outside the database (refunds, e-mails).
-
-    `handle` runs outside any transaction; the runner records the position only after it
-    returns, so an event may be handled again after a crash (make the effect idempotent, e.g.
-    with an idempotency key derived from the event). When it raises, the runner logs, backs off
-    and calls it again with the same event: it never skips one. `topics` selects the events it
-    is given (see `topics_of`); empty means every event.
-
-    A new side effect starts at the beginning of the log, so no event is skipped (refunds).
-    One that sets the optional class attribute `start_at_head = True` starts at the log's
-    head instead, when it has no tracking position yet (e-mail: a fresh deployment must not
-    mail every past customer); see `starts_at_head`.
-    """
-
-    name: str
-    topics: Sequence[str]
-
-    def handle(self, event: DomainEvent, position: int) -> None: ...
-
-
-def starts_at_head(effect: object) -> bool:
-    """Whether a side effect without a tracking position yet starts at the log's head."""
-    return getattr(effect, "start_at_head", False) is True
-
-
-@runtime_checkable
-class PeriodicTask(Protocol):
-    """Work a worker does every `interval` seconds, in one process at a time (the resync of
-    what Stripe never told us). `run` raising is logged and retried at the next interval."""
-
-    name: str
-    interval: float
-
-    def run(self) -> None: ...
-
-
-Processor = Projection | SideEffect | PeriodicTask

@@ -22,9 +22,9 @@ from psycopg import sql
 from ledger.storage import Database
 from projections.base import LIVE_SCHEMA, Projection, Writer, lock_key
 from projections.log import EVENTS_TABLE, EventLog
-from projections.retries import ensure_retries_table
 from projections.store import connect
 from projections.tracking import (
+    ensure_retries_table,
     ensure_tracking_table,
     insert_tracking,
     read_position,

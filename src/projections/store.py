@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -19,10 +18,9 @@ from ledger.storage import (
     Database,
     transient_store_errors,
 )
-from projections.base import LIVE_SCHEMA, lock_key
+from projections.base import lock_key
 from projections.log import EVENTS_TABLE
-from projections.retries import RETRIES_TABLE
-from projections.tracking import TRACKING, read_position, read_positions
+from projections.tracking import RETRIES, TRACKING, read_position, read_positions
 
 logger = logging.getLogger(__name__)
 
@@ -35,47 +33,41 @@ WARN_EVERY_SECONDS = 10.0
 MAX_POLL_INTERVAL = 0.005
 
 
-class _LocalRunner(Protocol):
-    """A runner in this process (see runner.Workers), which can wake waiters itself."""
-
-    database: Database
+class LocalWorkers(Protocol):
+    """The workers of this process (`workers.Workers`): a wait on a processor they run is woken
+    by its commit instead of polling the tracking table."""
 
     def owns(self, name: str) -> bool: ...
     def wait_until_processed(self, name: str, position: int, timeout: float) -> bool: ...
 
 
-_local_runners: list[_LocalRunner] = []
-_local_lock = threading.Lock()
-
-
-def register_local_runner(runner: _LocalRunner) -> None:
-    with _local_lock:
-        _local_runners.append(runner)
-
-
-def unregister_local_runner(runner: _LocalRunner) -> None:
-    with _local_lock:
-        if runner in _local_runners:
-            _local_runners.remove(runner)
-
-
-def _local_owner(database: Database, name: str) -> _LocalRunner | None:
-    with _local_lock:
-        for runner in _local_runners:
-            if runner.database.params == database.params and runner.owns(name):
-                return runner
-    return None
-
-
 class ReadStore:
-    """A pool of autocommit connections for read-model queries and for waiting on them."""
+    """A pool of autocommit connections for read-model queries and for waiting on them.
+    `workers`: the workers of this process, when it runs any (see `wait_on`)."""
 
-    def __init__(self, database: Database, *, min_size: int = 1, max_size: int = 10) -> None:
+    def __init__(
+        self,
+        database: Database,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        workers: LocalWorkers | None = None,
+    ) -> None:
         self.database = database
         self.pool: ConnectionPool[psycopg.Connection[Any]] = database.pool(
             "ledger-reads", min_size=min_size, max_size=max_size
         )
+        self._workers = workers
         self._last_warning = -WARN_EVERY_SECONDS
+
+    def wait_on(self, workers: LocalWorkers) -> None:
+        """Waits on these workers (of this process, on this database) for the processors they
+        run; wired at start-up (`web.bootstrap`), once they exist."""
+        self._workers = workers
+
+    def _local_owner(self, name: str) -> LocalWorkers | None:
+        workers = self._workers
+        return workers if workers is not None and workers.owns(name) else None
 
     @contextmanager
     def cursor(self) -> Iterator[psycopg.Cursor[Any]]:
@@ -138,8 +130,8 @@ class ReadStore:
 
     def wait_for_position(self, name: str, position: int, timeout: float) -> bool:
         """True once processor `name` has processed every event up to `position`; False when
-        `timeout` seconds pass first. Woken directly when the runner is in this process."""
-        local = _local_owner(self.database, name)
+        `timeout` seconds pass first. Woken directly when this process's workers run it."""
+        local = self._local_owner(name)
         if local is not None:
             return local.wait_until_processed(name, position, timeout)
         with self.cursor() as cursor:
@@ -172,7 +164,7 @@ class ReadStore:
     def wait_until_applied(self, name: str, position: int, timeout: float) -> bool:
         """`wait_for_position`, but False at once (with a warning) when no process runs the
         processor, and a warning when it times out."""
-        if _local_owner(self.database, name) is None and not self.is_running(name):
+        if self._local_owner(name) is None and not self.is_running(name):
             self._warn_behind(name, position, 0.0)  # nobody to wait for: answer now
             return False
         if not self.wait_for_position(name, position, timeout):
@@ -225,13 +217,11 @@ def wait_for_position(
     """True once processor `name` has processed every event up to `position` (a notification
     id, e.g. `recordings[-1].notification.id` of a save); False after `timeout` seconds.
 
-    Usable from any process: waits on the in-process runner when there is one, else polls the
-    tracking table every few milliseconds (through the store's pool, or one connection)."""
+    Usable from any process: a store waits on the workers wired into it when they run the
+    processor; otherwise this polls the tracking table every few milliseconds (through the
+    store's pool, or one connection)."""
     if isinstance(source, ReadStore):
         return source.wait_for_position(name, position, timeout)
-    local = _local_owner(source, name)
-    if local is not None:
-        return local.wait_until_processed(name, position, timeout)
     with source.connect(autocommit=True) as conn, conn.cursor() as cursor:
         return poll_tracking(cursor, name, position, timeout)
 
@@ -294,9 +284,7 @@ _SIDE_EFFECT_BACKLOG = (
         " AND (cardinality(%(topics)s::text[]) = 0 OR topic = ANY(%(topics)s::text[]))),"
         " (SELECT count(*) FROM {retries} WHERE name = %(name)s)"
     )
-    .format(
-        events=EVENTS_TABLE, tracking=TRACKING, retries=sql.Identifier(LIVE_SCHEMA, RETRIES_TABLE)
-    )
+    .format(events=EVENTS_TABLE, tracking=TRACKING, retries=RETRIES)
     .as_bytes(None)
 )
 

@@ -1,4 +1,6 @@
-"""The tracking table: how far through the log each processor has got."""
+"""The tracking tables: how far through the log each processor has got, and which events of a
+side effect wait to be tried again behind its position (its retry schedule, whose queries are
+`side_effects.retries`). Both are where a processor stands, set up together by `prepare`."""
 
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ from psycopg import sql
 from projections.base import LIVE_SCHEMA, TRACKING_TABLE
 
 TRACKING = sql.Identifier(LIVE_SCHEMA, TRACKING_TABLE)
+RETRIES_TABLE = "side_effect_retries"
+RETRIES = sql.Identifier(LIVE_SCHEMA, RETRIES_TABLE)
 
 # The queries every step of a runner makes, composed once: psycopg would compose an
 # `sql.Composed` again on every execution, a cost that showed on the write path's profile.
@@ -38,6 +42,20 @@ def ensure_tracking_table(cursor: psycopg.Cursor[Any]) -> None:
             " version integer NOT NULL DEFAULT 0,"
             " updated_at timestamptz NOT NULL DEFAULT now())"
         ).format(TRACKING)
+    )
+
+
+def ensure_retries_table(cursor: psycopg.Cursor[Any]) -> None:
+    cursor.execute(
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} ("
+            " name text NOT NULL,"
+            " position bigint NOT NULL,"
+            " attempts integer NOT NULL,"
+            " due_at timestamptz NOT NULL,"
+            " last_error text,"
+            " PRIMARY KEY (name, position))"
+        ).format(RETRIES)
     )
 
 

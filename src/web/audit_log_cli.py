@@ -55,15 +55,15 @@ def add_read_commands(actions: argparse._SubParsersAction[argparse.ArgumentParse
 
 def history(args: argparse.Namespace) -> int:
     from projections.audit.history import OrderHistories, OrderHistoryProjection
-    from projections.runner import Workers
     from projections.store import ReadStore
+    from workers import Workers
 
     database = open_database()
     # No `ledger serve` or `ledger work` may be running (an embedded store, a laptop): run
     # the order_history read model here until it has caught up, so the answer is complete
     # either way. When another process runs it, this one waits for that one instead.
     workers = Workers(database, [OrderHistoryProjection()])
-    store = ReadStore(database, min_size=1, max_size=2)
+    store = ReadStore(database, min_size=1, max_size=2, workers=workers)
     try:
         workers.start()
         histories = OrderHistories(store, consistent=False)

@@ -10,11 +10,9 @@ from ledger.application import Ledger
 from ledger.checkout import Checkout
 from ledger.customer_keys import PostgresCustomerKeys
 from ledger.disputes import Disputes
-from ledger.notifications import Notifications, NotificationWorker, mailer_for
 from ledger.payments import PaymentGateway
 from ledger.personal_data import PersonalData
-from ledger.refunds import Refunds, RefundWorker
-from ledger.resync import Resync
+from ledger.refunds import Refunds
 from ledger.settings import Settings
 from ledger.storage import Database, create_table, resolve_database
 from ledger.stripe_events import StripeEvents
@@ -22,16 +20,19 @@ from ledger.stripe_gateway import StripeGateway
 from projections import (
     OrderStatuses,
     Payments,
-    Processor,
     ProductCatalog,
     ReadStore,
-    Workers,
     default_projections,
 )
-from projections.sent_messages import SentMessages
+from side_effects.mailers import mailer_for
+from side_effects.notifications import Notifications, NotificationWorker
+from side_effects.refunds import RefundWorker
+from side_effects.resync import Resync
+from side_effects.sent_messages import SentMessages
 from stripe_standin import StripeStandIn
 from web.order_status_poll import OrderStatusReader, PollFulfillment
 from web.store_calls import StoreBreaker
+from workers import Processor, Workers
 
 STAND_IN_PREFIX = "/_stripe"
 
@@ -182,5 +183,8 @@ def notification_worker(services: Services) -> NotificationWorker:
 
 
 def background_workers(services: Services) -> Workers:
-    """The workers of `ledger serve` and `ledger work`."""
-    return Workers(services.database, processors(services))
+    """The workers of `ledger serve` and `ledger work`. The read store waits on them for the
+    read models they run here, woken by their commits instead of polling."""
+    workers = Workers(services.database, processors(services))
+    services.read_store.wait_on(workers)
+    return workers

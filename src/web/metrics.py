@@ -23,9 +23,11 @@ from ledger.application import Ledger
 from ledger.domain.vocabulary import RefundStatus
 from ledger.metrics import REFUNDS
 from ledger.storage import StoreUnavailable
-from projections.base import Processor, Projection, SideEffect
+from projections.base import Projection
 from projections.store import Progress, ReadStore
+from side_effects.base import SideEffect
 from web.store_calls import StoreBreaker
+from workers import Processor
 
 logger = logging.getLogger(__name__)
 

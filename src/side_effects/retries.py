@@ -1,7 +1,8 @@
 """The retry schedule of side effects: each event whose effect failed waits for its own next
-attempt, so that one failing effect (a refund Stripe cannot take now, an e-mail to a broken
-address) never holds back the ones after it. Kept in the database beside the tracking table,
-so a restart loses no pending item."""
+attempt, on its own exponential backoff, so that one failing effect (a refund Stripe cannot
+take now, an e-mail to a broken address) never holds back the ones after it. Kept in the
+database beside the tracking table (`projections.tracking.RETRIES_TABLE`), so a restart loses
+no pending item."""
 
 from __future__ import annotations
 
@@ -10,8 +11,7 @@ from typing import Any
 import psycopg
 
 from projections.base import LIVE_SCHEMA, compose
-
-RETRIES_TABLE = "side_effect_retries"
+from projections.tracking import RETRIES_TABLE
 
 
 def _q(query: str) -> bytes:
@@ -31,18 +31,11 @@ _DUE = _q(
 _DONE = _q("DELETE FROM {side_effect_retries} WHERE name = %s AND position = %s")
 
 
-def ensure_retries_table(cursor: psycopg.Cursor[Any]) -> None:
-    cursor.execute(
-        _q(
-            "CREATE TABLE IF NOT EXISTS {side_effect_retries} ("
-            " name text NOT NULL,"
-            " position bigint NOT NULL,"
-            " attempts integer NOT NULL,"
-            " due_at timestamptz NOT NULL,"
-            " last_error text,"
-            " PRIMARY KEY (name, position))"
-        )
-    )
+def next_delay(attempts: int, backoff: tuple[float, float]) -> float:
+    """Seconds until the next attempt after `attempts` failures: `backoff` is the first and the
+    longest pause, doubling in between."""
+    first, longest = backoff
+    return float(min(longest, first * 2 ** min(attempts - 1, 30)))
 
 
 def schedule(

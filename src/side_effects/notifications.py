@@ -12,114 +12,38 @@ an order.
 - The SMTP server refusing the recipient for good (a 5xx answer to RCPT) is logged as an error,
   counted (`ledger_emails_total{outcome="refused"}`) and skipped; so is an order whose session
   had no address. Anything else (server down, a 4xx answer, the store unavailable) raises, and the
-  runner tries that event again on its own backoff, holding back no other.
+  workers try that event again on its own backoff, holding back no other.
 - A fresh deployment starts at the log's head (`start_at_head`): past customers get no mail.
 - With no `LEDGER_SMTP_URL`, each e-mail is written to the log instead of sent.
 """
 
 from __future__ import annotations
 
-import smtplib
-import ssl
 from collections.abc import Sequence
 from email.message import EmailMessage
 from email.utils import formatdate
 from typing import Any, Protocol
 
 import structlog
-from eventsourcing.utils import get_topic
 
 from ledger.application import Ledger
 from ledger.domain import Order
 from ledger.metrics import EMAILS
 from ledger.money import format_amount
 from ledger.personal_data import PersonalData
-from ledger.settings import Settings, SmtpServer
+from side_effects.base import reacts_to
+from side_effects.mailers import Mailer, RecipientRefused
 
+# Every log line's `logger` field: kept across the move out of ledger, for searches on it.
 log = structlog.get_logger("ledger.notifications")
 
 CONFIRMATION = "confirmation"
 REFUND = "refund"
-SMTP_TIMEOUT_SECONDS = 15.0
 
 
 def message_id(kind: str, order_id: object) -> str:
     """The e-mail's Message-ID: the same for every (re)send of one kind of mail of one order."""
     return f"<{kind}.{order_id}@ledger>"
-
-
-class RecipientRefused(Exception):
-    """The mail server refused the recipient for good (5xx): sending again will not help."""
-
-    def __init__(self, code: int, response: str) -> None:
-        super().__init__(f"{code} {response}")
-        self.code = code
-        self.response = response
-
-
-class Mailer(Protocol):
-    """Sends one e-mail. Raises RecipientRefused when the recipient is refused for good, and
-    any other exception for a failure worth trying again."""
-
-    def send(self, message: EmailMessage) -> str:
-        """Sends it; returns the metric's outcome (`sent`, or `logged`)."""
-        ...
-
-
-class SmtpMailer:
-    """Through an SMTP server: `smtps://` is TLS from the start; `smtp://` upgrades with
-    STARTTLS when the server offers it; logs in when the URL names a user."""
-
-    def __init__(self, server: SmtpServer, timeout: float = SMTP_TIMEOUT_SECONDS) -> None:
-        self.server = server
-        self.timeout = timeout
-
-    def send(self, message: EmailMessage) -> str:
-        server = self.server
-        smtp: smtplib.SMTP
-        if server.ssl:
-            context = ssl.create_default_context()
-            smtp = smtplib.SMTP_SSL(server.host, server.port, timeout=self.timeout, context=context)
-        else:
-            smtp = smtplib.SMTP(server.host, server.port, timeout=self.timeout)
-        with smtp:
-            smtp.ehlo()
-            if not server.ssl and smtp.has_extn("starttls"):
-                smtp.starttls(context=ssl.create_default_context())
-                smtp.ehlo()
-            if server.username is not None:
-                smtp.login(server.username, server.password or "")
-            try:
-                smtp.send_message(message)
-            except smtplib.SMTPRecipientsRefused as refusal:
-                # One recipient per message: refused for good only when every answer is 5xx.
-                answers = list(refusal.recipients.values())
-                if answers and all(500 <= code < 600 for code, _ in answers):
-                    code, response = answers[0]
-                    raise RecipientRefused(code, _text(response)) from refusal
-                raise
-        return "sent"
-
-
-class LogMailer:
-    """No SMTP server configured: the e-mail goes to the log, whole, instead."""
-
-    def send(self, message: EmailMessage) -> str:
-        body = message.get_body(("plain",))
-        log.info(
-            "email_not_sent_no_smtp",
-            message_id=message["Message-ID"],
-            mail_from=message["From"],
-            to=message["To"],
-            subject=message["Subject"],
-            body=body.get_content() if isinstance(body, EmailMessage) else "",
-        )
-        return "logged"
-
-
-def mailer_for(settings: Settings) -> Mailer:
-    server = settings.smtp_server
-    return LogMailer() if server is None else SmtpMailer(server)
 
 
 class SentLog(Protocol):
@@ -215,9 +139,9 @@ class NotificationWorker:
     """Follows the log for PaymentConfirmed and RefundIssued and sends their e-mails."""
 
     name = "notifications"
-    topics: Sequence[str] = (
-        f"{get_topic(Order)}.PaymentConfirmed",
-        f"{get_topic(Order)}.RefundIssued",
+    topics: Sequence[str] = reacts_to(
+        Order.PaymentConfirmed,  # type: ignore[attr-defined]
+        Order.RefundIssued,  # type: ignore[attr-defined]
     )
     start_at_head = True  # a fresh deployment does not mail every past customer
 
@@ -225,7 +149,7 @@ class NotificationWorker:
         self.notifications = notifications
 
     def handle(self, event: Any, position: int) -> None:
-        if type(event).__name__ == "RefundIssued":
+        if isinstance(event, Order.RefundIssued):  # type: ignore[attr-defined]
             self.notifications.notify(REFUND, event.originator_id, int(event.amount))
         else:
             self.notifications.notify(CONFIRMATION, event.originator_id)
@@ -270,20 +194,11 @@ def _item_lines(order: Order) -> list[str]:
     ]
 
 
-def _text(response: bytes | str) -> str:
-    return response.decode("utf-8", "replace") if isinstance(response, bytes) else response
-
-
 __all__ = [
     "CONFIRMATION",
     "REFUND",
-    "LogMailer",
-    "Mailer",
     "NotificationWorker",
     "Notifications",
-    "RecipientRefused",
     "SentLog",
-    "SmtpMailer",
-    "mailer_for",
     "message_id",
 ]

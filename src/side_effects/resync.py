@@ -22,6 +22,7 @@ from ledger.payments import PaymentProviderUnavailable
 from ledger.refunds import Refunds
 from ledger.storage import StoreUnavailable
 
+# Every log line's `logger` field: kept across the move out of ledger, for searches on it.
 log = structlog.get_logger("ledger.resync")
 
 # At most this many of each kind per run, the longest-waiting first: a backlog is worked off

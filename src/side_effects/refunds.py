@@ -1,0 +1,30 @@
+"""The refund worker: for each order that owes a refund (`Order.RefundRequested`), asks Stripe
+to make it. What a refund is, and what Stripe's news of it means, is `ledger.refunds.Refunds`:
+the same object the webhook's `refund.*` events and the resync go through."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ledger.domain import Order
+from ledger.refunds import Refunds
+from projections.base import DomainEvent
+from side_effects.base import reacts_to
+
+
+class RefundWorker:
+    """Follows the log for RefundRequested and issues each refund. Each failed event gets its
+    own retry schedule, so one refund Stripe cannot take now holds back no other; the
+    idempotency key derived from the order makes every retry the same refund."""
+
+    name = "refunds"
+    topics: Sequence[str] = reacts_to(Order.RefundRequested)  # type: ignore[attr-defined]
+
+    def __init__(self, refunds: Refunds) -> None:
+        self.refunds = refunds
+
+    def handle(self, event: DomainEvent, position: int) -> None:
+        self.refunds.issue(event.originator_id, f"worker:{self.name}")
+
+
+__all__ = ["RefundWorker"]

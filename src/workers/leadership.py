@@ -1,0 +1,138 @@
+"""Leadership: which processors this process runs. Each processor is run by the one process
+that holds its PostgreSQL advisory lock. The locks live on one dedicated "control" session,
+which also LISTENs on the log's NOTIFY channel and wakes the processors when events are
+recorded. The others retry a lock every `lock_interval` seconds and take over when the
+owner's session ends (a process killed with SIGKILL closes its socket and PostgreSQL drops
+its locks at once)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from ledger.storage import Database
+from projections.base import lock_key
+from projections.store import connect
+from workers.slots import Slot
+
+logger = logging.getLogger(__name__)
+
+# The control thread checks for a stop request at least this often (seconds).
+CONTROL_TICK = 0.05
+
+
+class Leadership:
+    """The control session of one `Workers`: `open()` claims what it can at once, `run()` (its
+    thread) keeps the locks, takes over the others and relays notifications until `stop()`."""
+
+    def __init__(
+        self,
+        database: Database,
+        slots: Sequence[Slot],
+        *,
+        channel: str,
+        lock_interval: float,
+        changed: threading.Condition,
+        stopping: threading.Event,
+        pause: Callable[[int], float],
+    ) -> None:
+        self.database = database
+        self.slots = slots
+        self.channel = channel
+        self.lock_interval = lock_interval
+        self._changed = changed  # waiters on a position: told when we stop running it
+        self._stopping = stopping  # the processors are stopping: claim nothing more
+        self._pause = pause
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def open(self) -> psycopg.Connection[Any]:
+        """The session that holds our locks and LISTENs; claims what it can at once."""
+        conn = connect(
+            self.database,
+            "worker-control",
+            keepalives=1,
+            keepalives_idle=10,
+            keepalives_interval=3,
+            keepalives_count=3,
+        )
+        try:
+            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+            self._claim(conn)
+        except BaseException:
+            close_quietly(conn)
+            raise
+        self._wake_all()  # catch up on anything recorded while not listening
+        return conn
+
+    def run(self, conn: psycopg.Connection[Any] | None) -> None:
+        failures = 0
+        next_claim = time.monotonic() + self.lock_interval
+        while not self._stop.is_set():
+            try:
+                if conn is None:
+                    conn = self.open()
+                    next_claim = time.monotonic() + self.lock_interval
+                if time.monotonic() >= next_claim:
+                    self._claim(conn)
+                    next_claim = time.monotonic() + self.lock_interval
+                    failures = 0
+                timeout = max(0.0, min(CONTROL_TICK, next_claim - time.monotonic()))
+                notified = False
+                for _ in conn.notifies(timeout=timeout, stop_after=1):
+                    notified = True
+                if notified:
+                    self._wake_all()
+            except Exception as error:
+                failures += 1
+                self._disown_all(f"lost the control connection: {error}")
+                if conn is not None:
+                    close_quietly(conn)
+                    conn = None
+                self._stop.wait(self._pause(failures))
+        if conn is not None:
+            close_quietly(conn)  # ends the session: PostgreSQL releases our locks
+        self._disown_all(None)
+
+    def _claim(self, conn: psycopg.Connection[Any]) -> None:
+        unowned = [s for s in self.slots if not s.owned.is_set()]
+        if not unowned or self._stopping.is_set():
+            conn.execute("SELECT 1")  # proves the session (and so our locks) is still alive
+            return
+        for slot in unowned:
+            row = conn.execute(
+                "SELECT pg_try_advisory_lock(%s)", (lock_key("processor", slot.name),)
+            ).fetchone()
+            if row is not None and row[0]:
+                logger.info("worker %s: running it here", slot.name)
+                slot.forget_position()  # another process may have moved it on
+                slot.owned.set()
+                slot.wake.set()
+
+    def _disown_all(self, reason: str | None) -> None:
+        for slot in self.slots:
+            if slot.owned.is_set():
+                if reason:
+                    logger.warning("worker %s: stopped here (%s)", slot.name, reason)
+                slot.owned.clear()
+        with self._changed:
+            self._changed.notify_all()
+
+    def _wake_all(self) -> None:
+        for slot in self.slots:
+            slot.wake.set()
+
+
+def close_quietly(conn: psycopg.Connection[Any]) -> None:
+    try:
+        conn.close()
+    except Exception:  # the connection is gone already
+        logger.debug("closing a broken connection failed", exc_info=True)
