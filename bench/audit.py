@@ -8,7 +8,7 @@ HTTP: one product, carts with one line and a started checkout saved 500 to a com
 orders placed with `place_orders` 200 to a commit (`--order-chunk`), 7 events an order). At
 each level:
 
-1. catch-up: `projections.Workers` with `default_projections()` (the read models and the hash
+1. catch-up: `workers.Workers` with `default_projections()` (the read models and the hash
    chain) run until every tracking position reaches the log's head, then stop: `ledger audit
    verify` compares the read models with a fresh replay and recomputes the chain, so they must
    be caught up first. Its rate is the projections' own catch-up rate (from the previous level).
@@ -77,8 +77,9 @@ from common import (
 )
 
 from ledger.storage import Database
-from projections import ReadStore, Workers, default_projections
+from projections import ReadStore, default_projections
 from web.logs import configure_logging
+from workers import Workers
 
 GOAL_EVENTS_PER_S = 20_000
 FLAT_RSS_RATIO = 1.1  # "flat": the last level's peak RSS at most this times the first's

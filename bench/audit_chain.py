@@ -37,10 +37,12 @@ from typing import Any
 from common import log_head, progress, scratch_database, seed_log, source_version
 
 from ledger.storage import Database
-from projections import DomainEvent, Projection, Workers, Writer
+from projections import DomainEvent, Projection, Writer
 from projections.audit import records
-from projections.audit.chain import HashChainProjection, verify_chain
+from projections.audit.chain import HashChainProjection
+from projections.audit.chain_verification import verify_chain
 from web.logs import configure_logging
+from workers import Workers
 
 VERIFY_GOAL_EVENTS_PER_S = 20_000
 

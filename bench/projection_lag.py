@@ -27,7 +27,8 @@ from common import percentiles, scratch_database
 from ledger.application import Ledger
 from ledger.domain import Cart
 from ledger.storage import Database
-from projections import OrderStatuses, ReadStore, Workers, default_projections
+from projections import OrderStatuses, ReadStore, default_projections
+from workers import Workers
 
 LINES = [{"sku": "mug", "name": "Mug", "quantity": 1, "unit_amount": 1250}]
 
@@ -47,7 +48,8 @@ def workers_in_another_process(database: Database) -> Iterator[None]:
     script = textwrap.dedent(
         f"""
         from ledger.storage import Database
-        from projections import Workers, default_projections
+        from projections import default_projections
+        from workers import Workers
         Workers(Database({database.params!r}), default_projections()).run_forever()
         """
     )

@@ -4,8 +4,9 @@ that step them are `workers`; side effects of the log (refunds, e-mail) are `sid
 
 To add a read model: a module here with a `Projection` subclass (its tables, one `@handles`
 method per event that changes them) and a query class over a `ReadStore`; then list the
-projection in `default_projections()`. The workers create its tables and replay the log into
-them on their next start; `ledger projections rebuild` and `verify_all` include it.
+projection in `default_projections()` (`projections.read_models`). The workers create its
+tables and replay the log into them on their next start; `ledger projections rebuild` and
+`verify_all` include it.
 """
 
 from __future__ import annotations
@@ -22,21 +23,10 @@ from projections.base import (
 from projections.order_status import OrderStatuses, OrderStatusProjection
 from projections.payments import Payments
 from projections.products import ProductCatalog, ProductsProjection
-from projections.rebuild import prepare, rebuild, rebuild_all, verify, verify_all
+from projections.read_models import default_projections
+from projections.rebuild import prepare, rebuild, rebuild_all
 from projections.store import ReadStore, wait_for_position
-
-
-def default_projections() -> list[Projection]:
-    """Every read model the service keeps (fresh instances)."""
-    from projections.audit.chain import HashChainProjection
-
-    return [
-        OrderStatusProjection(),
-        ProductsProjection(),
-        OrderHistoryProjection(),
-        HashChainProjection(),
-    ]
-
+from projections.verification import verify, verify_all
 
 __all__ = [
     "DomainEvent",

@@ -17,7 +17,8 @@ from ledger.domain.vocabulary import RefundStatus
 from ledger.storage import Database
 from projections.audit.chain import HashChainProjection
 from projections.audit.replay import OrderFacts, Replay
-from projections.rebuild import verify_all
+from projections.read_models import default_projections
+from projections.verification import verify_all
 
 STOCK = "stock never below zero"
 ONE_OUTCOME = "one outcome per paid session"
@@ -145,8 +146,6 @@ def _outcome_violations(order: OrderFacts) -> list[Violation]:
 
 
 def check_read_models(database: Database) -> list[Violation]:
-    from projections import default_projections
-
     # The hash chain is checked link by link against the stored records (verify_chain),
     # which is stricter than a replay and does not need one.
     models = [p for p in default_projections() if not isinstance(p, HashChainProjection)]
