@@ -142,7 +142,7 @@ class Refunds:
         news = self.ledger.refuse_refund(order.id, code, cause)
         if news.events:
             REFUNDS.labels(outcome=RefundStatus.FAILED).inc()
-            log.error("refund_failed", order_id=str(order.id), code=code, error=message)
+            log.error(OrderStatus.REFUND_FAILED, order_id=str(order.id), code=code, error=message)
         return news.order
 
 

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 import stripe
 
+from ledger.domain.vocabulary import RefundStatus
 from ledger.payments import (
     Charge,
     CheckoutSession,
@@ -156,7 +157,7 @@ def _refund(refund: Any) -> Refund:
     metadata = refund.metadata.to_dict() if refund.metadata else {}
     return Refund(
         refund_id=refund.id,
-        status=refund.status or "pending",
+        status=refund.status or RefundStatus.PENDING,
         amount=refund.amount,
         currency=refund.currency,
         payment_intent=_id_of(refund.payment_intent),
