@@ -4,7 +4,6 @@ HTTP server, the ledger talking to the stand-in through the real stripe SDK."""
 from __future__ import annotations
 
 import socket
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ import httpx
 from ledger.settings import Settings
 from ledger.storage import Database
 from stripe_standin import StripeStandIn
+from tests.waiting import wait_until
 from web.app import create_app
 from web.bootstrap import Services, background_workers, bootstrap
 from web.serving import RunningServer, run_in_thread
@@ -132,11 +132,7 @@ def deliver(client: httpx.Client, stand_in: StripeStandIn, url: str, session_id:
 
 
 def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
+    wait_until(check, timeout)
 
 
 @contextmanager
