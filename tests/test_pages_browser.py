@@ -186,9 +186,11 @@ def test_success_page_gives_up_after_the_configured_limit(
     status = page.locator("[data-status]")
     expect(status).to_have_attribute("data-status", "processing")
 
+    # On time: the expectation's own deadline bounds it from above, generously (a loaded
+    # machine renders late); never before the configured limit, which is the point.
     expect(status).to_have_attribute("data-status", "timeout", timeout=TIMEOUT * 1000 + 3000)
     waited = time.monotonic() - started
-    assert TIMEOUT - 0.5 <= waited <= TIMEOUT + 2, waited
+    assert waited >= TIMEOUT - 0.5, waited
     expect(status).to_contain_text(session_id)
     expect(status).to_contain_text("Reload this page")
     expect(status).to_contain_text("support")
