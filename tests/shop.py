@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from pydantic import SecretStr
 
 from ledger.settings import Settings
 from ledger.storage import Database
@@ -149,11 +150,11 @@ def running_shop(database: Database, **settings: Any) -> Iterator[Shop]:
     url = f"http://127.0.0.1:{port}"
     config = Settings(
         LEDGER_DATABASE_URL=database.conninfo_url(),
-        LEDGER_ADMIN_TOKEN=ADMIN,
-        LEDGER_AUDITOR_TOKEN=AUDITOR,
+        LEDGER_ADMIN_TOKEN=SecretStr(ADMIN),
+        LEDGER_AUDITOR_TOKEN=SecretStr(AUDITOR),
         LEDGER_PUBLIC_URL=url,
-        STRIPE_API_KEY=STRIPE_KEY,
-        STRIPE_WEBHOOK_SECRET=f"{WEBHOOK_SECRET},{OLD_WEBHOOK_SECRET}",
+        STRIPE_API_KEY=SecretStr(STRIPE_KEY),
+        STRIPE_WEBHOOK_SECRET=SecretStr(f"{WEBHOOK_SECRET},{OLD_WEBHOOK_SECRET}"),
         STRIPE_API_BASE=stripe_server.url,
         **settings,
     )

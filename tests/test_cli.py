@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 
 from ledger.storage import Database
-from tests.processes import LEDGER, clean_env, run_ledger, serving
+from tests.processes import LEDGER, clean_env, run_ledger, serving, serving_stopped_by
 from tests.shop import free_port
 
 
@@ -74,7 +74,7 @@ def test_sigterm_stops_serve_and_its_embedded_database(tmp_path: Path) -> None:
     # not be kept alive by a handle the stopped process failed to release.
     pid_file = tmp_path / ".ledger" / "pgdata" / "postmaster.pid"
     for _ in range(2):
-        with serving(tmp_path, stop_with=signal.SIGTERM):
+        with serving_stopped_by(signal.SIGTERM, tmp_path):
             assert pid_file.exists()
         deadline = time.monotonic() + 15
         while pid_file.exists():

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from tests.conftest import Server
-from tests.processes import run_ledger, serving
+from tests.processes import run_ledger_within, serving
 from tests.shop import free_port
 from tests.waiting import wait_until
 from web.serving import MAX_CONNECTIONS, MAX_REQUEST_HEAD_BYTES, connection_limit
@@ -273,8 +273,8 @@ def test_a_client_gone_mid_body_is_one_info_line(served: Served) -> None:
     ],
 )
 def test_a_bad_database_url_never_prints_its_password(tmp_path: Path, url: str) -> None:
-    result = run_ledger(
-        tmp_path, "serve", timeout=60, LEDGER_DATABASE_URL=url.format(port=free_port())
+    result = run_ledger_within(
+        60, tmp_path, "serve", LEDGER_DATABASE_URL=url.format(port=free_port())
     )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()

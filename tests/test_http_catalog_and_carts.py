@@ -14,12 +14,14 @@ from uuid import UUID, uuid4
 
 import httpx
 import pytest
+from pydantic import SecretStr
 from starlette.testclient import TestClient
 
 from ledger.application import PaidCheckout
 from ledger.domain import inventory_item_id
 from ledger.settings import Settings
 from ledger.storage import Database
+from projections import Workers
 from tests.conftest import Server, count_rows
 from web.app import create_app
 from web.bootstrap import Services, background_workers, bootstrap
@@ -37,7 +39,7 @@ def settings_for(db: Database, admin_token: str | None = TOKEN) -> Settings:
     return Settings(
         _env_file=None,  # type: ignore[call-arg]
         LEDGER_DATABASE_URL=db.conninfo_url(),
-        LEDGER_ADMIN_TOKEN=admin_token,
+        LEDGER_ADMIN_TOKEN=None if admin_token is None else SecretStr(admin_token),
         LEDGER_AUDITOR_TOKEN=None,
         STRIPE_API_KEY=None,
         STRIPE_WEBHOOK_SECRET=None,
@@ -48,7 +50,7 @@ def settings_for(db: Database, admin_token: str | None = TOKEN) -> Settings:
 
 @pytest.fixture
 def open_services(database: Database) -> Iterator[Callable[..., Services]]:
-    opened: list[Services] = []
+    opened: list[tuple[Services, Workers]] = []
 
     def open_(admin_token: str | None = TOKEN) -> Services:
         services = bootstrap(settings_for(database, admin_token), database)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from ledger.settings import Settings, SmtpServer, parse_smtp_url
 from ledger.storage import Database
@@ -215,7 +215,7 @@ def test_smtp_urls() -> None:
         with pytest.raises(ValueError):
             parse_smtp_url(bad)
     with pytest.raises(ValidationError):
-        Settings(LEDGER_SMTP_URL="mail.example.org")
+        Settings(LEDGER_SMTP_URL=SecretStr("mail.example.org"))
     assert Settings.model_fields["mail_from"].default == "orders@localhost"
 
 

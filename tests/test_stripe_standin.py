@@ -734,7 +734,8 @@ def test_list_refunds_of_a_payment_newest_first(
 
     listed = client.v1.refunds.list(params={"payment_intent": pi})
     assert [r.id for r in listed.data] == [second.id, first.id]
-    assert (listed.object, listed.has_more, listed.url) == ("list", False, "/v1/refunds")
+    # `object` is no typed attribute of the SDK's ListObject: read as the SDK reads it.
+    assert (listed["object"], listed.has_more, listed.url) == ("list", False, "/v1/refunds")
     page = client.v1.refunds.list(params={"payment_intent": pi, "limit": 1})
     assert [r.id for r in page.data] == [second.id] and page.has_more
     assert [r.id for r in page.auto_paging_iter()] == [second.id, first.id]
