@@ -149,22 +149,26 @@ def test_connections_past_the_limit_answer_503(served: Served) -> None:
     try:
         for _ in range(limit):
             idle.append(connect(served.port))
-        deadline = time.monotonic() + 20
-        while True:  # until the server has accepted all of them
-            response = httpx.get(f"{served.url}/healthz", timeout=10)
-            if response.status_code == 503 or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
+        answers: list[httpx.Response] = []
+
+        def refused() -> bool:  # true once the server has accepted all of them
+            answers.append(httpx.get(f"{served.url}/healthz", timeout=10))
+            return answers[-1].status_code == 503
+
+        wait_until(refused, 20, lambda: answers[-1].text, interval=0.1)
+        response = answers[-1]
         assert response.status_code == 503, response.text
         assert response.json()["error"]["code"] == "service_unavailable"
         assert response.headers["retry-after"] == "1"
     finally:
         for sock in idle:
             sock.close()
-    deadline = time.monotonic() + 20
-    while httpx.get(f"{served.url}/healthz", timeout=10).status_code != 200:
-        assert time.monotonic() < deadline, "still refusing after the connections closed"
-        time.sleep(0.1)
+    wait_until(
+        lambda: httpx.get(f"{served.url}/healthz", timeout=10).status_code == 200,
+        20,
+        lambda: "still refusing after the connections closed",
+        interval=0.1,
+    )
 
 
 # ------------------------------------------------------------------ redirects

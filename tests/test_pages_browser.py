@@ -19,6 +19,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, ViewportSize, exp
 from ledger.storage import Database
 from tests.browser import DESKTOP, MOBILE, PageWatch, chromium, screenshot
 from tests.shop import Shop, running_shop
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.browser
 
@@ -376,10 +377,7 @@ def test_a_person_walks_a_dispute_and_a_dashboard_refund_on_the_pay_page(
         order = shop.order(session_id)
         return order is not None and len(order.outside_refunds) == 1 and bool(order.disputes)
 
-    deadline = time.monotonic() + 10
-    while not recorded():
-        assert time.monotonic() < deadline, "the dispute and the refund were not recorded"
-        time.sleep(0.05)
+    wait_until(recorded, 10, lambda: "the dispute and the refund were not recorded")
     order = shop.order(session_id)
     assert list(order.disputes.values()) == ["won"]
     assert list(order.outside_refunds.values()) == ["succeeded"]
