@@ -37,10 +37,24 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_ledger(
-    cwd: Path, *args: str, timeout: float = 120, **env: str
-) -> subprocess.CompletedProcess[str]:
+# How long `ledger ARGS...` may take before the test fails rather than waits on.
+RUN_TIMEOUT_SECONDS = 120.0
+
+
+# The environment is passed as keywords (`LEDGER_DATABASE_URL=...`, or `**env`), so what else a
+# helper takes comes first, positionally: a keyword option beside `**env: str` would be one that
+# a dict of variables could fill, and mypy rightly refuses that.
+
+
+def run_ledger(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """`ledger ARGS...` to its end, in `cwd`, configured by `env` alone."""
+    return run_ledger_within(RUN_TIMEOUT_SECONDS, cwd, *args, **env)
+
+
+def run_ledger_within(
+    timeout: float, cwd: Path, *args: str, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """`run_ledger`, failing the test after `timeout` seconds instead."""
     return subprocess.run(
         [*LEDGER, *args],
         cwd=cwd,
@@ -52,7 +66,15 @@ def run_ledger(
 
 
 @contextmanager
-def serving(workdir: Path, *args: str, stop_with: int = signal.SIGINT, **env: str) -> Iterator[str]:
+def serving(workdir: Path, *args: str, **env: str) -> Iterator[str]:
+    """`ledger serve ARGS...` in `workdir` until ready: its URL. Stopped with SIGINT (Ctrl-C)."""
+    with serving_stopped_by(signal.SIGINT, workdir, *args, **env) as url:
+        yield url
+
+
+@contextmanager
+def serving_stopped_by(stop_with: int, workdir: Path, *args: str, **env: str) -> Iterator[str]:
+    """`serving`, stopped with signal `stop_with` at the end."""
     port = free_port()
     log_path = workdir / f"serve-{port}.log"
     log_file = log_path.open("w")

@@ -4,17 +4,18 @@ HTTP server, the ledger talking to the stand-in through the real stripe SDK."""
 from __future__ import annotations
 
 import socket
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from pydantic import SecretStr
 
 from ledger.settings import Settings
 from ledger.storage import Database
 from stripe_standin import StripeStandIn
+from tests.waiting import wait_until
 from web.app import create_app
 from web.bootstrap import Services, background_workers, bootstrap
 from web.serving import RunningServer, run_in_thread
@@ -132,11 +133,7 @@ def deliver(client: httpx.Client, stand_in: StripeStandIn, url: str, session_id:
 
 
 def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
+    wait_until(check, timeout)
 
 
 @contextmanager
@@ -153,11 +150,11 @@ def running_shop(database: Database, **settings: Any) -> Iterator[Shop]:
     url = f"http://127.0.0.1:{port}"
     config = Settings(
         LEDGER_DATABASE_URL=database.conninfo_url(),
-        LEDGER_ADMIN_TOKEN=ADMIN,
-        LEDGER_AUDITOR_TOKEN=AUDITOR,
+        LEDGER_ADMIN_TOKEN=SecretStr(ADMIN),
+        LEDGER_AUDITOR_TOKEN=SecretStr(AUDITOR),
         LEDGER_PUBLIC_URL=url,
-        STRIPE_API_KEY=STRIPE_KEY,
-        STRIPE_WEBHOOK_SECRET=f"{WEBHOOK_SECRET},{OLD_WEBHOOK_SECRET}",
+        STRIPE_API_KEY=SecretStr(STRIPE_KEY),
+        STRIPE_WEBHOOK_SECRET=SecretStr(f"{WEBHOOK_SECRET},{OLD_WEBHOOK_SECRET}"),
         STRIPE_API_BASE=stripe_server.url,
         **settings,
     )

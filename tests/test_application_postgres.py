@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
 from pathlib import Path
 from uuid import UUID
 
@@ -13,12 +12,13 @@ import pytest
 from eventsourcing.persistence import IntegrityError
 
 from ledger.application import Ledger
-from ledger.domain import Cart, Order, PaidSession, inventory_item_id, order_id_for
+from ledger.domain import Cart, InventoryItem, Order, PaidSession, inventory_item_id, order_id_for
 from ledger.domain.errors import InvalidTransition
 from ledger.domain.vocabulary import OrderStatus
 from ledger.storage import Database
 from tests.conftest import count_rows
 from tests.processes import alive
+from tests.waiting import wait_until
 
 EVENTS = "ledger_events"
 
@@ -249,9 +249,9 @@ def test_a_product_with_5000_earlier_orders_takes_new_orders_and_keeps_its_histo
     # The history is whole: every reservation is its own event, and replaying all of them
     # (no snapshot) gives the same stock as the snapshot-based read.
     assert reserved is not None and reserved[0] == 5_003
-    full = ledger.repository.get(item_id, version=item.version)
+    full: InventoryItem = ledger.repository.get(item_id, version=item.version)
     assert full.on_hand == 0
-    at_seeded = ledger.repository.get(item_id, version=2 + 5_000)
+    at_seeded: InventoryItem = ledger.repository.get(item_id, version=2 + 5_000)
     assert at_seeded.on_hand == 3
     first_order = ledger.get_order(order_id_for(seeded[0].session_id))
     assert first_order is not None and first_order.status == OrderStatus.CONFIRMED
@@ -330,9 +330,9 @@ def test_commands_go_on_after_the_database_restarts(tmp_path: Path) -> None:
         assert app.place_order(first, "evt").status == OrderStatus.CONFIRMED
 
         pid = server.get_pid()
+        assert pid is not None
         os.kill(pid, signal.SIGINT)  # PostgreSQL's fast shutdown: every session is ended
-        while alive(pid):
-            time.sleep(0.05)
+        wait_until(lambda: not alive(pid), timeout=30)
         server.ensure_postgres_running()
 
         assert app.place_order(second, "evt").status == OrderStatus.CONFIRMED

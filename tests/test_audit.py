@@ -18,7 +18,7 @@ import pytest
 from ledger.application import Ledger
 from ledger.domain import Cart, PaidSession, order_id_for
 from ledger.storage import Database
-from tests.processes import run_ledger
+from tests.processes import run_ledger_within
 from tests.shop import ADMIN, AUDITOR, Shop, running_shop
 from tests.test_money_paths import paid_for_the_last_unit, settles_as
 
@@ -76,7 +76,7 @@ def stock_at(shop: Shop, sku: str, at: str) -> Any:
 
 
 def ledger_cli(database: Database, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return run_ledger(cwd, "audit", *args, timeout=180, LEDGER_DATABASE_URL=database.conninfo_url())
+    return run_ledger_within(180, cwd, "audit", *args, LEDGER_DATABASE_URL=database.conninfo_url())
 
 
 def json_lines(text: str) -> list[dict[str, Any]]:

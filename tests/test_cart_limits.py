@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from ledger.storage import Database
 from tests.conftest import count_rows
 from tests.processes import alive
 from tests.shop import WEBHOOK_SECRET, Shop, running_shop
+from tests.waiting import wait_until
 
 EVENTS = "ledger_events"
 
@@ -304,9 +304,9 @@ def test_pricing_goes_on_after_the_database_restarts(tmp_path: Path) -> None:
         held = app.get_cart(cart.id)
 
         pid = server.get_pid()
+        assert pid is not None
         os.kill(pid, signal.SIGINT)  # PostgreSQL's fast shutdown: every session is ended
-        while alive(pid):
-            time.sleep(0.05)
+        wait_until(lambda: not alive(pid), timeout=30)
         server.ensure_postgres_running()
 
         priced = app.price(held)  # the first statement after the restart is the batched read

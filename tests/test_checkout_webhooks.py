@@ -332,6 +332,8 @@ def test_a_slow_stripe_gets_a_5xx_well_within_five_seconds(shop: Shop) -> None:
     shop.stripe.delay_seconds = 0
 
     assert r.status_code >= 500
+    # The point of the test: a hung dependency is answered within the webhook's budget (the
+    # gateway's tries time out; Stripe itself waits about ten seconds), not after Stripe's 4 s.
     assert elapsed < 5
     assert shop.order(session_id) is None
     eventually(lambda: shop.post_webhook(payload, signature).status_code == 200)

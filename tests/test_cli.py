@@ -6,14 +6,14 @@ import json
 import re
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
 
 from ledger.storage import Database
-from tests.processes import LEDGER, clean_env, run_ledger, serving
+from tests.processes import LEDGER, clean_env, run_ledger, serving, serving_stopped_by
 from tests.shop import free_port
+from tests.waiting import wait_until
 
 
 def test_serve_with_no_configuration_walks_the_whole_flow(tmp_path: Path) -> None:
@@ -43,10 +43,11 @@ def test_serve_with_no_configuration_walks_the_whole_flow(tmp_path: Path) -> Non
         assert paid.headers["location"] == (
             f"{url}/checkout/success?session_id={checkout['checkout_session_id']}"
         )
-        deadline = time.monotonic() + 15
-        while api.get(f"/api/carts/{cart_id}").json()["status"] != "converted":
-            assert time.monotonic() < deadline, "the stand-in's webhook never converted the cart"
-            time.sleep(0.1)
+        wait_until(
+            lambda: api.get(f"/api/carts/{cart_id}").json()["status"] == "converted",
+            15,
+            lambda: "the stand-in's webhook never converted the cart",
+        )
         assert api.get("/api/products/mug").json()["available"] == 1
 
     # Structured logs: one JSON object per line; a webhook's lines carry its ids and outcome.
@@ -74,12 +75,13 @@ def test_sigterm_stops_serve_and_its_embedded_database(tmp_path: Path) -> None:
     # not be kept alive by a handle the stopped process failed to release.
     pid_file = tmp_path / ".ledger" / "pgdata" / "postmaster.pid"
     for _ in range(2):
-        with serving(tmp_path, stop_with=signal.SIGTERM):
+        with serving_stopped_by(signal.SIGTERM, tmp_path):
             assert pid_file.exists()
-        deadline = time.monotonic() + 15
-        while pid_file.exists():
-            assert time.monotonic() < deadline, "the embedded PostgreSQL outlived ledger serve"
-            time.sleep(0.1)
+        wait_until(
+            lambda: not pid_file.exists(),
+            15,
+            lambda: "the embedded PostgreSQL outlived ledger serve",
+        )
 
 
 def test_serve_demo_lists_products_for_the_storefront(tmp_path: Path) -> None:
@@ -118,10 +120,11 @@ def test_workers_in_their_own_process_and_a_rebuild(tmp_path: Path, database: Da
             stderr=subprocess.DEVNULL,
         )
         try:
-            deadline = time.monotonic() + 20
-            while api.get("/api/products/mug").status_code != 200:
-                assert time.monotonic() < deadline, "ledger work never built the read model"
-                time.sleep(0.1)
+            wait_until(
+                lambda: api.get("/api/products/mug").status_code == 200,
+                20,
+                lambda: "ledger work never built the read model",
+            )
             assert api.get("/api/products/mug").json()["available"] == 4
 
             # A refund is issued from this process, through the stand-in `ledger serve` serves.
@@ -132,10 +135,11 @@ def test_workers_in_their_own_process_and_a_rebuild(tmp_path: Path, database: Da
                 sessions.append(api.post(f"/api/carts/{cart}/checkout").json())
             for session in sessions:
                 assert httpx.post(f"{session['url']}/pay").status_code == 303
-            deadline = time.monotonic() + 20
-            while statuses(api, sessions) != ["confirmed", "refunded"]:
-                assert time.monotonic() < deadline, statuses(api, sessions)
-                time.sleep(0.1)
+            wait_until(
+                lambda: statuses(api, sessions) == ["confirmed", "refunded"],
+                20,
+                lambda: statuses(api, sessions),
+            )
 
             rebuilt = run_ledger(tmp_path, "projections", "rebuild", **url_env)
             assert rebuilt.returncode == 0, rebuilt.stderr

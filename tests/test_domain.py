@@ -26,7 +26,7 @@ from ledger.domain.errors import (
     UnknownCheckoutSession,
     UnknownProduct,
 )
-from ledger.domain.vocabulary import OrderStatus
+from ledger.domain.vocabulary import OrderStatus, Rejection
 from ledger.payments import Refund
 
 LINES = [{"sku": "mug", "name": "Mug", "quantity": 2, "unit_amount": 500}]
@@ -340,7 +340,7 @@ def test_an_order_is_placed_then_awaits_then_is_confirmed() -> None:
 
 def test_a_rejected_order_requests_a_refund_then_records_it() -> None:
     order = placed_order()
-    order.reject("out_of_stock", "pi_9", "evt")
+    order.reject(Rejection.OUT_OF_STOCK, "pi_9", "evt")
     assert order.status == OrderStatus.REFUND_PENDING
     assert order.rejection_reason == "out_of_stock"
     assert order.payment_intent == "pi_9"
@@ -364,7 +364,7 @@ def test_a_rejected_order_requests_a_refund_then_records_it() -> None:
 
 def test_a_refused_refund_is_flagged_until_a_refund_succeeds() -> None:
     order = placed_order()
-    order.reject("out_of_stock", "pi_9", "evt")
+    order.reject(Rejection.OUT_OF_STOCK, "pi_9", "evt")
     order.refuse_refund("charge_disputed", "worker")
     assert (order.status, order.refund_failure) == (OrderStatus.REFUND_FAILED, "charge_disputed")
     order.follow_refund("re_by_hand", "pending", 1000, None, "stripe:evt_2")
@@ -410,11 +410,11 @@ def test_a_delayed_payment_can_fail_and_still_clear_later() -> None:
         (["confirm"], lambda o: o.confirm_payment("pi", "e")),
         (["confirm"], lambda o: o.await_payment("e")),
         (["confirm"], lambda o: o.fail_payment("e")),
-        (["confirm"], lambda o: o.reject("out_of_stock", None, "e")),
+        (["confirm"], lambda o: o.reject(Rejection.OUT_OF_STOCK, None, "e")),
         (["confirm"], lambda o: o.follow_refund("re_1", "succeeded", 1, None, "w")),
         (["await"], lambda o: o.await_payment("e")),
         (["reject"], lambda o: o.confirm_payment("pi", "e")),
-        (["reject"], lambda o: o.reject("out_of_stock", None, "e")),
+        (["reject"], lambda o: o.reject(Rejection.OUT_OF_STOCK, None, "e")),
         (["reject", "refund"], lambda o: o.refuse_refund("charge_disputed", "w")),
         (["fail"], lambda o: o.fail_payment("e")),
     ],
@@ -424,7 +424,7 @@ def test_invalid_order_transitions_are_refused(setup: list[str], attempt: Any) -
     steps = {
         "confirm": lambda: order.confirm_payment("pi", "e"),
         "await": lambda: order.await_payment("e"),
-        "reject": lambda: order.reject("out_of_stock", None, "e"),
+        "reject": lambda: order.reject(Rejection.OUT_OF_STOCK, None, "e"),
         "refund": lambda: order.follow_refund("re_1", "succeeded", 1, None, "w"),
         "fail": lambda: order.fail_payment("e"),
     }
@@ -469,7 +469,7 @@ def test_every_event_carries_its_cause_and_a_utc_timestamp() -> None:
     order.await_payment("c:await")
     order.confirm_payment("pi", "c:confirm")
     other = placed_order("cs_2")
-    other.reject("out_of_stock", None, "c:reject")
+    other.reject(Rejection.OUT_OF_STOCK, None, "c:reject")
     other.follow_refund("re_1", "succeeded", 1000, None, "c:refund")
     cart = Cart(user_id=None, cause="c:cart")
     cart.set_line("mug", 1, "c:line")

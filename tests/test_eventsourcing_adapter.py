@@ -48,7 +48,8 @@ def stale_in_cache(app: Application[UUID], newer: int) -> Counter:
         copy.increment()
     app.save(copy)
     assert app.repository.cache is not None
-    cached: Counter = app.repository.cache.get(counter.id)
+    cached = app.repository.cache.get(counter.id)
+    assert isinstance(cached, Counter)
     return cached
 
 
@@ -91,7 +92,7 @@ def test_fast_forwarded_equals_a_replay_and_skips_events_a_get_applied_meanwhile
 def test_fast_forwarded_holds_the_lock_only_inside_its_block(app: Application[UUID]) -> None:
     cached = stale_in_cache(app, newer=1)
     with fast_forwarded(app.repository, cached, []) as aggregate:
-        assert aggregate.version == 1
+        assert aggregate is not None and aggregate.version == 1
         assert app.repository.get(cached.id, fastforward_skipping=True).version == 1
     assert app.repository.get(cached.id, fastforward_skipping=True).version == 2
 

@@ -21,7 +21,7 @@ import threading
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -39,6 +39,7 @@ from tests.conftest import Server
 from tests.mail import Mailbox, smtp_server, smtp_url
 from tests.processes import run_ledger, serving, working
 from tests.shop import ADMIN, STRIPE_KEY, WEBHOOK_SECRET, deliver, free_port, paid_session
+from tests.waiting import wait_at_rest, wait_until
 from web.serving import run_in_thread
 
 SKU = "print"
@@ -111,13 +112,6 @@ def statuses(api: httpx.Client, sessions: list[str]) -> dict[str, dict[str, Any]
     return found
 
 
-def wait_until(check: Callable[[], bool], timeout: float, what: Callable[[], object]) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"not in {timeout} s: {what()}"
-        time.sleep(0.2)
-
-
 def settled(api: httpx.Client, sessions: list[str], timeout: float) -> dict[str, dict[str, Any]]:
     """The statuses, once every session has its final outcome (the refunds issued)."""
     latest: dict[str, dict[str, Any]] = {}
@@ -126,7 +120,8 @@ def settled(api: httpx.Client, sessions: list[str], timeout: float) -> dict[str,
         latest.update(statuses(api, sessions))
         return all(s["status"] in FINAL for s in latest.values())
 
-    wait_until(final, timeout, lambda: Counter(s["status"] for s in latest.values()))
+    # Every few tenths of a second: each check asks for every session's status.
+    wait_until(final, timeout, lambda: Counter(s["status"] for s in latest.values()), interval=0.2)
     return latest
 
 
@@ -386,11 +381,16 @@ def test_a_postgresql_restart_during_webhook_load_loses_nothing(
                 )
                 private_postgres.stop(stop_mode)
                 stopped_at = time.monotonic()
-                # Longer than a webhook's time budget: the deliveries caught by the stop spend
-                # theirs, and the ones after them must be refused at once, not queued.
+                # The store stays away for eight seconds: these sleeps are the outage itself,
+                # the point of the test. Longer than a webhook's time budget: the deliveries
+                # caught by the stop spend theirs, and the ones after them must be refused at
+                # once, not queued.
                 time.sleep(4)
                 asked = time.monotonic()
                 assert api.get("/readyz").status_code == 503  # says so, and at once
+                # The point of /readyz with the store away: it answers within its own budget
+                # (a probe that hung would take the instance out for the wrong reason). The
+                # bound is generous; it only tells "at once" from "waited on the database".
                 assert time.monotonic() - asked < 5
                 time.sleep(max(0.0, stopped_at + 8 - time.monotonic()))
                 restarting_at = time.monotonic()
@@ -402,13 +402,19 @@ def test_a_postgresql_restart_during_webhook_load_loses_nothing(
                     30,
                     lambda: api.get("/readyz").text,
                 )
-                # And Stripe's deliveries are received again, without anyone's help.
+
+                # And Stripe's deliveries are received again, without anyone's help: as many
+                # as before the stop, so the load goes on a while after the restart too.
+                def received_since_restart() -> int:
+                    return sum(
+                        1 for a in list(answers) if a.status == 200 and a.started > restarted_at
+                    )
+
                 wait_until(
-                    lambda: any(a.status == 200 and a.started > restarted_at for a in answers),
+                    lambda: received_since_restart() >= senders,
                     30,
                     lambda: Counter(a.status for a in answers if a.started > restarted_at),
                 )
-                time.sleep(1)
             finally:
                 stop.set()
                 for thread in threads:
@@ -432,6 +438,8 @@ def test_a_postgresql_restart_during_webhook_load_loses_nothing(
                 summary,
                 errors,
             )
+            # The point of the test: Stripe gives up on a delivery after about ten seconds,
+            # so each one is answered within that, whatever the store does meanwhile.
             slowest = max(a.ended - a.started for a in answers)
             assert slowest < WEBHOOK_ANSWER_BOUND_SECONDS, (slowest, summary)
             # While the store was away, only 5xx; before the stop and after the restart, 200s.
@@ -512,7 +520,9 @@ def test_a_worker_killed_mid_batch_sends_every_email_and_refund(
                     30,
                     lambda: expected - set(mailbox.message_ids()),
                 )
-                time.sleep(1.0)  # anything sent twice would arrive by now
+                # The worker is past every event, with none to retry: anything it would send
+                # twice has arrived.
+                wait_at_rest(database, "notifications", timeout=30)
                 assert second_worker.poll() is None
 
             received = mailbox.message_ids()
@@ -586,7 +596,9 @@ def test_two_servers_and_two_workers_on_one_database(
                 30,
                 lambda: expected - set(mailbox.message_ids()),
             )
-            time.sleep(1.0)  # anything sent twice would arrive by now
+            # Whichever process runs it, the worker is past every event, with none to retry:
+            # anything it would send twice has arrived.
+            wait_at_rest(database, "notifications", timeout=30)
             assert mailbox.message_ids() == dict.fromkeys(expected, 1)
             # Both workers lived through it (one ran each worker, the other stood by).
             assert first_worker.poll() is None and second_worker.poll() is None

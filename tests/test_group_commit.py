@@ -49,10 +49,11 @@ def test_concurrent_requests_share_batches_and_each_gets_its_own_outcome() -> No
     assert max(len(b) for b in batches) > 1 and all(len(b) <= 8 for b in batches)
     assert len(batches) < 40
     for n in range(40):
+        result = results[n]
         if n % 10 == 3:
-            assert isinstance(results[n], Refused) and results[n].args == (n,)
+            assert isinstance(result, Refused) and result.args == (n,)
         else:
-            assert results[n] == n * 2
+            assert result == n * 2
 
 
 def test_a_failing_batch_fails_its_requests_and_the_next_caller_still_leads() -> None:

@@ -14,6 +14,7 @@ from uuid import UUID, uuid4
 
 import httpx
 import pytest
+from pydantic import SecretStr
 from starlette.testclient import TestClient
 
 from ledger.domain import PaidSession, inventory_item_id
@@ -22,6 +23,7 @@ from ledger.storage import Database
 from tests.conftest import Server, count_rows
 from web.app import create_app
 from web.bootstrap import Services, background_workers, bootstrap
+from workers import Workers
 
 TOKEN = "admin-secret"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
@@ -36,7 +38,7 @@ def settings_for(db: Database, admin_token: str | None = TOKEN) -> Settings:
     return Settings(
         _env_file=None,  # type: ignore[call-arg]
         LEDGER_DATABASE_URL=db.conninfo_url(),
-        LEDGER_ADMIN_TOKEN=admin_token,
+        LEDGER_ADMIN_TOKEN=None if admin_token is None else SecretStr(admin_token),
         LEDGER_AUDITOR_TOKEN=None,
         STRIPE_API_KEY=None,
         STRIPE_WEBHOOK_SECRET=None,
@@ -47,7 +49,7 @@ def settings_for(db: Database, admin_token: str | None = TOKEN) -> Settings:
 
 @pytest.fixture
 def open_services(database: Database) -> Iterator[Callable[..., Services]]:
-    opened: list[Services] = []
+    opened: list[tuple[Services, Workers]] = []
 
     def open_(admin_token: str | None = TOKEN) -> Services:
         services = bootstrap(settings_for(database, admin_token), database)
@@ -739,6 +741,8 @@ def test_readyz_is_503_when_nothing_answers(services: Services) -> None:
     client = client_for(dataclasses.replace(services, database=dead))
     started = time.monotonic()
     response = client.get("/readyz")
+    # Part of the point: a probe against a database that refuses connections answers at once,
+    # not after the 5 s connect timeout (load balancers give up on slow probes).
     assert time.monotonic() - started < 5
     error = expect_error(response, 503)
     assert "Traceback" not in error["message"]
@@ -768,6 +772,8 @@ def test_api_answers_503_promptly_once_the_database_is_gone(
     worker = threading.Thread(target=call, daemon=True)
     started = time.monotonic()
     worker.start()
+    # The point of the test: promptly, not a long hang; the bound is generous for a loaded
+    # machine.
     worker.join(timeout=8)
     assert not worker.is_alive(), (
         "GET /api/products/mug took over 8 s to answer with the store gone "

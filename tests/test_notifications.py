@@ -4,17 +4,17 @@ reaches the event log."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from ledger.settings import Settings, SmtpServer, parse_smtp_url
 from ledger.storage import Database
 from tests.mail import Mailbox, smtp_server, smtp_url
 from tests.shop import Shop, eventually, free_port, running_shop
+from tests.waiting import wait_at_rest
 
 CUSTOMER = "customer@example.com"  # what the stand-in puts in `customer_details.email`
 
@@ -64,7 +64,8 @@ def test_a_paid_checkout_sends_one_confirmation(
 
         # Stripe tells us again; the log is replayed: no second e-mail.
         assert shop.deliver("checkout.session.completed", session_id).status_code == 200
-        time.sleep(1.0)
+        # The worker has handled whatever that delivery recorded: a second e-mail had its chance.
+        wait_at_rest(database, "notifications")
         assert len(mailbox.received()) == 1
         sent = scalar(database, "SELECT count(*) FROM sent_messages")
         assert sent == 1
@@ -92,7 +93,8 @@ def test_a_refunded_order_sends_one_refund_notice(
         confirmed, refunded = str(shop.order(first).id), str(shop.order(second).id)
 
         eventually(lambda: len(mailbox.received()) >= 2, timeout=15)
-        time.sleep(0.5)
+        # Every event so far handled, the refund's last ones too: no other e-mail is coming.
+        wait_at_rest(database, "refunds", "notifications")
         ids = sorted(m["Message-ID"] for m in mailbox.received())
         assert ids == sorted([f"<confirmation.{confirmed}@ledger>", f"<refund.{refunded}@ledger>"])
         (notice,) = mailbox.with_id(f"<refund.{refunded}@ledger>")
@@ -134,7 +136,9 @@ def test_a_refused_recipient_is_recorded_and_skipped(
 
         _, delivered = paid_order(shop)
         eventually(lambda: len(mailbox.with_id(f"<confirmation.{delivered}@ledger>")) == 1)
-        time.sleep(2.5)  # past the first retries' backoff: the refused one is not tried again
+        # Past both orders, with nothing in the retry schedule (it is written in the commit
+        # that moves the position on): the refused one will never be tried again.
+        wait_at_rest(database, "notifications")
         assert mailbox.with_id(f"<confirmation.{bounced}@ledger>") == []
         assert mailbox.refused == [CUSTOMER]
         retries = "SELECT count(*) FROM side_effect_retries WHERE name = 'notifications'"
@@ -157,7 +161,8 @@ def test_a_fresh_deployment_starts_at_the_head(
     with running_shop(database, LEDGER_SMTP_URL=smtp_url(smtp_port)) as shop:
         _, new = paid_order(shop)
         eventually(lambda: len(mailbox.received()) >= 1)
-        time.sleep(0.5)
+        # Past the whole log: the old order, had it been looked at, would have been mailed.
+        wait_at_rest(database, "notifications")
         ids = [m["Message-ID"] for m in mailbox.received()]
         assert ids == [f"<confirmation.{new}@ledger>"]
         assert old != new
@@ -210,7 +215,7 @@ def test_smtp_urls() -> None:
         with pytest.raises(ValueError):
             parse_smtp_url(bad)
     with pytest.raises(ValidationError):
-        Settings(LEDGER_SMTP_URL="mail.example.org")
+        Settings(LEDGER_SMTP_URL=SecretStr("mail.example.org"))
     assert Settings.model_fields["mail_from"].default == "orders@localhost"
 
 

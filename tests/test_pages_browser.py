@@ -19,6 +19,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, ViewportSize, exp
 from ledger.storage import Database
 from tests.browser import DESKTOP, MOBILE, PageWatch, chromium, screenshot
 from tests.shop import Shop, running_shop
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.browser
 
@@ -186,9 +187,11 @@ def test_success_page_gives_up_after_the_configured_limit(
     status = page.locator("[data-status]")
     expect(status).to_have_attribute("data-status", "processing")
 
+    # On time: the expectation's own deadline bounds it from above, generously (a loaded
+    # machine renders late); never before the configured limit, which is the point.
     expect(status).to_have_attribute("data-status", "timeout", timeout=TIMEOUT * 1000 + 3000)
     waited = time.monotonic() - started
-    assert TIMEOUT - 0.5 <= waited <= TIMEOUT + 2, waited
+    assert waited >= TIMEOUT - 0.5, waited
     expect(status).to_contain_text(session_id)
     expect(status).to_contain_text("Reload this page")
     expect(status).to_contain_text("support")
@@ -374,10 +377,7 @@ def test_a_person_walks_a_dispute_and_a_dashboard_refund_on_the_pay_page(
         order = shop.order(session_id)
         return order is not None and len(order.outside_refunds) == 1 and bool(order.disputes)
 
-    deadline = time.monotonic() + 10
-    while not recorded():
-        assert time.monotonic() < deadline, "the dispute and the refund were not recorded"
-        time.sleep(0.05)
+    wait_until(recorded, 10, lambda: "the dispute and the refund were not recorded")
     order = shop.order(session_id)
     assert list(order.disputes.values()) == ["won"]
     assert list(order.outside_refunds.values()) == ["succeeded"]

@@ -40,7 +40,9 @@ from projections import (
     wait_for_position,
 )
 from projections.base import lock_key
+from tests.waiting import wait_until
 from workers import Workers
+from workers.control import WAITER_DB_CHECK
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -356,24 +358,37 @@ def test_the_read_side_works_on_the_embedded_default_store_too(any_database: Dat
 
 
 def test_a_new_read_model_catches_up_from_the_start_and_queries_before_setup_are_empty(
-    database: Database, ledger: Ledger
+    database: Database, ledger: Ledger, caplog: pytest.LogCaptureFixture
 ) -> None:
+    def answered_without_waiting() -> bool:
+        """The read said it is behind with nobody to wait for, and so waited 0.0 s."""
+        return any(
+            "products is behind" in r.getMessage() and "waited 0.0s" in r.getMessage()
+            for r in caplog.records
+        )
+
     with store(database) as reads:  # no runner has ever run here: no tables yet
         assert OrderStatuses(reads).get("cs_x") is None
         assert ProductCatalog(reads).products() == []
         assert not reads.wait_for_position("order_status", 1, timeout=0.05)
     stock(ledger, "mug", 3)
-    with store(database) as reads:  # behind, and no runner anywhere: answers at once, stale
-        started = time.monotonic()
+    caplog.clear()
+    with (
+        store(database) as reads,  # behind, and no runner anywhere: answers at once, stale
+        caplog.at_level("WARNING", logger="projections.store"),
+    ):
         assert ProductCatalog(reads).products() == []
-        assert time.monotonic() - started < 0.5
+    assert answered_without_waiting()
     with workers(database):
         assert caught_up(database, ["order_status", "products"], timeout=5)
-    with store(database) as reads:  # tables there, no runner: stale at once, not after 1 s
+    caplog.clear()
+    with (
+        store(database) as reads,  # tables there, no runner: stale at once, not after 1 s
+        caplog.at_level("WARNING", logger="projections.store"),
+    ):
         ledger.adjust_stock("mug", 1, "delivery", "test")
-        started = time.monotonic()
         assert ProductCatalog(reads).product("mug")["available"] == 3
-        assert time.monotonic() - started < 0.5
+    assert answered_without_waiting()
     with workers(database, [*default_projections(), AppliedOnce()]):  # added later
         assert caught_up(database, ALL, timeout=5)
     assert_each_event_applied_once(database)
@@ -396,14 +411,18 @@ def test_reading_your_own_write_waits_on_the_commit_not_on_a_sleep(
             cart = Cart(user_id=None, cause="test")
             cart.start_checkout(f"cs_{n}", [{"sku": "mug", "name": "Mug", "quantity": 1,
                                              "unit_amount": 500}], 500, "usd", "test")  # fmt: skip
-            started = time.perf_counter()
             position = ledger.save(cart)[-1].notification.id
+            started = time.perf_counter()
             assert wait_for_position(waits, "order_status", position, timeout=2)
             lags.append(time.perf_counter() - started)
             assert runner.status()["order_status"]["position"] >= position
         with store(database) as reads:
             assert OrderStatuses(reads).get("cs_19") is not None
-    assert sorted(lags)[len(lags) // 2] < 0.05, lags
+    # The one timing check kept, because it is what this test is about: the runner's poll is
+    # 30 s, so only the commit's NOTIFY can have woken it (a failed wait above says so), and
+    # a waiter not woken by the runner's commit would find out only at its next look at the
+    # tracking table, WAITER_DB_CHECK (0.25 s) later. The typical wait is far below that.
+    assert sorted(lags)[len(lags) // 2] < WAITER_DB_CHECK, lags
 
 
 def test_a_lost_notification_does_not_stall_the_runner(database: Database, ledger: Ledger) -> None:
@@ -411,10 +430,9 @@ def test_a_lost_notification_does_not_stall_the_runner(database: Database, ledge
     # Every NOTIFY is lost: it listens on a channel nobody notifies. The poll finds the events.
     with workers(database, poll_interval=0.3, channel="nobody_notifies_this"):
         assert caught_up(database, ["products"], timeout=5)
-        started = time.monotonic()
         ledger.adjust_stock("mug", 1, "delivery", "test")
-        assert caught_up(database, ["products"], timeout=3)
-        assert time.monotonic() - started < 1.5
+        # Nothing but its own poll can wake the runner now: catching up at all proves it polls.
+        assert caught_up(database, ["products"], timeout=5)
     # NOTIFYs sent while the listening connection is down are lost too: it reconnects,
     # takes its locks again and catches up.
     with workers(database, poll_interval=30.0) as runner:
@@ -473,7 +491,9 @@ def test_two_runner_processes_run_each_processor_once_and_take_over_when_one_die
     try:
         writer = threading.Thread(target=churn, args=(ledger, stop, "a", 0.005))
         writer.start()
-        time.sleep(1.5)
+        # Writes and applies under way together: one of the processes has started, taken the
+        # locks and applied a good part of what is being written.
+        wait_until(lambda: applied_count(database) >= 40, timeout=30)
         stop.set()
         writer.join()
         assert caught_up(database, ALL, timeout=10)
@@ -499,7 +519,11 @@ def test_two_runner_processes_run_each_processor_once_and_take_over_when_one_die
         stop.clear()
         writer = threading.Thread(target=churn, args=(ledger, stop, "b", 0.005))
         writer.start()
-        time.sleep(1.0)
+        # Until the survivor has taken over and applies the new writes as they come.
+        wait_until(
+            lambda: bool(query(database, "SELECT 1 FROM applied_once WHERE runner <> %s", owner)),
+            timeout=30,
+        )
         stop.set()
         writer.join()
         assert caught_up(database, ALL, timeout=10)
@@ -553,7 +577,9 @@ def test_a_rebuild_while_writes_and_reads_continue_matches_a_fresh_replay(
             thread.start()
         lines: list[str] = []
         try:
-            time.sleep(0.3)
+            # The writers and the reader under way before the rebuilds start.
+            at_start = head(database)
+            wait_until(lambda: head(database) >= at_start + 20 and reads_done[0] > 0)
             first = rebuild_all(database, lines.append, batch_size=25)
             second = rebuild_all(database, lines.append, batch_size=25)
         finally:
