@@ -5,6 +5,7 @@ goes away mid-body logged once, and no database password in a configuration erro
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import select
 import socket
@@ -94,6 +95,33 @@ def test_a_huge_request_head_sent_at_once_is_refused(served: Served) -> None:
     status, body = status_and_body(response)
     assert status == 431, response[:300]
     assert json.loads(body)["error"]["code"] == "request_headers_too_large"
+
+
+def test_a_huge_upgrade_request_is_refused_not_upgraded(served: Served) -> None:
+    # uvicorn asks its protocol's private `_should_upgrade` whether to hand an Upgrade request
+    # to its WebSocket machinery; web.bounded_http overrides it so that a refused head stays
+    # refused. A uvicorn that stops asking it (or renames it) fails here.
+    with connect(served.port) as sock:
+        request = (
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+            + padding(100_000)
+            + b"\r\n"
+        )
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(request)
+        response = read_response(sock, time.monotonic() + 10)
+    status, body = status_and_body(response)
+    assert status == 431, response[:300]
+    assert json.loads(body)["error"]["code"] == "request_headers_too_large"
+
+
+def test_uvicorn_builds_its_protocol_as_the_bounded_one_expects() -> None:
+    # BoundedHttpToolsProtocol passes uvicorn's private `_loop` argument through and overrides
+    # `_should_upgrade`: both must still be there (uvicorn 0.54, pinned in pyproject.toml).
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    assert "_loop" in inspect.signature(HttpToolsProtocol.__init__).parameters
+    assert callable(getattr(HttpToolsProtocol, "_should_upgrade", None))
 
 
 def test_an_endless_request_head_is_refused_without_reading_it_all(served: Served) -> None:

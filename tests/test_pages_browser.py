@@ -108,7 +108,7 @@ def test_success_page_turns_from_processing_to_the_confirmation(
 
     polls = watch.status_polls()
     assert polls >= 1
-    page.wait_for_timeout(1600)  # longer than the next backoff step
+    expect(page.locator("html")).to_have_attribute("data-polling", "stopped")
     assert watch.status_polls() == polls, "the page kept polling after a final status"
     assert watch.errors == []
     screenshot(page, request.node.name)
@@ -199,7 +199,7 @@ def test_success_page_gives_up_after_the_configured_limit(
     expect(page.get_by_test_id("check-again")).to_be_visible()
     polls = watch.status_polls()
     assert 1 <= polls <= 3, polls  # 1 s, then 1.5 s later; the limit comes before the third
-    page.wait_for_timeout(1200)
+    expect(page.locator("html")).to_have_attribute("data-polling", "stopped")
     assert watch.status_polls() == polls
     assert fits_width(page, MOBILE["width"])
     assert watch.errors == []
@@ -226,8 +226,9 @@ def test_unknown_session_missing_reference_and_no_markup_echoed(
     expect(status.get_by_role("heading", level=1)).to_have_text("We can't find this checkout")
     expect(status.locator("code")).to_have_text(hostile)
     expect(page.get_by_test_id("session-ref")).to_have_text(hostile)
-    # It stays "unknown": no more polling after the second 404, and no giving up later.
-    page.wait_for_timeout(TIMEOUT * 1000 + 500)
+    # It stays "unknown": no more polling after the second 404, and no giving up later (once
+    # stopped, the page asks and changes nothing more).
+    expect(page.locator("html")).to_have_attribute("data-polling", "stopped")
     expect(status).to_have_attribute("data-status", "unknown")
     assert watch.status_polls() == 1
     assert page.locator("main img, main script").count() == 0

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from ledger.domain.vocabulary import RefundStatus
 from web.audit_log_cli import add_read_commands
-from web.command_line import PROGRESS_EVERY, load_settings, open_database, say
+from web.command_line import PROGRESS_EVERY, Subcommands, load_settings, open_database, say
 
 if TYPE_CHECKING:
     from ledger.storage import Database
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from projections.audit.replay import Replay
 
 
-def add_audit_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_audit_commands(commands: Subcommands) -> None:
     audit = commands.add_parser("audit", help="read, replay and verify the event log")
     actions = audit.add_subparsers(dest="action", required=True)
     verify_cmd = actions.add_parser(
@@ -49,7 +49,7 @@ def add_audit_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
 DIGEST_WAIT_SECONDS = 10.0
 
 
-def _add_digest_command(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_digest_command(actions: Subcommands) -> None:
     actions.add_parser(
         "digest", help="print the hash chain's head, POSITION:HASH, to keep outside the database"
     ).set_defaults(handler=digest)

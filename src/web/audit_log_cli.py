@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 from uuid import UUID
 
-from web.command_line import PROGRESS_EVERY, open_database, say
+from web.command_line import PROGRESS_EVERY, Subcommands, open_database, say
 
 if TYPE_CHECKING:
     from collections.abc import Generator
@@ -23,7 +23,7 @@ HISTORY_CATCH_UP_SECONDS = 600.0
 EXPORT_CHUNK = 1000
 
 
-def add_read_commands(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_read_commands(actions: Subcommands) -> None:
     history_cmd = actions.add_parser(
         "history", help="an order's events and the cart and stock events its commits caused"
     )

@@ -1,5 +1,11 @@
 """uvicorn's HTTP protocol as the ledger runs it: bounded request heads and connections, and
-its refusals (400, 431, 503) in the contract's error shape."""
+its refusals (400, 431, 503) in the contract's error shape.
+
+The one place that leans on uvicorn's internals (checked against uvicorn 0.54, pinned in
+pyproject.toml): the protocol's parser callbacks, its private `_loop` constructor argument, and
+its private `_should_upgrade` (overridden so that a refused head is never handed to the
+WebSocket upgrade). tests/test_hardening.py pins each of them.
+"""
 
 from __future__ import annotations
 

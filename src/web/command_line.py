@@ -3,12 +3,18 @@ and their lines for people on stderr."""
 
 from __future__ import annotations
 
+import argparse
 import sys
+from typing import TypeAlias
 
 from pydantic import ValidationError
 
 from ledger.settings import Settings
 from ledger.storage import Database, resolve_database
+
+# What `add_subparsers()` returns, to which each group of commands adds its own: argparse gives
+# the type no public name, so its private one is written here alone.
+Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 # Progress lines on stderr at most this often (seconds).
 PROGRESS_EVERY = 2.0

@@ -81,6 +81,8 @@
     stopped = true;
     clearTimeout(pollTimer);
     if (inflight) inflight.abort();
+    // For tests and embedding storefronts: from here on the page asks nothing more.
+    document.documentElement.dataset.polling = 'stopped';
   }
 
   function giveUp() {
@@ -150,5 +152,7 @@
   if (!config.givenUp && !isDone()) {
     setTimeout(giveUp, Math.max(0, deadline - performance.now()));
     schedule();
+  } else {
+    stop();
   }
 })();
