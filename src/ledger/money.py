@@ -1,9 +1,10 @@
 """Money as a person reads it: the pages and the customer e-mails show amounts alike.
 
-Babel writes the number (digits, separators, decimals as people write that currency). What
-no library knows is how Stripe counts: in the currency's smallest unit by Stripe's own list,
-which is not ISO 4217's (Stripe keeps two decimals for ISK, HUF and others). That list is
-Stripe's data, kept here; the storefront's script gets it through `rules_for_scripts()`.
+Babel writes the number (digits, separators, the currency's symbol or code). What no library
+knows is how Stripe counts: in the currency's smallest unit by Stripe's own list, which is not
+ISO 4217's (Stripe keeps two decimals for ISK, HUF and others), and the amount shows exactly
+those decimals. That list is Stripe's data, kept here; the storefront's script gets it
+through `rules_for_scripts()`.
 """
 
 from __future__ import annotations
@@ -30,11 +31,15 @@ _BY_SYMBOL = frozenset({"usd"})
 
 def format_amount(minor: int, currency: str | None) -> str:
     """Stripe's minor units as a person reads them: `$1,025.00` for usd, `25.00 EUR`,
-    `500 JPY` otherwise."""
+    `500 JPY` otherwise, with as many decimals as Stripe counts in the currency."""
     cur = (currency or "").lower()
-    major = Decimal(int(minor)).scaleb(-_STRIPE_EXPONENTS.get(cur, _DEFAULT_EXPONENT))
-    pattern = None if cur in _BY_SYMBOL else "#,##0.00 ¤¤"
-    return format_currency(major, cur.upper(), format=pattern, locale=LOCALE).strip()
+    exponent = _STRIPE_EXPONENTS.get(cur, _DEFAULT_EXPONENT)
+    number = "#,##0" + ("." + "0" * exponent if exponent else "")
+    pattern = f"¤{number}" if cur in _BY_SYMBOL else f"{number} ¤¤"
+    major = Decimal(int(minor)).scaleb(-exponent)
+    return format_currency(
+        major, cur.upper(), format=pattern, locale=LOCALE, currency_digits=False
+    ).strip()
 
 
 def rules_for_scripts() -> dict[str, Any]:

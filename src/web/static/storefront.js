@@ -29,6 +29,8 @@
     const bySymbol = money.bySymbol.includes(code);
     const parts = new Intl.NumberFormat(money.locale, {
       style: 'currency', currency: code.toUpperCase(), currencyDisplay: bySymbol ? 'symbol' : 'code',
+      // Exactly the decimals Stripe counts in, which ISO's (and so Intl's) do not always match.
+      minimumFractionDigits: exponent, maximumFractionDigits: exponent,
     }).formatToParts(major);
     if (bySymbol) return parts.map((part) => part.value).join('');
     const number = parts.filter((part) => part.type !== 'currency' && part.type !== 'literal');
