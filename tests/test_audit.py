@@ -17,10 +17,13 @@ import pytest
 
 from ledger.application import Ledger
 from ledger.domain import Cart, PaidSession, order_id_for
+from ledger.domain.vocabulary import OrderStatus
 from ledger.storage import Database
+from projections import OrderStatuses
 from tests.processes import run_ledger_within
 from tests.shop import ADMIN, AUDITOR, Shop, running_shop
 from tests.test_money_paths import paid_for_the_last_unit, settles_as
+from tests.test_projections import caught_up, store, workers
 
 AUDIT = {"Authorization": f"Bearer {AUDITOR}"}
 EVENT_KEYS = {"position", "stream", "stream_id", "version", "type", "recorded_at", "cause", "data"}
@@ -453,3 +456,40 @@ def test_ledger_audit_history_with_no_workers_running_brings_its_read_model_up_i
         "StockReserved",
     ]
     assert {e["cause"] for e in events[1:]} == {"test:paid"}
+
+
+# ---- money as Stripe charged it ---------------------------------------------------------------
+
+
+def test_a_session_charged_otherwise_than_priced_counts_as_charged(
+    ledger: Ledger, database: Database, tmp_path: Path
+) -> None:
+    # Two carts priced 2000 usd: Stripe charged one 1999 usd and the other 1000 eur. Both are
+    # refunded; the report and the status show what Stripe charged, never the priced cart.
+    ledger.put_product("print", "Print", 2000, "usd", "test:setup")
+    ledger.adjust_stock("print", 5, None, "test:setup")
+    charged = {"cs_test_short": (1999, "usd"), "cs_test_foreign": (1000, "eur")}
+    for session_id, (amount, currency) in charged.items():
+        cart = ledger.create_cart(None, "test:cart")
+        ledger.set_cart_line(cart.id, "print", 1, "test:cart")
+        ledger.start_checkout(ledger.price(ledger.get_cart(cart.id)), session_id, "test:checkout")
+        paid = PaidSession(session_id, cart.id, amount, currency, f"pi_{session_id}")
+        assert ledger.place_order(paid, "test:paid").status == OrderStatus.REFUND_PENDING
+
+    done = ledger_cli(database, tmp_path, "report", "--json")
+    assert done.returncode == 0, done.stderr
+    currencies = json.loads(done.stdout)["currencies"]
+    one = {"count": 1, "amount": 1999}
+    assert currencies["usd"]["payments"] == currencies["usd"]["refunds_pending"] == one
+    one = {"count": 1, "amount": 1000}
+    assert currencies["eur"]["payments"] == currencies["eur"]["refunds_pending"] == one
+
+    with workers(database) as runner, store(database) as reads:
+        reads.wait_on(runner)
+        assert caught_up(database, ["order_status"], timeout=10)
+        statuses = OrderStatuses(reads)
+        for session_id, (amount, currency) in charged.items():
+            body = statuses.get(session_id)
+            assert body is not None
+            assert (body["amount_total"], body["currency"]) == (amount, currency)
+    assert ledger_cli(database, tmp_path, "verify").returncode == 0

@@ -56,8 +56,9 @@ class Refunds:
             or order.refund_id is not None
         ):
             return order
-        if not order.payment_intent or order.amount_total == 0:
-            free = Refund(NO_CHARGE, RefundStatus.SUCCEEDED, 0, order.currency, None, str(order.id))
+        owed, currency = order.owed or (order.amount_total, order.currency)
+        if not order.payment_intent or owed == 0:
+            free = Refund(NO_CHARGE, RefundStatus.SUCCEEDED, 0, currency, None, str(order.id))
             return self._record(order, free, cause)
         try:
             refund = self.gateway.refund(

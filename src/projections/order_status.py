@@ -32,7 +32,7 @@ from projections.tracking import TRACKING
 class OrderStatusProjection(Projection):
     name = "order_status"
     tables = ("order_status", "payment_disputes")
-    version = 2
+    version = 3  # 3: amounts as Stripe charged them (RefundRequested)
 
     def create_tables(self, db: Writer) -> None:
         db.execute(
@@ -132,6 +132,15 @@ class OrderStatusProjection(Projection):
     @handles(Cart, "CartConverted")
     def _converted(self, db: Writer, e: DomainEvent, position: int) -> None:
         self._set_session(db, e, OrderStatus.CONFIRMED, position)
+
+    @handles(Order, "RefundRequested")
+    def _refund_requested(self, db: Writer, e: DomainEvent, position: int) -> None:
+        # What Stripe charged, which the refund returns: a session refunded for an amount or
+        # currency other than priced shows what it was actually charged.
+        db.execute(
+            "UPDATE {order_status} SET amount_total = %s, currency = %s WHERE order_id = %s",
+            (e.amount, e.currency, e.originator_id),
+        )
 
     @handles(Order, "RefundSubmitted")
     def _refund_submitted(self, db: Writer, e: DomainEvent, position: int) -> None:

@@ -179,7 +179,8 @@ def _refund_text(order: Order, amount: int) -> str:
             "",
             *_item_lines(order),
             "",
-            f"Refunded: {format_amount(amount, order.currency)}",
+            # In the currency Stripe charged, which may not be the one the cart was priced in.
+            f"Refunded: {format_amount(amount, order.owed[1] if order.owed else order.currency)}",
             "It may take a few days to show on your statement.",
             "",
         ]

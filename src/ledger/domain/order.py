@@ -69,6 +69,8 @@ class Order(Aggregate):
         self.status = OrderStatus.PROCESSING
         self.rejection_reason: str | None = None
         self.refund_id: str | None = None
+        # What Stripe charged and the order owes back, once rejected: (amount, currency).
+        self.owed: tuple[int, str] | None = None
         self.refund_failure: str | None = None
         # Refunds made outside the ledger (Stripe's Dashboard) and disputes: id -> status.
         self.outside_refunds: dict[str, str] = {}
@@ -125,7 +127,7 @@ class Order(Aggregate):
         caller saves the order, the items and the cart in one commit."""
         reason = self.rejection(paid, cart, items)
         if reason is not None:
-            self.reject(reason, paid.payment_intent, cause)
+            self.reject(reason, paid.payment_intent, cause, (paid.amount_total, paid.currency))
             cart.record_rejected(paid.session_id, self.id, reason, cause)
             return
         self.confirm_payment(paid.payment_intent, cause)
@@ -173,11 +175,19 @@ class Order(Aggregate):
     def _payment_failed(self, cause: str) -> None:
         self.status = OrderStatus.PAYMENT_FAILED
 
-    def reject(self, reason: Rejection, payment_intent: str | None, cause: str) -> None:
-        """Paid, but not fulfillable: the order is rejected and its money is owed back."""
+    def reject(
+        self,
+        reason: Rejection,
+        payment_intent: str | None,
+        cause: str,
+        charged: tuple[int, str] | None = None,
+    ) -> None:
+        """Paid, but not fulfillable: the order is rejected and its money is owed back, as
+        Stripe charged it (`charged`: amount and currency; as priced when not given)."""
         self._require(*_PAID_FROM)
+        amount, currency = charged or (self.amount_total, self.currency)
         self._rejected(reason=reason, payment_intent=payment_intent, cause=cause)
-        self._refund_requested(amount=self.amount_total, currency=self.currency, cause=cause)
+        self._refund_requested(amount=amount, currency=currency, cause=cause)
 
     @event("OrderRejected")
     def _rejected(self, reason: str, payment_intent: str | None, cause: str) -> None:
@@ -186,6 +196,8 @@ class Order(Aggregate):
 
     @event("RefundRequested")
     def _refund_requested(self, amount: int, currency: str, cause: str) -> None:
+        """`amount` and `currency`: what Stripe charged, all of which goes back."""
+        self.owed = (amount, currency)
         self.status = OrderStatus.REFUND_PENDING
 
     def follow_refund(

@@ -31,7 +31,7 @@ class StockFacts:
 class OrderFacts:
     order_id: str
     session_id: str
-    currency: str
+    currency: str  # as Stripe charged it: priced by OrderPlaced, charged by RefundRequested
     amount: int
     lines: dict[str, int]  # sku -> quantity
     placed_at: int  # position of OrderPlaced
@@ -140,6 +140,14 @@ class Replay:
         if order is not None:
             order.rejected.append((position, datetime.fromisoformat(e["timestamp"])))
 
+    def _refund_requested(self, position: int, order_id: str, e: dict[str, Any]) -> None:
+        # The payment as Stripe charged it (all of it is owed back), which a session refunded
+        # for an amount or currency other than priced makes differ from OrderPlaced's.
+        _refund_step(RefundStatus.PENDING)(self, position, order_id, e)
+        order = self.orders.get(order_id)  # a stray is recorded once, by the step
+        if order is not None:
+            order.amount, order.currency = e["amount"], e["currency"]
+
     def _payment_failed(self, position: int, order_id: str, e: dict[str, Any]) -> None:
         order = self._order(position, order_id)
         if order is not None:
@@ -189,7 +197,7 @@ _HANDLERS: dict[tuple[str | None, str], _Handler] = {
     ("order", "PaymentConfirmed"): Replay._confirmed,
     ("order", "OrderRejected"): Replay._rejected,
     ("order", "PaymentFailed"): Replay._payment_failed,
-    ("order", "RefundRequested"): _refund_step(RefundStatus.PENDING),
+    ("order", "RefundRequested"): Replay._refund_requested,
     ("order", "RefundSubmitted"): _refund_step(RefundStatus.PENDING),
     ("order", "RefundIssued"): _refund_step(RefundStatus.SUCCEEDED),
     ("order", "RefundFailed"): _refund_step(RefundStatus.FAILED),
