@@ -132,7 +132,7 @@ class CheckoutPage:
         elif intent_status == "requires_capture":
             message = "Checkout is complete; the card is charged once the shop captures it."
         elif intent_status == "canceled":
-            message = "The card authorization ended uncaptured. Nothing was charged."
+            message = "The payment was canceled. Nothing was charged."
         elif pay_status == "paid":
             message = "Paid. Thank you."
         else:
