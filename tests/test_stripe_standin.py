@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -927,6 +928,301 @@ def test_delay_seconds_slows_every_api_call(
     # The delay is the feature under test, so a duration is the fact to check; a lower bound
     # only, which no load on the machine can make fail.
     assert time.monotonic() - started >= 0.3
+
+
+# ------------------------------------------------------------------------------ expiry
+
+
+def test_expire_an_open_session_but_not_a_completed_one(
+    client: stripe.StripeClient, standin: StripeStandIn, hook: Receiver, shop_url: str
+) -> None:
+    session = create(client, shop_url)
+    expired = client.v1.checkout.sessions.expire(session.id, options={"idempotency_key": "ex-1"})
+    assert (expired.status, expired.payment_status, expired.url) == ("expired", "unpaid", None)
+    again = client.v1.checkout.sessions.expire(session.id, options={"idempotency_key": "ex-1"})
+    assert again.to_dict() == expired.to_dict() and standin.requests()[-1]["replayed"]
+    with pytest.raises(stripe.InvalidRequestError) as twice:
+        client.v1.checkout.sessions.expire(session.id, options={"idempotency_key": "ex-2"})
+    assert twice.value.http_status == 400
+
+    paid = paid_session(client, standin, shop_url)
+    with pytest.raises(stripe.InvalidRequestError) as refused:
+        client.v1.checkout.sessions.expire(paid.id)
+    assert refused.value.http_status == 400
+    assert refused.value.user_message == (
+        'Only Checkout Sessions with a status in ["open"] can be expired.'
+    )
+    assert refused.value.error is not None and refused.value.error.type == "invalid_request_error"
+    assert client.v1.checkout.sessions.retrieve(paid.id).payment_status == "paid"
+
+    standin.wait_for_deliveries(2, timeout=5)
+    events = signed_events(hook)
+    assert [(e.type, e.data.object.id) for e in events] == [
+        ("checkout.session.expired", session.id),
+        ("checkout.session.completed", paid.id),
+    ]
+    assert events[0].request.idempotency_key == "ex-1"
+
+
+def test_a_session_past_its_expires_at_is_expired_and_cannot_be_paid(
+    client: stripe.StripeClient, standin: StripeStandIn, server: RunningServer, shop_url: str
+) -> None:
+    standin.advance_clock(3600)  # expires_at is checked against the stand-in's clock
+    deadline = standin.now() + 30 * 60
+    session = create(client, shop_url, expires_at=deadline)
+    assert session.expires_at == deadline and session.created <= standin.now()
+    untouched = create(client, shop_url)  # nobody looks at it again
+
+    at = datetime.fromtimestamp(deadline, UTC)
+    page = httpx.get(session.url).text
+    assert f'This checkout expires at <time datetime="{at:%Y-%m-%dT%H:%M:%SZ}">' in page
+    assert f"{at:%H:%M} UTC</time>" in page
+
+    standin.advance_clock(deadline - standin.now() - 1)
+    assert client.v1.checkout.sessions.retrieve(session.id).status == "open"
+    assert standin.events() == []
+
+    standin.advance_clock(1)
+    got = client.v1.checkout.sessions.retrieve(session.id)
+    assert (got.status, got.payment_status, got.url) == ("expired", "unpaid", None)
+    refused = httpx.post(f"{server.url}/pay/{session.id}/pay", follow_redirects=True)
+    assert refused.status_code == 409 and "expired" in refused.text
+    with pytest.raises(ValueError):
+        standin.complete(session.id, "pay")
+    page = httpx.get(f"{server.url}/pay/{session.id}").text
+    assert 'data-status="expired"' in page and "data-expires-at" not in page
+    with pytest.raises(stripe.InvalidRequestError):
+        client.v1.checkout.sessions.expire(session.id)
+
+    standin.advance_clock(24 * 3600)  # the untouched one's default 24 hours
+    standin.wait_for_deliveries(2, timeout=5)
+    assert [(e["type"], e["data"]["object"]["id"]) for e in standin.events()] == [
+        ("checkout.session.expired", session.id),
+        ("checkout.session.expired", untouched.id),
+    ]
+    assert [d["outcome"] for d in standin.deliveries()] == ["delivered", "delivered"]
+    assert standin.events()[0]["created"] >= deadline
+    with pytest.raises(ValueError):
+        standin.advance_clock(-1)  # time only moves forward
+
+
+# ------------------------------------------------------------------------------ held payments
+
+
+def held_session(client: stripe.StripeClient, shop_url: str, key: str | None = None) -> Any:
+    return create(client, shop_url, key=key, payment_intent_data={"capture_method": "manual"})
+
+
+def held_and_paid(client: stripe.StripeClient, standin: StripeStandIn, shop_url: str) -> Any:
+    session = held_session(client, shop_url)
+    standin.complete(session.id, "pay")
+    return client.v1.checkout.sessions.retrieve(session.id, params={"expand": ["payment_intent"]})
+
+
+def test_a_held_card_is_captured_once_then_refunded(
+    client: stripe.StripeClient,
+    standin: StripeStandIn,
+    server: RunningServer,
+    hook: Receiver,
+    shop_url: str,
+) -> None:
+    session = held_session(client, shop_url)
+    page = httpx.get(session.url).text
+    assert 'data-action="pay"' in page and 'data-action="expire"' in page
+    assert 'data-action="pay_later"' not in page and 'data-action="async_fail"' not in page
+    answer = httpx.post(f"{server.url}/pay/{session.id}/pay")
+    assert answer.headers["location"] == f"{shop_url}/success?session_id={session.id}"
+
+    got: Any = client.v1.checkout.sessions.retrieve(
+        session.id, params={"expand": ["payment_intent"]}
+    )
+    assert (got.status, got.payment_status) == ("complete", "unpaid")
+    pi = got.payment_intent
+    assert (pi.status, pi.capture_method) == ("requires_capture", "manual")
+    assert (pi.amount, pi.amount_capturable, pi.amount_received) == (7502, 7502, 0)
+    assert client.v1.payment_intents.retrieve(pi.id).to_dict() == pi.to_dict()
+    held: Any = client.v1.charges.retrieve(pi.latest_charge)
+    assert (held.status, held.paid, held.captured, held.amount_captured) == (
+        "succeeded",
+        True,
+        False,
+        0,
+    )
+    seven_days = held.payment_method_details.card.capture_before - held.created
+    assert seven_days == 7 * 24 * 3600
+    assert standin.charge_of(session.id) is None  # nothing charged yet
+    page = httpx.get(session.url).text
+    assert 'data-authorization="authorized"' in page and 'data-action="lapse"' in page
+    with pytest.raises(stripe.InvalidRequestError) as unpaid:
+        client.v1.refunds.create(params={"payment_intent": pi.id})
+    assert unpaid.value.code == "payment_intent_unexpected_state"
+
+    captured = client.v1.payment_intents.capture(pi.id, options={"idempotency_key": "cap-1"})
+    assert (captured.status, captured.amount_received, captured.amount_capturable) == (
+        "succeeded",
+        7502,
+        0,
+    )
+    again = client.v1.payment_intents.capture(pi.id, options={"idempotency_key": "cap-1"})
+    assert again.to_dict() == captured.to_dict() and standin.requests()[-1]["replayed"]
+    with pytest.raises(stripe.InvalidRequestError) as twice:
+        client.v1.payment_intents.capture(pi.id, options={"idempotency_key": "cap-2"})
+    assert (twice.value.http_status, twice.value.code) == (400, "payment_intent_unexpected_state")
+    assert "status of succeeded" in str(twice.value.user_message)
+    assert twice.value.error is not None and twice.value.error.payment_intent is not None
+    assert twice.value.error.payment_intent.status == "succeeded"
+    with pytest.raises(stripe.InvalidRequestError) as cancel:
+        client.v1.payment_intents.cancel(pi.id)
+    assert (cancel.value.http_status, cancel.value.code) == (400, "payment_intent_unexpected_state")
+
+    charge: Any = client.v1.charges.retrieve(pi.latest_charge)
+    assert (charge.captured, charge.amount_captured, charge.amount_refunded) == (True, 7502, 0)
+    assert client.v1.checkout.sessions.retrieve(session.id).payment_status == "paid"
+    assert 'data-authorization="captured"' in httpx.get(session.url).text
+    refund: Any = client.v1.refunds.create(params={"payment_intent": pi.id})
+    assert (refund.amount, refund.status, refund.charge) == (7502, "succeeded", charge.id)
+
+    standin.wait_for_deliveries(6, timeout=5)
+    events = signed_events(hook)
+    assert [(e.type, e.data.object.id) for e in events] == [
+        ("payment_intent.amount_capturable_updated", pi.id),
+        ("checkout.session.completed", session.id),
+        ("charge.captured", charge.id),
+        ("payment_intent.succeeded", pi.id),
+        ("refund.created", refund.id),
+        ("charge.refunded", charge.id),
+    ]
+    assert events[1].data.object.payment_status == "unpaid"
+    assert events[2].data.object.captured and events[3].request.idempotency_key == "cap-1"
+
+
+def test_a_partial_capture_releases_the_rest(
+    client: stripe.StripeClient, standin: StripeStandIn, shop_url: str
+) -> None:
+    pi = held_and_paid(client, standin, shop_url).payment_intent
+    with pytest.raises(stripe.InvalidRequestError) as too_much:
+        client.v1.payment_intents.capture(pi.id, params={"amount_to_capture": 7503})
+    assert (too_much.value.code, too_much.value.param) == ("amount_too_large", "amount_to_capture")
+    captured = client.v1.payment_intents.capture(
+        pi.id, params={"amount_to_capture": 5000, "expand": ["latest_charge"]}
+    )
+    assert (captured.status, captured.amount_received) == ("succeeded", 5000)
+    charge: Any = captured.latest_charge
+    assert (charge.amount_captured, charge.amount_refunded, charge.refunded) == (5000, 2502, False)
+    refund: Any = client.v1.refunds.create(params={"payment_intent": pi.id})
+    assert refund.amount == 5000
+    assert client.v1.charges.retrieve(charge.id).refunded
+
+    with pytest.raises(stripe.InvalidRequestError) as automatic:
+        client.v1.payment_intents.capture(
+            str(paid_session(client, standin, shop_url).payment_intent)
+        )
+    assert automatic.value.code == "payment_intent_unexpected_state"
+    with pytest.raises(stripe.InvalidRequestError) as unknown:
+        create(client, shop_url, payment_intent_data={"capture_method": "later"})
+    assert unknown.value.param == "payment_intent_data[capture_method]"
+
+
+def test_a_held_card_is_released_by_cancel(
+    client: stripe.StripeClient,
+    standin: StripeStandIn,
+    server: RunningServer,
+    hook: Receiver,
+    shop_url: str,
+) -> None:
+    session = held_and_paid(client, standin, shop_url)
+    pi = session.payment_intent
+    before = standin.now()
+    canceled = client.v1.payment_intents.cancel(
+        pi.id,
+        params={"cancellation_reason": "requested_by_customer"},
+        options={"idempotency_key": "cancel-1"},
+    )
+    assert (canceled.status, canceled.cancellation_reason) == ("canceled", "requested_by_customer")
+    assert canceled.canceled_at is not None and before <= canceled.canceled_at <= standin.now()
+    assert canceled.amount_capturable == 0 and canceled.amount_received == 0
+    again = client.v1.payment_intents.cancel(
+        pi.id,
+        params={"cancellation_reason": "requested_by_customer"},
+        options={"idempotency_key": "cancel-1"},
+    )
+    assert again.to_dict() == canceled.to_dict()
+    with pytest.raises(stripe.InvalidRequestError) as capture:
+        client.v1.payment_intents.capture(pi.id)
+    assert (capture.value.http_status, capture.value.code) == (
+        400,
+        "payment_intent_unexpected_state",
+    )
+    assert "status of canceled" in str(capture.value.user_message)
+    with pytest.raises(stripe.InvalidRequestError):
+        client.v1.payment_intents.cancel(pi.id)
+    with pytest.raises(stripe.InvalidRequestError):
+        client.v1.payment_intents.cancel(pi.id, params={"cancellation_reason": "bored"})
+    with pytest.raises(stripe.InvalidRequestError):
+        client.v1.refunds.create(params={"payment_intent": pi.id})
+
+    charge: Any = client.v1.charges.retrieve(pi.latest_charge)
+    assert (charge.captured, charge.amount_refunded, charge.refunded) == (False, 7502, True)
+    got = client.v1.checkout.sessions.retrieve(session.id)
+    assert (got.status, got.payment_status) == ("complete", "unpaid")
+    assert 'data-authorization="released"' in httpx.get(f"{server.url}/pay/{session.id}").text
+    standin.wait_for_deliveries(3, timeout=5)
+    events = signed_events(hook)
+    assert [e.type for e in events] == [
+        "payment_intent.amount_capturable_updated",
+        "checkout.session.completed",
+        "payment_intent.canceled",
+    ]
+    assert events[2].data.object.cancellation_reason == "requested_by_customer"
+    assert events[2].request.idempotency_key == "cancel-1"
+
+
+def test_an_uncaptured_hold_lapses(
+    client: stripe.StripeClient, standin: StripeStandIn, server: RunningServer, shop_url: str
+) -> None:
+    by_control = held_and_paid(client, standin, shop_url)
+    standin.lapse_authorization(by_control.id)
+    lapsed = client.v1.payment_intents.retrieve(by_control.payment_intent.id)
+    assert (lapsed.status, lapsed.cancellation_reason) == ("canceled", "automatic")
+    with pytest.raises(stripe.InvalidRequestError) as capture:
+        client.v1.payment_intents.capture(lapsed.id)
+    assert (capture.value.http_status, capture.value.code) == (
+        400,
+        "payment_intent_unexpected_state",
+    )
+    with pytest.raises(ValueError):
+        standin.lapse_authorization(by_control.id)
+    with pytest.raises(ValueError):
+        standin.lapse_authorization(paid_session(client, standin, shop_url).id)
+
+    on_the_page = held_and_paid(client, standin, shop_url)
+    page_url = f"{server.url}/pay/{on_the_page.id}"
+    answer = httpx.post(f"{page_url}/lapse")
+    assert answer.status_code == 303 and answer.headers["location"] == f"/pay/{on_the_page.id}"
+    page = httpx.get(page_url).text
+    assert 'data-authorization="lapsed"' in page and 'data-action="lapse"' not in page
+    assert httpx.post(f"{page_url}/lapse").status_code == 409
+
+    in_seven_days = held_and_paid(client, standin, shop_url)
+    standin.advance_clock(7 * 24 * 3600 - 60)
+    assert client.v1.payment_intents.retrieve(in_seven_days.payment_intent.id).status == (
+        "requires_capture"
+    )
+    standin.advance_clock(60)
+    late = client.v1.payment_intents.retrieve(in_seven_days.payment_intent.id)
+    assert (late.status, late.cancellation_reason) == ("canceled", "automatic")
+
+    standin.wait_for_deliveries(13, timeout=5)
+    lapses = [
+        (e["type"], e["data"]["object"]["id"])
+        for e in standin.events()
+        if e["type"] in ("payment_intent.canceled", "charge.expired")
+    ]
+    assert lapses == [
+        (kind, pi[prefix])
+        for pi in (by_control.payment_intent, on_the_page.payment_intent, late)
+        for kind, prefix in (("payment_intent.canceled", "id"), ("charge.expired", "latest_charge"))
+    ]
 
 
 # ------------------------------------------------------------------------------ mounted

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 
@@ -21,6 +22,7 @@ class StripeError(Exception):
         code: str | None = None,
         param: str | None = None,
         saved: bool = False,
+        payment_intent: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -29,6 +31,8 @@ class StripeError(Exception):
         self.code = code
         self.param = param
         self.saved = saved
+        # Stripe shows the PaymentIntent as it is when a call finds it in the wrong state.
+        self.payment_intent = copy.deepcopy(payment_intent)
 
     def body(self) -> dict[str, Any]:
         err: dict[str, Any] = {"type": self.type, "message": self.message}
@@ -37,6 +41,8 @@ class StripeError(Exception):
             err["doc_url"] = f"https://stripe.com/docs/error-codes/{self.code.replace('_', '-')}"
         if self.param is not None:
             err["param"] = self.param
+        if self.payment_intent is not None:
+            err["payment_intent"] = self.payment_intent
         return {"error": err}
 
 

@@ -10,21 +10,18 @@ from typing import Any
 from starlette.applications import Starlette
 
 from stripe_standin.api.failures import InjectedFailure
+from stripe_standin.api.intents import IntentEndpoints
 from stripe_standin.api.payments import PaymentEndpoints
 from stripe_standin.api.routes import Api, ApiLimits
 from stripe_standin.api.sessions import SessionEndpoints
+from stripe_standin.clock import Clock
 from stripe_standin.pay_page.routes import PayPage
 from stripe_standin.state import views
-from stripe_standin.state.checkout import Checkout
-from stripe_standin.state.disputes import Disputes
-from stripe_standin.state.refunds import Refunds
-from stripe_standin.state.store import Store
+from stripe_standin.state.world import World
 from stripe_standin.vocabulary import CUSTOMER_EMAIL
 from stripe_standin.webhooks import EVENT_TYPES, Webhooks
 
 DEFAULT_RETRY_DELAYS: tuple[float, ...] = (0.2, 0.5, 1.0, 2.0)
-# The kind of object an id names, by its prefix.
-_KIND_OF_PREFIX = {"cs": "checkout.session", "re": "refund", "ch": "charge", "dp": "dispute"}
 
 
 class StripeStandIn:
@@ -42,6 +39,10 @@ class StripeStandIn:
     (pauses between webhook attempts; attempts = len + 1), `delivery_timeout` (seconds per
     webhook POST), `refund_status` ("succeeded", or "pending": new refunds wait for
     `settle_refund`).
+
+    Time is the stand-in's own (`now`): the real time until a test moves it on with
+    `advance_clock`, by which sessions expire at their `expires_at` and card holds
+    (`payment_intent_data[capture_method]=manual`) lapse after seven days.
 
     Every collection is bounded by a `max_*` keyword, so that a long-running stand-in (as
     `ledger serve` mounts one) holds a bounded amount of memory: the oldest entries go first.
@@ -77,24 +78,26 @@ class StripeStandIn:
 
         # One lock for everything: the API, the pay page, the delivery thread and the controls.
         self._cv = threading.Condition(threading.RLock())
+        clock = Clock()
         self._webhooks = Webhooks(
             self._cv,
             self,
+            clock,
             max_events=max_events,
             max_deliveries=max_deliveries,
-            on_tick=lambda: self._checkout.expire_overdue(),
+            on_tick=lambda: self._world.meet_deadlines(),
         )
-        emit = self._webhooks.emit
-        self._store = Store(max_sessions=max_sessions, max_refunds=max_refunds)
-        self._checkout = Checkout(self._store, emit)
-        self._refunds = Refunds(self._store, emit)
-        self._disputes = Disputes(self._store, emit)
+        self._world = world = World.make(
+            clock, self._webhooks.emit, max_sessions=max_sessions, max_refunds=max_refunds
+        )
+        store = world.store
         self._api = Api(
             cv=self._cv,
             sessions=SessionEndpoints(
-                self._store, self._checkout, self, on_session=self._webhooks.start
+                store, world.checkout, self, clock, on_session=self._webhooks.start
             ),
-            payments=PaymentEndpoints(self._store, self._refunds),
+            intents=IntentEndpoints(store, world.authorizations),
+            payments=PaymentEndpoints(store, world.refunds),
             settings=self,
             api_key=api_key,
             limits=ApiLimits(
@@ -105,52 +108,47 @@ class StripeStandIn:
                 max_idempotent_request_bytes=max_idempotent_request_bytes,
             ),
         )
-        pay_page = PayPage(
-            cv=self._cv,
-            store=self._store,
-            checkout=self._checkout,
-            refunds=self._refunds,
-            disputes=self._disputes,
-            max_request_bytes=max_request_bytes,
-        )
+        pay_page = PayPage(cv=self._cv, world=world, max_request_bytes=max_request_bytes)
         self.app = Starlette(routes=[*self._api.routes, *pay_page.routes])
 
     @property
     def refund_status(self) -> str:
-        return self._refunds.status
+        return self._world.refunds.status
 
     @refund_status.setter
     def refund_status(self, status: str) -> None:
         with self._cv:
-            self._refunds.status = status
+            self._world.refunds.status = status
 
     # ---------------------------------------------------------------- inspection
 
     def sessions(self) -> list[dict[str, Any]]:
         """Copies of every checkout.session, in creation order, with all `line_items`."""
         with self._cv:
-            return views.sessions(self._store)
+            self._world.meet_deadlines()
+            return views.sessions(self._world.store)
 
     def payment_intents(self) -> list[dict[str, Any]]:
         """Copies of every PaymentIntent, in creation order."""
         with self._cv:
-            return views.intents(self._store)
+            self._world.meet_deadlines()
+            return views.intents(self._world.store)
 
     def charges(self) -> list[dict[str, Any]]:
         """Copies of every charge, in creation order."""
         with self._cv:
-            return views.charges(self._store)
+            return views.charges(self._world.store)
 
     def refunds(self) -> list[dict[str, Any]]:
         """Copies of every refund object plus the `idempotency_key` it was created with
         (None for a refund made in the Dashboard)."""
         with self._cv:
-            return views.refunds(self._store)
+            return views.refunds(self._world.store)
 
     def disputes(self) -> list[dict[str, Any]]:
         """Copies of every dispute, in creation order."""
         with self._cv:
-            return views.disputes(self._store)
+            return views.disputes(self._world.store)
 
     def requests(self) -> list[dict[str, Any]]:
         """The latest /v1 calls: method, path, params (``{"_omitted": ...}`` for a large body),
@@ -175,12 +173,12 @@ class StripeStandIn:
     def payment_intent_of(self, session_id: str) -> str | None:
         """The id of the session's PaymentIntent (None before checkout completes)."""
         with self._cv:
-            return self._store.control_session(session_id).intent
+            return self._world.store.control_session(session_id).intent
 
     def charge_of(self, session_id: str) -> str | None:
         """The id of the session's successful charge (None while unpaid)."""
         with self._cv:
-            return self._store.control_session(session_id).charge
+            return self._world.store.control_session(session_id).charge
 
     def wait_for_deliveries(self, n: int, timeout: float = 10) -> None:
         """Block until at least `n` events are settled: delivered (2xx answer), given up after
@@ -195,19 +193,39 @@ class StripeStandIn:
         """Do what a pay page button does: "pay" | "pay_later" | "async_succeed" |
         "async_fail" | "expire"; `email` is the customer's, for the first two."""
         with self._cv:
-            self._checkout.apply_outcome(session_id, outcome, None, email)
+            self._world.checkout.apply_outcome(session_id, outcome, None, email)
+
+    def now(self) -> int:
+        """The stand-in's clock, in Unix seconds: what its objects and events are stamped with
+        and its deadlines measured by. The real time, unless `advance_clock` moved it on."""
+        return self._world.clock.now()
+
+    def advance_clock(self, seconds: float) -> None:
+        """Move the stand-in's clock on, to test what happens later without waiting: before
+        this returns, every open session whose `expires_at` has passed expires (emits
+        checkout.session.expired) and every card hold older than seven days lapses."""
+        with self._cv:
+            self._world.clock.advance(seconds)
+            self._world.meet_deadlines()
+
+    def lapse_authorization(self, session_id: str) -> None:
+        """Stripe gives up the session's uncaptured card hold, as it does after seven days:
+        the PaymentIntent is `canceled` with cancellation_reason "automatic", its amount
+        released; emits payment_intent.canceled, charge.expired."""
+        with self._cv:
+            self._world.authorizations.lapse(session_id)
 
     def dashboard_refund(self, session_id: str) -> dict[str, Any]:
         """Refund all that is left of the session's payment as a person does in Stripe's
         Dashboard (no metadata, no idempotency key); emits refund.created, charge.refunded."""
         with self._cv:
-            return self._refunds.dashboard_refund(session_id)
+            return self._world.refunds.dashboard_refund(session_id)
 
     def hold_refunds(self, session_id: str, hold: bool = True) -> None:
         """Whether new refunds of this session's payment stay pending, whatever
         `refund_status` says."""
         with self._cv:
-            self._refunds.hold(session_id, hold)
+            self._world.refunds.hold(session_id, hold)
 
     def settle_refund(
         self, refund_id: str, outcome: str, failure_reason: str = "expired_or_canceled_card"
@@ -216,18 +234,18 @@ class StripeStandIn:
         "failed" (as Stripe's may, even after succeeding: it gets `failure_reason` and no
         longer counts as refunded; emits refund.failed, refund.updated)."""
         with self._cv:
-            return self._refunds.settle(refund_id, outcome, failure_reason)
+            return self._world.refunds.settle(refund_id, outcome, failure_reason)
 
     def open_dispute(self, session_id: str, reason: str = "fraudulent") -> dict[str, Any]:
         """The customer disputes the session's payment: a dispute in `needs_response`, the
         charge `disputed`, refunds refused; emits charge.dispute.created."""
         with self._cv:
-            return self._disputes.open(session_id, reason)
+            return self._world.disputes.open(session_id, reason)
 
     def close_dispute(self, dispute_id: str, outcome: str) -> dict[str, Any]:
         """The bank decides: "won" or "lost"; emits charge.dispute.closed."""
         with self._cv:
-            return self._disputes.close(dispute_id, outcome)
+            return self._world.disputes.close(dispute_id, outcome)
 
     def fail_next(
         self,
@@ -256,28 +274,17 @@ class StripeStandIn:
         """(payload, Stripe-Signature value) of an event of `type` about the object as it is
         now (a session for checkout.session.*, a refund for refund.*, a charge for
         charge.refunded, a dispute for charge.dispute.*), signed with `webhook_secret`.
-        Not recorded and not delivered."""
+        Not recorded and not delivered. Events about PaymentIntents are only ever emitted."""
         kind = EVENT_TYPES.get(type)
         if kind is None:
             raise ValueError(f"not an event type the stand-in emits: {type}")
-        if _KIND_OF_PREFIX.get(object_id.partition("_")[0]) != kind:
+        if kind not in views.BUILDABLE:
+            raise ValueError(f"build_event does not build {type} events")
+        if views.kind_of(object_id) != kind:
             raise ValueError(f"a {type} event is about a {kind}, not {object_id}")
         with self._cv:
-            obj = self._object(kind, object_id)
+            obj = views.object_of(self._world.store, kind, object_id)
             return self._webhooks.build(type, obj, timestamp)
-
-    def _object(self, kind: str, object_id: str) -> dict[str, Any]:
-        if kind == "checkout.session":
-            return self._store.control_session(object_id).obj
-        if kind == "refund":
-            found = self._store.refund(object_id)
-        elif kind == "charge":
-            found = self._store.charge(object_id)
-        else:
-            found = self._store.dispute(object_id)
-        if found is None:
-            raise KeyError(object_id)
-        return found
 
     def close(self) -> None:
         """Stop the webhook delivery thread (pending deliveries are dropped)."""

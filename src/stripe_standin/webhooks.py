@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from stripe_standin.clock import Clock
 from stripe_standin.ids import new_id
 from stripe_standin.vocabulary import API_VERSION
 
@@ -27,6 +28,11 @@ EVENT_TYPES: dict[str, str] = {
     "checkout.session.async_payment_succeeded": "checkout.session",
     "checkout.session.async_payment_failed": "checkout.session",
     "checkout.session.expired": "checkout.session",
+    "payment_intent.amount_capturable_updated": "payment_intent",
+    "payment_intent.succeeded": "payment_intent",
+    "payment_intent.canceled": "payment_intent",
+    "charge.captured": "charge",
+    "charge.expired": "charge",
     "refund.created": "refund",
     "refund.updated": "refund",
     "refund.failed": "refund",
@@ -62,12 +68,14 @@ class RequestRef:
     idempotency_key: str | None
 
 
-def make_event(type_: str, obj: dict[str, Any], ref: RequestRef | None) -> dict[str, Any]:
+def make_event(
+    type_: str, obj: dict[str, Any], ref: RequestRef | None, created: int
+) -> dict[str, Any]:
     return {
         "id": new_id("evt"),
         "object": "event",
         "api_version": API_VERSION,
-        "created": int(time.time()),
+        "created": created,
         "data": {"object": copy.deepcopy(obj)},
         "livemode": False,
         "pending_webhooks": 1,
@@ -106,13 +114,14 @@ class Webhooks:
     """The delivery side. Every method but `close` and `wait_for` expects `cv` to be held.
 
     `on_tick` runs (with `cv` held) on the delivery thread about once a second: the stand-in
-    expires overdue sessions there.
+    expires overdue sessions and lapses overdue card holds there.
     """
 
     def __init__(
         self,
         cv: threading.Condition,
         settings: DeliverySettings,
+        clock: Clock,
         *,
         max_events: int,
         max_deliveries: int,
@@ -120,6 +129,7 @@ class Webhooks:
     ) -> None:
         self._cv = cv
         self._settings = settings
+        self._clock = clock  # for the events' `created`; signatures carry the real time
         self._on_tick = on_tick
         self._max_pending = max_events
         self.events: deque[dict[str, Any]] = deque(maxlen=max_events)
@@ -136,7 +146,7 @@ class Webhooks:
         self, type_: str, obj: dict[str, Any], session_id: str | None, ref: RequestRef | None
     ) -> None:
         """Record an event about `obj` as it is now and queue its delivery."""
-        event = make_event(type_, obj, ref)
+        event = make_event(type_, obj, ref, self._clock.now())
         self.events.append(event)
         url = self._settings.webhook_url
         if url is None or len(self._queue) >= self._max_pending:
@@ -151,7 +161,7 @@ class Webhooks:
         self._cv.notify_all()
 
     def build(self, type_: str, obj: dict[str, Any], timestamp: int | None) -> tuple[bytes, str]:
-        payload = event_payload(make_event(type_, obj, None))
+        payload = event_payload(make_event(type_, obj, None, self._clock.now()))
         return payload, sign_payload(payload, self._settings.webhook_secret, timestamp)
 
     def start(self) -> None:

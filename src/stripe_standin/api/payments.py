@@ -1,5 +1,5 @@
-"""The endpoints of what a checkout leads to: PaymentIntents, charges, refunds and disputes
-(see `call` for what every endpoint may assume and return)."""
+"""The endpoints of what a paid checkout leads to: charges, refunds and disputes (see `call`
+for what every endpoint may assume and return; PaymentIntents are in `intents`)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ from stripe_standin.params import (
 from stripe_standin.state.records import Session
 from stripe_standin.state.refunds import Refunds
 from stripe_standin.state.store import Store
-from stripe_standin.state.views import intent_view
 from stripe_standin.vocabulary import REFUND_REASONS
 
 # Parameters real Stripe accepts on these endpoints. Those the stand-in does not model are
@@ -38,16 +37,6 @@ class PaymentEndpoints:
     def __init__(self, store: Store, refunds: Refunds) -> None:
         self._store = store
         self._refunds = refunds
-
-    def retrieve_payment_intent(
-        self, call: Call, params: dict[str, Any], path: dict[str, str]
-    ) -> dict[str, Any]:
-        check_known(params, names("client_secret expand"))
-        expand = expand_list(params, ["latest_charge"])
-        intent = self._store.intent(path["intent_id"])
-        if intent is None:
-            raise no_such("payment_intent", path["intent_id"], param="intent")
-        return intent_view(self._store, intent, expand)
 
     def retrieve_charge(
         self, call: Call, params: dict[str, Any], path: dict[str, str]

@@ -22,6 +22,7 @@ from stripe_standin.api.auth import check_auth
 from stripe_standin.api.call import Call, Handler
 from stripe_standin.api.failures import FailureQueue
 from stripe_standin.api.idempotency import IdempotencyCache
+from stripe_standin.api.intents import IntentEndpoints
 from stripe_standin.api.payments import PaymentEndpoints
 from stripe_standin.api.sessions import SessionEndpoints
 from stripe_standin.bodies import BodyTooLarge, read_body
@@ -50,6 +51,7 @@ class Api:
         *,
         cv: threading.Condition,
         sessions: SessionEndpoints,
+        intents: IntentEndpoints,
         payments: PaymentEndpoints,
         settings: ApiSettings,
         api_key: str,
@@ -65,7 +67,7 @@ class Api:
             max_request_bytes=limits.max_idempotent_request_bytes,
         )
         self.failures = FailureQueue()
-        s, p = sessions, payments
+        s, i, p = sessions, intents, payments
         self.routes = [
             Route("/v1/checkout/sessions", self._api(s.create), methods=["POST"]),
             Route("/v1/checkout/sessions/{session_id}", self._api(s.retrieve), methods=["GET"]),
@@ -79,11 +81,11 @@ class Api:
                 self._api(s.expire),
                 methods=["POST"],
             ),
+            Route("/v1/payment_intents/{intent_id}", self._api(i.retrieve), methods=["GET"]),
             Route(
-                "/v1/payment_intents/{intent_id}",
-                self._api(p.retrieve_payment_intent),
-                methods=["GET"],
+                "/v1/payment_intents/{intent_id}/capture", self._api(i.capture), methods=["POST"]
             ),
+            Route("/v1/payment_intents/{intent_id}/cancel", self._api(i.cancel), methods=["POST"]),
             Route("/v1/charges/{charge_id}", self._api(p.retrieve_charge), methods=["GET"]),
             Route("/v1/refunds", self._api(p.create_refund), methods=["POST"]),
             Route("/v1/refunds", self._api(p.list_refunds), methods=["GET"]),

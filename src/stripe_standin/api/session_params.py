@@ -4,11 +4,21 @@ items (each with its `price_data`, all in one currency) and `payment_intent_data
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from stripe_standin.errors import StripeError
 from stripe_standin.objects.checkout import line_item
-from stripe_standin.params import MAX_AMOUNT, as_int, as_metadata, as_str, check_known, names
+from stripe_standin.params import (
+    MAX_AMOUNT,
+    as_choice,
+    as_int,
+    as_metadata,
+    as_str,
+    check_known,
+    names,
+)
+from stripe_standin.vocabulary import CAPTURE_METHODS
 
 MAX_LINE_ITEMS = 100  # Stripe Checkout's limit in payment mode
 
@@ -65,11 +75,19 @@ def line_items(raw_items: Any, now: int) -> list[dict[str, Any]]:
     return items
 
 
-def payment_intent_data(params: dict[str, Any]) -> tuple[dict[str, str], str | None]:
-    """`payment_intent_data`'s metadata and description, for the session's PaymentIntent."""
+@dataclass(frozen=True)
+class IntentData:
+    """What `payment_intent_data` says the session's PaymentIntent will be."""
+
+    metadata: dict[str, str]
+    description: str | None
+    capture_method: str
+
+
+def payment_intent_data(params: dict[str, Any]) -> IntentData:
     data = params.get("payment_intent_data")
     if data is None or data == "":
-        return {}, None
+        data = {}
     if not isinstance(data, dict):
         raise StripeError(400, "Invalid hash", param="payment_intent_data")
     check_known(data, _PAYMENT_INTENT_DATA_PARAMS, "payment_intent_data")
@@ -77,7 +95,11 @@ def payment_intent_data(params: dict[str, Any]) -> tuple[dict[str, str], str | N
     description = data.get("description")
     if description is not None:
         description = as_str(description, "payment_intent_data[description]", max_len=1000)
-    return metadata, description
+    capture_method = "automatic_async"
+    if data.get("capture_method") is not None:
+        param = "payment_intent_data[capture_method]"
+        capture_method = as_choice(data["capture_method"], param, CAPTURE_METHODS)
+    return IntentData(metadata, description, capture_method)
 
 
 def _line_item(raw: Any, i: int, now: int) -> dict[str, Any]:

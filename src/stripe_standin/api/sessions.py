@@ -3,12 +3,12 @@ store (see `call` for what every endpoint may assume and return)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from stripe_standin.api.call import Call
 from stripe_standin.api.session_params import line_items, payment_intent_data
+from stripe_standin.clock import Clock
 from stripe_standin.errors import StripeError, no_such
 from stripe_standin.ids import new_id
 from stripe_standin.objects.checkout import checkout_session
@@ -58,11 +58,13 @@ class SessionEndpoints:
         store: Store,
         checkout: Checkout,
         settings: EndpointSettings,
+        clock: Clock,
         on_session: Callable[[], None],
     ) -> None:
         self._store = store
         self._checkout = checkout
         self._settings = settings
+        self._clock = clock
         # Sessions expire on the webhook thread's tick: the first session starts it.
         self._on_session = on_session
 
@@ -78,9 +80,9 @@ class SessionEndpoints:
                 400, f"The Stripe stand-in only supports mode=payment, not {mode!r}.", param="mode"
             )
         expand = expand_list(params, _EXPANDABLE)
-        now = int(time.time())
+        now = self._clock.now()
         items = line_items(params.get("line_items"), now)
-        intent_metadata, intent_description = payment_intent_data(params)
+        intent_data = payment_intent_data(params)
         client_reference_id = params.get("client_reference_id")
         if client_reference_id is not None:
             client_reference_id = as_str(client_reference_id, "client_reference_id", max_len=200)
@@ -112,7 +114,13 @@ class SessionEndpoints:
             expires_at=expires_at,
             url=f"{self._settings.public_base_url.rstrip('/')}/pay/{session_id}",
         )
-        session = Session(obj, items, intent_metadata, intent_description)
+        session = Session(
+            obj,
+            items,
+            intent_data.metadata,
+            intent_data.description,
+            capture_method=intent_data.capture_method,
+        )
         self._store.add_session(session)
         self._on_session()
         return session_view(self._store, session, expand=expand)
@@ -145,7 +153,7 @@ class SessionEndpoints:
         return session_view(self._store, session, expand=expand)
 
     def _session(self, session_id: str) -> Session:
-        session = self._store.session(session_id)
+        session = self._checkout.session(session_id)
         if session is None:
             raise no_such("checkout.session", session_id, param="session")
         return session

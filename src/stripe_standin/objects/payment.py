@@ -1,4 +1,5 @@
-"""A payment: the PaymentIntent, its error when a delayed payment fails, and its charge."""
+"""A payment: the PaymentIntent, its error when a delayed payment fails, and its charge
+(captured at once, or only authorized until the merchant captures it)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ def payment_intent(
     metadata: dict[str, str],
     description: str | None,
     method_type: str,
+    capture_method: str,
     created: int,
 ) -> dict[str, Any]:
     """A PaymentIntent whose payment is under way (`processing`), paid by `method_type`."""
@@ -31,7 +33,7 @@ def payment_intent(
         "automatic_payment_methods": None,
         "canceled_at": None,
         "cancellation_reason": None,
-        "capture_method": "automatic_async",
+        "capture_method": capture_method,
         "client_secret": f"{pi_id}_secret_{rand(25)}",
         "confirmation_method": "automatic",
         "created": created,
@@ -80,7 +82,7 @@ def payment_error(payment_method: str | None, method_type: str) -> dict[str, Any
     }
 
 
-def _method_details(method_type: str) -> dict[str, Any]:
+def _method_details(method_type: str, capture_before: int | None) -> dict[str, Any]:
     if method_type == "us_bank_account":
         details: dict[str, Any] = {
             "account_holder_type": "individual",
@@ -94,6 +96,7 @@ def _method_details(method_type: str) -> dict[str, Any]:
         details = {
             "amount_authorized": None,
             "brand": "visa",
+            "capture_before": capture_before,
             "checks": {
                 "address_line1_check": None,
                 "address_postal_code_check": None,
@@ -112,20 +115,25 @@ def _method_details(method_type: str) -> dict[str, Any]:
     return {method_type: details, "type": method_type}
 
 
-def charge(*, intent: dict[str, Any], created: int) -> dict[str, Any]:
-    """The succeeded charge of `intent`, not refunded yet."""
+def charge(
+    *, intent: dict[str, Any], created: int, capture_before: int | None = None
+) -> dict[str, Any]:
+    """The succeeded charge of `intent`, not refunded yet: captured, or with `capture_before`
+    only authorized (Stripe's charge succeeds when the card is authorized; no money has moved,
+    so there is no balance transaction until it is captured)."""
     method_type = intent["payment_method_types"][0]
     charge_id = new_id("ch")
+    captured = capture_before is None
     return {
         "id": charge_id,
         "object": "charge",
         "amount": intent["amount"],
-        "amount_captured": intent["amount"],
+        "amount_captured": intent["amount"] if captured else 0,
         "amount_refunded": 0,
         "application": None,
         "application_fee": None,
         "application_fee_amount": None,
-        "balance_transaction": "txn_1" + rand(24),
+        "balance_transaction": "txn_1" + rand(24) if captured else None,
         "billing_details": {
             "address": {
                 "city": None,
@@ -141,7 +149,7 @@ def charge(*, intent: dict[str, Any], created: int) -> dict[str, Any]:
             "tax_id": None,
         },
         "calculated_statement_descriptor": "STRIPE STAND-IN",
-        "captured": True,
+        "captured": captured,
         "created": created,
         "currency": intent["currency"],
         "customer": None,
@@ -167,7 +175,7 @@ def charge(*, intent: dict[str, Any], created: int) -> dict[str, Any]:
         "paid": True,
         "payment_intent": intent["id"],
         "payment_method": intent["payment_method"],
-        "payment_method_details": _method_details(method_type),
+        "payment_method_details": _method_details(method_type, capture_before),
         "receipt_email": None,
         "receipt_number": None,
         "receipt_url": None,

@@ -8,6 +8,7 @@ from typing import Any
 from starlette.requests import Request
 
 from stripe_standin.money import format_amount
+from stripe_standin.pay_page import holds
 from stripe_standin.pay_page.markup import Html, fill, join
 from stripe_standin.pay_page.snapshot import Snapshot
 from stripe_standin.vocabulary import DISPUTE_BLOCKS_REFUNDS, DISPUTE_OPEN
@@ -57,7 +58,11 @@ class CheckoutPage:
             status=str(obj["status"]),
             payment_status=str(obj["payment_status"]),
             message=message,
+            deadline=holds.deadline(obj),
             actions=actions,
+            authorization=holds.authorization(
+                self.snap.intent, self.snap.capture_before, self.money, self.button
+            ),
             payment=self.payment(),
             afterwards=self.afterwards(),
             reference=self.sid,
@@ -85,6 +90,17 @@ class CheckoutPage:
         obj, button = self.snap.obj, self.button
         status, pay_status = obj["status"], obj["payment_status"]
         intent_status = self.snap.intent["status"] if self.snap.intent else None
+        if status == "open" and self.snap.capture_method == "manual":
+            return "Choose how this test payment should go.", join(
+                [
+                    button(
+                        "pay",
+                        "Pay",
+                        "The card is authorized; the shop captures the payment later.",
+                    ),
+                    self.expire_button(),
+                ]
+            )
         if status == "open":
             return "Choose how this test payment should go.", join(
                 [
@@ -99,11 +115,7 @@ class CheckoutPage:
                         "Fail payment",
                         "A delayed payment method whose payment then fails.",
                     ),
-                    button(
-                        "expire",
-                        "Let it expire",
-                        "Abandon the checkout; the session expires unpaid.",
-                    ),
+                    self.expire_button(),
                 ]
             )
         if intent_status == "processing":
@@ -117,6 +129,10 @@ class CheckoutPage:
             message = "This checkout session has expired. Nothing was charged."
         elif intent_status == "requires_payment_method":
             message = "The payment failed. Nothing was charged."
+        elif intent_status == "requires_capture":
+            message = "Checkout is complete; the card is charged once the shop captures it."
+        elif intent_status == "canceled":
+            message = "The payment was canceled. Nothing was charged."
         elif pay_status == "paid":
             message = "Paid. Thank you."
         else:
@@ -126,6 +142,11 @@ class CheckoutPage:
             return message, Html()
         href = link.replace("{CHECKOUT_SESSION_ID}", self.sid)
         return message, fill("link.html", href=href, text="Return to the shop")
+
+    def expire_button(self) -> Html:
+        return self.button(
+            "expire", "Let it expire", "Abandon the checkout; the session expires unpaid."
+        )
 
     def payment(self) -> Html:
         """The PaymentIntent's status, and the payment's refunds and dispute."""

@@ -1,5 +1,6 @@
 """The pay page's routes: the page of a checkout session, and its buttons' actions, which
-move the session on (as a customer would) or its payment (as Stripe or the bank would)."""
+move the session on (as a customer would) or its payment (as Stripe or the bank would).
+A session whose `expires_at` has passed is expired before it is shown or acted on."""
 
 from __future__ import annotations
 
@@ -12,15 +13,13 @@ from starlette.routing import Route
 from stripe_standin.bodies import BodyTooLarge, read_body
 from stripe_standin.pay_page import snapshot
 from stripe_standin.pay_page.render import CheckoutPage, message_page
-from stripe_standin.state.checkout import Checkout
-from stripe_standin.state.disputes import Disputes
 from stripe_standin.state.records import Session
-from stripe_standin.state.refunds import Refunds
-from stripe_standin.state.store import Store
+from stripe_standin.state.world import World
 from stripe_standin.vocabulary import OUTCOMES
 
 # After the payment: these come back to the page instead of going to the shop.
 MERCHANT_ACTIONS = (
+    "lapse",
     "dashboard_refund",
     "hold_refunds",
     "refund_succeed",
@@ -36,17 +35,11 @@ class PayPage:
         self,
         *,
         cv: threading.Condition,
-        store: Store,
-        checkout: Checkout,
-        refunds: Refunds,
-        disputes: Disputes,
+        world: World,
         max_request_bytes: int,
     ) -> None:
         self._cv = cv
-        self._store = store
-        self._checkout = checkout
-        self._refunds = refunds
-        self._disputes = disputes
+        self._world = world
         self._max_request_bytes = max_request_bytes
         self.routes = [
             Route("/pay/{session_id}", self._page, methods=["GET"], name="pay_page"),
@@ -55,10 +48,10 @@ class PayPage:
 
     async def _page(self, request: Request) -> Response:
         with self._cv:
-            session = self._store.session(request.path_params["session_id"])
+            session = self._world.session(request.path_params["session_id"])
             if session is None:
                 return _not_found()
-            snap = snapshot.take(self._store, session)
+            snap = snapshot.take(self._world.store, session)
         return HTMLResponse(CheckoutPage(request, snap).html())
 
     async def _action(self, request: Request) -> Response:
@@ -72,12 +65,12 @@ class PayPage:
             return _page("Unknown action", f"{action} is not an action.", 404)
         back = request.url_for("pay_page", session_id=session_id).path
         with self._cv:
-            session = self._store.session(session_id)
+            session = self._world.session(session_id)
             if session is None:
                 return _not_found()
             try:
                 if action in OUTCOMES:
-                    self._checkout.apply_outcome(session_id, action, None)
+                    self._world.checkout.apply_outcome(session_id, action, None)
                 else:
                     self._merchant_action(session, action)
             except ValueError as exc:
@@ -95,24 +88,26 @@ class PayPage:
         return RedirectResponse(target or back, status_code=303)
 
     def _merchant_action(self, session: Session, action: str) -> None:
-        refunds = self._refunds
-        if action == "dashboard_refund":
+        refunds, disputes = self._world.refunds, self._world.disputes
+        if action == "lapse":
+            self._world.authorizations.lapse(session.id)
+        elif action == "dashboard_refund":
             refunds.dashboard_refund(session.id)
         elif action == "hold_refunds":
             refunds.hold(session.id, not session.hold_refunds)
         elif action in ("refund_succeed", "refund_fail"):
-            pending = self._store.pending_refunds(session)
+            pending = self._world.store.pending_refunds(session)
             if not pending:
                 raise ValueError("this payment has no pending refund")
             outcome = "succeeded" if action == "refund_succeed" else "failed"
             for refund_id in pending:
                 refunds.settle(refund_id, outcome, "expired_or_canceled_card")
         elif action == "dispute":
-            self._disputes.open(session.id, "fraudulent")
+            disputes.open(session.id, "fraudulent")
         else:
             if session.dispute is None:
                 raise ValueError("this payment has no dispute")
-            self._disputes.close(session.dispute, "won" if action == "dispute_won" else "lost")
+            disputes.close(session.dispute, "won" if action == "dispute_won" else "lost")
 
 
 def _page(title: str, message: str, status: int, *, back: str | None = None) -> HTMLResponse:

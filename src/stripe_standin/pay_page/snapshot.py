@@ -19,12 +19,16 @@ class Snapshot:
     refunds: list[dict[str, Any]]  # oldest first
     dispute: dict[str, Any] | None
     hold_refunds: bool
+    capture_method: str  # the session's payment_intent_data[capture_method]
+    capture_before: int | None  # of a card payment held for capture
 
 
 def take(store: Store, session: Session) -> Snapshot:
     intent = store.intent(session.intent) if session.intent else None
     charge = store.charge(session.charge) if session.charge else None
     dispute = store.dispute(session.dispute) if session.dispute else None
+    latest = store.charge(intent["latest_charge"]) if intent and intent["latest_charge"] else None
+    card = latest["payment_method_details"].get("card") if latest else None
     return Snapshot(
         obj=copy.deepcopy(session.obj),
         items=copy.deepcopy(session.items),
@@ -33,4 +37,6 @@ def take(store: Store, session: Session) -> Snapshot:
         refunds=copy.deepcopy(list(reversed(store.refunds_newest_first(session)))),
         dispute=copy.deepcopy(dispute),
         hold_refunds=session.hold_refunds,
+        capture_method=session.capture_method,
+        capture_before=card["capture_before"] if card else None,
     )

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import copy
-import time
 from typing import Any
 
+from stripe_standin.clock import Clock
 from stripe_standin.objects.dispute import dispute as dispute_object
 from stripe_standin.state.records import Emit
 from stripe_standin.state.store import Store
@@ -13,9 +13,10 @@ from stripe_standin.vocabulary import DISPUTE_OPEN, DISPUTE_REASONS
 
 
 class Disputes:
-    def __init__(self, store: Store, emit: Emit) -> None:
+    def __init__(self, store: Store, emit: Emit, clock: Clock) -> None:
         self._store = store
         self._emit = emit
+        self._clock = clock
 
     def open(self, session_id: str, reason: str) -> dict[str, Any]:
         session = self._store.control_session(session_id)
@@ -27,7 +28,7 @@ class Disputes:
             raise ValueError(f"charge {session.charge} is already disputed ({session.dispute})")
         charge = self._store.charge(session.charge)
         assert charge is not None
-        dispute = dispute_object(charge=charge, reason=reason, created=int(time.time()))
+        dispute = dispute_object(charge=charge, reason=reason, created=self._clock.now())
         self._store.add_dispute(dispute, session_id)
         session.dispute = dispute["id"]
         charge["disputed"] = True

@@ -19,7 +19,8 @@ class Session:
     items: list[dict[str, Any]]  # line item objects
     intent_metadata: dict[str, str]  # payment_intent_data[metadata], for its PaymentIntent
     intent_description: str | None
-    charge: str | None = None  # set once the payment succeeded
+    capture_method: str = "automatic_async"  # payment_intent_data[capture_method]
+    charge: str | None = None  # set once the payment succeeded (for a card held: captured)
     refunds: list[str] = field(default_factory=list)  # ids, oldest first
     dispute: str | None = None
     hold_refunds: bool = False  # this payment's new refunds stay pending

@@ -4,9 +4,9 @@ and settled later (succeeded, or failed even after succeeding, as Stripe's may).
 from __future__ import annotations
 
 import copy
-import time
 from typing import Any
 
+from stripe_standin.clock import Clock
 from stripe_standin.errors import StripeError
 from stripe_standin.ids import rand
 from stripe_standin.money import format_amount
@@ -24,9 +24,10 @@ from stripe_standin.webhooks import RequestRef
 
 
 class Refunds:
-    def __init__(self, store: Store, emit: Emit) -> None:
+    def __init__(self, store: Store, emit: Emit, clock: Clock) -> None:
         self._store = store
         self._emit = emit
+        self._clock = clock
         self._status = "succeeded"
 
     @property
@@ -97,7 +98,7 @@ class Refunds:
             reason=reason,
             metadata=metadata,
             status="pending" if session.hold_refunds else self._status,
-            created=int(time.time()),
+            created=self._clock.now(),
         )
         store.add_refund(Refund(refund, idempotency_key, session.id))
         self._refresh_charge(session)
@@ -154,7 +155,9 @@ class Refunds:
         charge = self._store.charge(session.charge)
         assert charge is not None
         newest_first = self._store.refunds_newest_first(session)
-        refunded = sum(
+        # What a partial capture left uncaptured counts as refunded, as at Stripe.
+        released = int(charge["amount"]) - int(charge["amount_captured"])
+        refunded = released + sum(
             int(r["amount"]) for r in newest_first if r["status"] in COUNTED_REFUND_STATUSES
         )
         charge.update(

@@ -11,6 +11,9 @@ from typing import Any
 from stripe_standin.state.records import Refund, Session
 from stripe_standin.vocabulary import DISPUTE_OPEN
 
+# A payment in one of these has an outcome to come: a delayed debit, or a card held for capture.
+_UNDER_WAY = frozenset({"processing", "requires_capture"})
+
 
 class Store:
     def __init__(self, *, max_sessions: int, max_refunds: int) -> None:
@@ -143,14 +146,17 @@ class Store:
         intent = self._intents[session.intent] if session.intent else None
         dispute = self._disputes[session.dispute] if session.dispute else None
         return (
-            (intent is None or intent["status"] != "processing")
+            (intent is None or intent["status"] not in _UNDER_WAY)
             and (dispute is None or dispute["status"] not in DISPUTE_OPEN)
             and not self.pending_refunds(session)
         )
 
     def _forget(self, session: Session) -> None:
         del self._sessions[session.id]
-        for object_id in (session.intent, session.charge, session.dispute, *session.refunds):
+        intent = self._intents.get(session.intent) if session.intent else None
+        # A card hold that was never captured has a charge the session does not name.
+        held = intent["latest_charge"] if intent else None
+        for object_id in (session.intent, session.charge, held, session.dispute, *session.refunds):
             if object_id is not None:
                 self._owner.pop(object_id, None)
                 self._intents.pop(object_id, None)

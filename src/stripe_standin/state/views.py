@@ -11,6 +11,10 @@ from stripe_standin.params import DEFAULT_PAGE, list_object
 from stripe_standin.state.records import Session
 from stripe_standin.state.store import Store
 
+# The kinds of object `StripeStandIn.build_event` builds events about, by their ids' prefix.
+_KIND_OF_PREFIX = {"cs": "checkout.session", "re": "refund", "ch": "charge", "dp": "dispute"}
+BUILDABLE = frozenset(_KIND_OF_PREFIX.values())
+
 
 def session_view(
     store: Store, session: Session, *, expand: Sequence[str] = (), expand_all: bool = False
@@ -55,3 +59,22 @@ def refunds(store: Store) -> list[dict[str, Any]]:
 
 def disputes(store: Store) -> list[dict[str, Any]]:
     return copy.deepcopy(store.all_disputes())
+
+
+def kind_of(object_id: str) -> str | None:
+    return _KIND_OF_PREFIX.get(object_id.partition("_")[0])
+
+
+def object_of(store: Store, kind: str, object_id: str) -> dict[str, Any]:
+    """The store's own object of a `BUILDABLE` kind; KeyError if there is none."""
+    if kind == "checkout.session":
+        return store.control_session(object_id).obj
+    if kind == "refund":
+        found = store.refund(object_id)
+    elif kind == "charge":
+        found = store.charge(object_id)
+    else:
+        found = store.dispute(object_id)
+    if found is None:
+        raise KeyError(object_id)
+    return found
