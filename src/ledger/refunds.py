@@ -56,8 +56,8 @@ class Refunds:
             or order.refund_id is not None
         ):
             return order
-        owed, currency = order.owed or (order.amount_total, order.currency)
-        if not order.payment_intent or owed == 0:
+        charged, currency = order.charged
+        if not order.payment_intent or charged == 0:
             free = Refund(NO_CHARGE, RefundStatus.SUCCEEDED, 0, currency, None, str(order.id))
             return self._record(order, free, cause)
         try:

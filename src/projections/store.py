@@ -42,22 +42,14 @@ class LocalWorkers(Protocol):
 
 
 class ReadStore:
-    """A pool of autocommit connections for read-model queries and for waiting on them.
-    `workers`: the workers of this process, when it runs any (see `wait_on`)."""
+    """A pool of autocommit connections for read-model queries and for waiting on them."""
 
-    def __init__(
-        self,
-        database: Database,
-        *,
-        min_size: int = 1,
-        max_size: int = 10,
-        workers: LocalWorkers | None = None,
-    ) -> None:
+    def __init__(self, database: Database, *, min_size: int = 1, max_size: int = 10) -> None:
         self.database = database
         self.pool: ConnectionPool[psycopg.Connection[Any]] = database.pool(
             "ledger-reads", min_size=min_size, max_size=max_size
         )
-        self._workers = workers
+        self._workers: LocalWorkers | None = None
         self._last_warning = -WARN_EVERY_SECONDS
 
     def wait_on(self, workers: LocalWorkers) -> None:

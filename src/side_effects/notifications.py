@@ -180,7 +180,7 @@ def _refund_text(order: Order, amount: int) -> str:
             *_item_lines(order),
             "",
             # In the currency Stripe charged, which may not be the one the cart was priced in.
-            f"Refunded: {format_amount(amount, order.owed[1] if order.owed else order.currency)}",
+            f"Refunded: {format_amount(amount, order.charged[1])}",
             "It may take a few days to show on your statement.",
             "",
         ]

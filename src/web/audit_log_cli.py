@@ -63,7 +63,8 @@ def history(args: argparse.Namespace) -> int:
     # the order_history read model here until it has caught up, so the answer is complete
     # either way. When another process runs it, this one waits for that one instead.
     workers = Workers(database, [OrderHistoryProjection()])
-    store = ReadStore(database, min_size=1, max_size=2, workers=workers)
+    store = ReadStore(database, min_size=1, max_size=2)
+    store.wait_on(workers)
     try:
         workers.start()
         histories = OrderHistories(store, consistent=False)

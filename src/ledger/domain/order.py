@@ -69,8 +69,9 @@ class Order(Aggregate):
         self.status = OrderStatus.PROCESSING
         self.rejection_reason: str | None = None
         self.refund_id: str | None = None
-        # What Stripe charged and the order owes back, once rejected: (amount, currency).
-        self.owed: tuple[int, str] | None = None
+        # What Stripe charged, (amount, currency): as priced, unless a rejection recorded
+        # otherwise (an amount or currency other than priced is never confirmed).
+        self.charged = (amount_total, currency)
         self.refund_failure: str | None = None
         # Refunds made outside the ledger (Stripe's Dashboard) and disputes: id -> status.
         self.outside_refunds: dict[str, str] = {}
@@ -185,7 +186,7 @@ class Order(Aggregate):
         """Paid, but not fulfillable: the order is rejected and its money is owed back, as
         Stripe charged it (`charged`: amount and currency; as priced when not given)."""
         self._require(*_PAID_FROM)
-        amount, currency = charged or (self.amount_total, self.currency)
+        amount, currency = charged or self.charged
         self._rejected(reason=reason, payment_intent=payment_intent, cause=cause)
         self._refund_requested(amount=amount, currency=currency, cause=cause)
 
@@ -197,7 +198,7 @@ class Order(Aggregate):
     @event("RefundRequested")
     def _refund_requested(self, amount: int, currency: str, cause: str) -> None:
         """`amount` and `currency`: what Stripe charged, all of which goes back."""
-        self.owed = (amount, currency)
+        self.charged = (amount, currency)
         self.status = OrderStatus.REFUND_PENDING
 
     def follow_refund(

@@ -143,7 +143,7 @@ class Replay:
     def _refund_requested(self, position: int, order_id: str, e: dict[str, Any]) -> None:
         # The payment as Stripe charged it (all of it is owed back), which a session refunded
         # for an amount or currency other than priced makes differ from OrderPlaced's.
-        _refund_step(RefundStatus.PENDING)(self, position, order_id, e)
+        _refund_pending(self, position, order_id, e)
         order = self.orders.get(order_id)  # a stray is recorded once, by the step
         if order is not None:
             order.amount, order.currency = e["amount"], e["currency"]
@@ -187,6 +187,8 @@ def _refund_step(step: RefundStatus) -> _Handler:
     return record
 
 
+_refund_pending = _refund_step(RefundStatus.PENDING)
+
 _HANDLERS: dict[tuple[str | None, str], _Handler] = {
     ("inventory", "ProductListed"): Replay._listed,
     ("inventory", "StockReceived"): Replay._received,
@@ -198,7 +200,7 @@ _HANDLERS: dict[tuple[str | None, str], _Handler] = {
     ("order", "OrderRejected"): Replay._rejected,
     ("order", "PaymentFailed"): Replay._payment_failed,
     ("order", "RefundRequested"): Replay._refund_requested,
-    ("order", "RefundSubmitted"): _refund_step(RefundStatus.PENDING),
+    ("order", "RefundSubmitted"): _refund_pending,
     ("order", "RefundIssued"): _refund_step(RefundStatus.SUCCEEDED),
     ("order", "RefundFailed"): _refund_step(RefundStatus.FAILED),
     ("order", "OutsideRefundRecorded"): Replay._outside_refund,
