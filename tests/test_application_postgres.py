@@ -16,7 +16,7 @@ from ledger.domain import Cart, InventoryItem, Order, PaidSession, inventory_ite
 from ledger.domain.errors import InvalidTransition
 from ledger.domain.vocabulary import OrderStatus
 from ledger.storage import Database
-from tests.conftest import count_rows
+from tests.conftest import Server, count_rows
 from tests.processes import alive
 from tests.waiting import wait_until
 
@@ -340,3 +340,29 @@ def test_commands_go_on_after_the_database_restarts(tmp_path: Path) -> None:
     finally:
         app.close()
         server.cleanup()
+
+
+def test_processes_starting_at_once_on_a_new_database_all_start(pg_server: Server) -> None:
+    # Every process creates the log's tables and function when it starts; PostgreSQL fails
+    # all but one of those that do it at the same moment ("tuple concurrently updated").
+    database = pg_server.fresh_database()
+    starters = 6
+    at_once = threading.Barrier(starters)
+    failures: list[BaseException] = []
+
+    def start() -> None:
+        at_once.wait()
+        try:
+            Ledger(env=database.eventsourcing_env()).close()
+        except BaseException as failure:
+            failures.append(failure)
+
+    try:
+        threads = [threading.Thread(target=start) for _ in range(starters)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert failures == []
+    finally:
+        pg_server.drop(database)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from eventsourcing.persistence import AggregateRecorder, ApplicationRecorder
 from eventsourcing.postgres import PostgresFactory
 from eventsourcing.utils import Environment, EnvType
 from psycopg.abc import Query
@@ -23,6 +24,10 @@ from ledger.psycopg_pool_adapter import connection_params, update_connection_par
 LOCK_TIMEOUT_SECONDS = 5
 STATEMENT_TIMEOUT_MS = 10_000
 CONNECT_TIMEOUT_SECONDS = 5
+# The advisory lock under which a starting process creates the log's tables ("ledger" in
+# ASCII), and how long it waits for another process doing so.
+_SCHEMA_LOCK = 0x6C6564676572
+_SCHEMA_WAIT_MS = 60_000
 
 # libpq parameters the library's factory takes as its own settings; the rest pass through.
 _OWN_PARAMS = {"dbname", "host", "port", "user", "password"}
@@ -211,6 +216,30 @@ class LedgerPostgresFactory(PostgresFactory):
         )
         pool.open(wait=False)
         return pool
+
+    def aggregate_recorder(self, purpose: str = "events") -> AggregateRecorder:
+        with self._schema_turn():
+            return super().aggregate_recorder(purpose)
+
+    def application_recorder(self) -> ApplicationRecorder:
+        with self._schema_turn():
+            return super().application_recorder()
+
+    @contextlib.contextmanager
+    def _schema_turn(self) -> Iterator[None]:
+        """Processes starting together create the library's tables and function one at a time.
+        The library runs its `CREATE ... IF NOT EXISTS` and `CREATE OR REPLACE FUNCTION` in
+        every process that starts, and PostgreSQL fails all but one of those that run them at
+        the same moment (a duplicate key in its catalog, or "tuple concurrently updated")."""
+        params = connection_params(self.datastore.pool)
+        params.pop("row_factory", None)
+        params["options"] = f"{params.get('options', '')} -c statement_timeout={_SCHEMA_WAIT_MS}"
+        with psycopg.connect(**params, autocommit=True) as conn:
+            conn.execute("SELECT pg_advisory_lock(%s)", (_SCHEMA_LOCK,))
+            try:
+                yield
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (_SCHEMA_LOCK,))
 
     def __init__(self, env: Environment | EnvType | None):
         super().__init__(env)
