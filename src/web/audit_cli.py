@@ -102,15 +102,17 @@ def verify(args: argparse.Namespace) -> int:
         f" checked in {seconds:.1f} s ({rate:,.0f} events/s)"
     )
     print()
-    print(f"{'check':<36} result")
+    width = max(36, *(len(check) + 1 for check in CHECKS))
+    print(f"{'check':<{width}} result")
     for check in CHECKS:
         failed = verification.failed(check)
-        print(f"{check:<36} {'VIOLATED (' + str(len(failed)) + ')' if failed else 'ok'}")
-    print(f"{CHAIN:<36} {'ok' if chain.ok else 'VIOLATED'} ({chain.summary()})")
+        print(f"{check:<{width}} {'VIOLATED (' + str(len(failed)) + ')' if failed else 'ok'}")
+    print(f"{CHAIN:<{width}} {'ok' if chain.ok else 'VIOLATED'} ({chain.summary()})")
     paid = balances(list(replay.orders.values()))
     if paid:
         print()
         _balance_table(paid)
+        _authorization_table(paid)
     if verification.violations or not chain.ok:
         print()
         for violation in verification.violations:
@@ -145,6 +147,7 @@ def report(args: argparse.Namespace) -> int:
     print()
     if built.currencies:
         _balance_table({c: r.balance for c, r in built.currencies.items()})
+        _authorization_table({c: r.balance for c, r in built.currencies.items()})
         print()
         print(f"{'currency':<9} {'disputes':>9} {'lost':>6} {'outside refunds':>22}")
         for currency, r in built.currencies.items():
@@ -158,6 +161,12 @@ def report(args: argparse.Namespace) -> int:
         print(
             f"  order {order.order_id}  session {order.session_id}"
             f"  {order.amount} {order.currency}  {order.refund_failure}"
+        )
+    print(f"captures Stripe refused (capture_failed): {len(built.capture_failed)}")
+    for order in built.capture_failed:
+        print(
+            f"  order {order.order_id}  session {order.session_id}"
+            f"  {order.amount} {order.currency}  {order.capture_failure}"
         )
     print(f"sessions without an outcome for over {threshold}: {len(built.waiting)}")
     for session_id, status, since in built.waiting:
@@ -173,6 +182,21 @@ def _balance_table(paid: dict[str, Balance]) -> None:
         cells = (b.payments, b.orders, *(b.refunds[state] for state in refunds))
         print(f"{currency:<9}" + "".join(f"{f'{m.count} / {m.amount}':>22}" for m in cells))
     print("(count / amount in minor units)")
+
+
+def _authorization_table(paid: dict[str, Balance]) -> None:
+    """Manual capture's figures, only when some payment was an authorization: a shop that
+    captures automatically sees the table it always saw."""
+    authorized = {c: b for c, b in paid.items() if b.authorizations.count or b.captured.count}
+    if not authorized:
+        return
+    print()
+    header = ("authorizations", "captured", "released", "capture failed", "awaiting capture")
+    print(f"{'currency':<9}" + "".join(f"{h:>22}" for h in header))
+    for currency, b in authorized.items():
+        cells = (b.authorizations, b.captured, b.released, b.capture_failed, b.awaiting_capture)
+        print(f"{currency:<9}" + "".join(f"{f'{m.count} / {m.amount}':>22}" for m in cells))
+    print("(count / amount in minor units, as Stripe authorized and captured them)")
 
 
 def _replay(database: Database) -> Replay:
