@@ -11,8 +11,19 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import (
+    DatetimeAsISO,
+    DecimalAsStr,
+    JSONTranscoder,
+    Mapper,
+    UUIDAsHex,
+)
 
-from ledger.domain import inventory_item_id, order_id_for
+from ledger.domain import Cart, InventoryItem, Order, PaidSession, inventory_item_id, order_id_for
+from ledger.domain.holds import place_hold, release_hold
+from ledger.domain.pricing import PricedCart, PricedLine
+from ledger.domain.vocabulary import HoldEnd, OrderStatus
 from projections.audit.invariants import (
     AUTHORIZATIONS,
     BALANCE,
@@ -21,6 +32,7 @@ from projections.audit.invariants import (
     HOLDS,
     ONE_OUTCOME,
     RETURNED,
+    STOCK,
     Violation,
     balances,
     check_replay,
@@ -564,3 +576,116 @@ def test_the_text_tables_add_manual_capture_only_when_there_is_some(
     assert "authorizations" in out and "awaiting capture" in out
     (row,) = [line.split() for line in out.splitlines() if line.startswith("usd")]
     assert row == ["usd", "1", "/", "700", "1", "/", "700", *["0", "/", "0"] * 3]
+
+
+# ---- the domain's own events, as stored ---------------------------------------------------------
+
+
+@dataclass
+class StoredLog:
+    """The domain's aggregates, decided in memory, their events stored one commit at a time
+    through the library's mapper (as the ledger stores them): the replay reads the fields the
+    domain really records, not this file's idea of them."""
+
+    rows: list[Row] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        transcoder = JSONTranscoder()
+        for transcoding in (UUIDAsHex(), DatetimeAsISO(), DecimalAsStr()):
+            transcoder.register(transcoding)
+        self.mapper: Mapper[UUID] = Mapper(transcoder=transcoder)
+
+    def commit(self, *aggregates: Aggregate) -> None:
+        for aggregate in aggregates:
+            for event in aggregate.collect_events():
+                stored = self.mapper.to_stored_event(event)
+                position = len(self.rows) + 1
+                originator = UUID(str(stored.originator_id))
+                version = int(stored.originator_version)
+                self.rows.append((position, originator, version, stored.topic, stored.state))
+
+
+def test_the_domain_s_holds_and_captures_as_stored_verify_and_add_up() -> None:
+    log = StoredLog()
+    mug = InventoryItem.new("mug", "Mug", 500, "usd", "test")
+    mug.adjust_stock(1, "delivery", "test")
+    cup = InventoryItem.new("cup", "Cup", 700, "usd", "test")
+    cup.adjust_stock(2, "delivery", "test")
+    log.commit(mug, cup)
+
+    def checkout(item: InventoryItem, quantity: int, sid: str, hold_id: str | None) -> Cart:
+        cart = Cart(user_id=None, cause="test")
+        cart.set_line(item.sku, quantity, "test", "usd")
+        priced = PricedCart(cart, [PricedLine.of(item, quantity)], "usd")
+        if hold_id is not None:
+            place_hold(cart, priced, {item.sku: item}, hold_id, "2026-12-06T12:00:00+00:00", "test")
+        cart.start_checkout(sid, priced.snapshot(), priced.amount_total, "usd", "test", hold_id)
+        log.commit(cart, item)
+        return cart
+
+    def decide(cart: Cart, item: InventoryItem, sid: str, manual: bool) -> Order:
+        order = Order.open(sid, cart, f"pi_{sid}", None, "test")
+        amount = cart.session(sid)["amount_total"]
+        paid = PaidSession(sid, cart.id, amount, "usd", f"pi_{sid}", None, manual)
+        order.fulfil(paid, cart, [item], "test")
+        log.commit(item, order, cart)  # a reservation stored before its order: as may be
+        return order
+
+    # The last mug: A's hold lapses, B holds it; A's late authorization is released, B's
+    # captured.
+    a = checkout(mug, 1, "cs_a", "h_a")
+    release_hold(a, "h_a", [mug], HoldEnd.TIME_UP, "test")
+    log.commit(mug, a)
+    b = checkout(mug, 1, "cs_b", "h_b")
+    late = decide(a, mug, "cs_a", manual=True)
+    assert late.status == OrderStatus.RELEASED
+    late.record_release("canceled", "test")
+    log.commit(late)
+    kept = decide(b, mug, "cs_b", manual=True)
+    kept.record_capture(500, "usd", "test")
+    log.commit(kept)
+    # Two cups, held and authorized; the authorization lapses: the capture is refused, the
+    # cups come back and the cart reopens; its customer then pays by card, captured at once.
+    c = checkout(cup, 2, "cs_c", "h_c")
+    lapsed = decide(c, cup, "cs_c", manual=True)
+    lapsed.capture_refused("authorization_expired", c, [cup], "test")
+    log.commit(lapsed, cup, c)
+    c.start_checkout("cs_c2", c.session("cs_c")["lines"], 1400, "usd", "test")
+    log.commit(c)
+    charged = decide(c, cup, "cs_c2", manual=False)
+    assert charged.status == OrderStatus.CONFIRMED
+
+    replay = Replay().read(log.rows)
+
+    assert check_replay(replay) == []
+    assert {f.sku: (f.on_hand, f.held) for f in replay.stock.values()} == {
+        "mug": (0, 0),
+        "cup": (0, 0),
+    }
+    report = build_report(replay, None, None, [], "600s").as_json()
+    usd = report["currencies"]["usd"]
+    assert {k: usd[k] for k in ("payments", "orders", "refunds_pending")} == {
+        "payments": money(2, 1900),  # the mug captured, the cups charged
+        "orders": money(2, 1900),
+        "refunds_pending": money(0, 0),  # the late mug was released, never refunded
+    }
+    assert {k: usd[k] for k in MANUAL_KEYS} == {
+        "authorizations": money(3, 2400),
+        "captured": money(1, 500),
+        "released": money(1, 500),
+        "awaiting_capture": money(0, 0),
+        "capture_failed": money(1, 1400),
+    }
+    assert [(f["order_id"], f["code"]) for f in report["capture_failed"]] == [
+        (str(lapsed.id), "authorization_expired")
+    ]
+
+    # And the same log with the taken hold's reservation planted a second time: caught.
+    (taken,) = [r for r in log.rows if r[3].endswith(".StockReserved") and b"h_b" in r[4]]
+    planted = (len(log.rows) + 1, taken[1], len(log.rows) + 1, taken[3], taken[4])
+    violations = check_replay(Replay().read([*log.rows, planted]))
+    assert [v.check for v in violations if v.positions == (planted[0],)] == [STOCK, HOLDS]
+    assert any("mug taken 2 times" in v.message for v in named(violations, ONE_OUTCOME))
+
+
+MANUAL_KEYS = ("authorizations", "captured", "released", "awaiting_capture", "capture_failed")
