@@ -18,7 +18,7 @@ from web.command_line import PROGRESS_EVERY, Subcommands, load_settings, open_da
 
 if TYPE_CHECKING:
     from ledger.storage import Database
-    from projections.audit.invariants import Balance
+    from projections.audit.invariants import Balance, Money
     from projections.audit.replay import Replay
 
 
@@ -33,7 +33,9 @@ def add_audit_commands(commands: Subcommands) -> None:
     )
     verify_cmd.set_defaults(handler=verify)
     report_cmd = actions.add_parser(
-        "report", help="per currency: payments, orders, refunds, disputes; what needs a person"
+        "report",
+        help="per currency: payments, orders, refunds, disputes, authorizations (manual"
+        " capture); what needs a person",
     )
     report_cmd.add_argument(
         "--from", dest="start", type=_instant, help="ISO-8601 time (UTC if bare)"
@@ -185,18 +187,30 @@ def _balance_table(paid: dict[str, Balance]) -> None:
 
 
 def _authorization_table(paid: dict[str, Balance]) -> None:
-    """Manual capture's figures, only when some payment was an authorization: a shop that
-    captures automatically sees the table it always saw."""
+    """Manual capture's figures, only when some payment was an authorization (a shop that
+    captures automatically sees what it always saw), one line per currency written as the
+    invariant reads. Not a table row like the balance table's: scripts read those by their
+    currency and width."""
     authorized = {c: b for c, b in paid.items() if b.authorizations.count or b.captured.count}
     if not authorized:
         return
     print()
-    header = ("authorizations", "captured", "released", "capture failed", "awaiting capture")
-    print(f"{'currency':<9}" + "".join(f"{h:>22}" for h in header))
+    print("manual capture (count / amount in minor units, as Stripe authorized and captured them)")
     for currency, b in authorized.items():
-        cells = (b.authorizations, b.captured, b.released, b.capture_failed, b.awaiting_capture)
-        print(f"{currency:<9}" + "".join(f"{f'{m.count} / {m.amount}':>22}" for m in cells))
-    print("(count / amount in minor units, as Stripe authorized and captured them)")
+        parts = (
+            ("captured", b.captured),
+            ("released", b.released),
+            ("capture failed", b.capture_failed),
+            ("awaiting capture", b.awaiting_capture),
+        )
+        print(
+            f"{currency}: authorizations {_figure(b.authorizations)} = "
+            + " + ".join(f"{name} {_figure(m)}" for name, m in parts)
+        )
+
+
+def _figure(money: Money) -> str:
+    return f"{money.count} / {money.amount}"
 
 
 def _replay(database: Database) -> Replay:
