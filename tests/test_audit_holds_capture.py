@@ -43,7 +43,7 @@ from projections.audit.records import Row
 from projections.audit.replay import Replay
 from projections.audit.report import build_report
 from tests.processes import run_ledger
-from tests.shop import eventually, running_shop
+from tests.shop import Shop, eventually, running_shop
 
 INVENTORY = "ledger.domain.inventory:InventoryItem"
 CART = "ledger.domain.cart:Cart"
@@ -751,3 +751,74 @@ def topics_in_log(database: Database) -> list[str]:
 
 def captured_in_log(database: Database) -> int:
     return topics_in_log(database).count("PaymentCaptured")
+
+
+def test_a_released_authorization_and_a_refused_capture_verify_and_are_reported(
+    database: Database, tmp_path: Path
+) -> None:
+    """Manual capture without holds: two customers authorized for the last mug end as one
+    captured order and one released authorization (no refund); a cup's authorization lapses
+    while its capture waits to be retried, so Stripe refuses the capture: the order fails and
+    the cup comes back. The log verifies, and the report lists the refused capture."""
+    with running_shop(database, LEDGER_CAPTURE="manual") as shop:
+        shop.product("mug", unit_amount=1200, stock=1)
+        shop.product("cup", unit_amount=800, stock=1)
+        race = [shop.checkout(shop.cart(mug=1)) for _ in range(2)]
+        for sid in race:
+            shop.stripe.complete(sid, "pay")
+        eventually(lambda: sorted(shop.status(s) for s in race) == ["confirmed", "released"], 20)
+
+        # The cup's first two captures fail for a while (Stripe answers 500): the
+        # authorization lapses before the worker tries again.
+        lapsing = shop.checkout(shop.cart(cup=1))
+        shop.stripe.webhook_url = None  # paid, but the ledger is told only below
+        shop.stripe.complete(lapsing, "pay")
+        shop.stripe.fail_next(2, 500, path=capture_path(shop, lapsing))
+        shop.stripe.webhook_url = f"{shop.url}/webhooks/stripe"
+        assert shop.deliver("checkout.session.completed", lapsing).status_code == 200
+        eventually(lambda: shop.status(lapsing) == "confirmed", 20)
+        eventually(lambda: capture_calls(shop, lapsing) >= 1, 20)
+        shop.stripe.lapse_authorization(lapsing)
+        eventually(lambda: shop.status(lapsing) == "payment_failed", 30)
+        eventually(lambda: shop.available("cup") == 1, 20)
+        eventually(lambda: "AuthorizationReleased" in topics_in_log(database), 20)
+
+        done = run_ledger(tmp_path, "audit", "verify", LEDGER_DATABASE_URL=database.conninfo_url())
+        assert done.returncode == 0, done.stdout + done.stderr
+        report = run_ledger(
+            tmp_path, "audit", "report", "--json", LEDGER_DATABASE_URL=database.conninfo_url()
+        )
+        assert report.returncode == 0, report.stderr
+        table = run_ledger(tmp_path, "audit", "report", LEDGER_DATABASE_URL=database.conninfo_url())
+
+    built = json.loads(report.stdout)
+    usd = built["currencies"]["usd"]
+    assert {k: usd[k] for k in ("payments", "orders", "refunds_pending", *MANUAL_KEYS)} == {
+        "payments": money(1, 1200),
+        "orders": money(1, 1200),
+        "refunds_pending": money(0, 0),  # the race's loser was released, not refunded
+        "authorizations": money(3, 3200),
+        "captured": money(1, 1200),
+        "released": money(1, 1200),
+        "awaiting_capture": money(0, 0),
+        "capture_failed": money(1, 800),
+    }
+    (refused,) = built["capture_failed"]
+    assert (refused["checkout_session_id"], refused["amount"], refused["currency"]) == (
+        lapsing,
+        800,
+        "usd",
+    )
+    assert refused["code"]
+    assert "captures Stripe refused (capture_failed): 1" in table.stdout
+    assert f"session {lapsing}  800 usd" in table.stdout
+    assert shop.stripe.refunds() == []
+
+
+def capture_calls(shop: Shop, session_id: str) -> int:
+    """How often the ledger asked Stripe to capture the session's payment."""
+    return sum(r["path"] == capture_path(shop, session_id) for r in shop.stripe.requests())
+
+
+def capture_path(shop: Shop, session_id: str) -> str:
+    return f"/v1/payment_intents/{shop.stripe.payment_intent_of(session_id)}/capture"
