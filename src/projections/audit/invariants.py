@@ -214,8 +214,9 @@ def check_replay(replay: Replay) -> list[Violation]:
 
 
 def _capture_violations(order: OrderFacts) -> list[Violation]:
-    """A manual-capture order's authorization: requested captured or released once, captured
-    or refused at most once, as authorized, and only once requested."""
+    """A manual-capture order's authorization: its capture or its release requested once (with
+    the decision it goes with), captured or refused at most once, only once requested, and
+    captured as authorized."""
     found = []
     about = f"order {order.order_id} (session {order.session_id})"
     captures = [p for p, _, _ in order.captures]
@@ -250,7 +251,7 @@ def _return_violations(order: OrderFacts) -> list[Violation]:
     """A capture Stripe refused gives back the order's stock: each line once, as taken;
     stock comes back for no other order."""
     about = f"order {order.order_id} (session {order.session_id})"
-    returned = [p for positions in order.returned.values() for p, _ in positions]
+    returned = sorted(p for positions in order.returned.values() for p, _ in positions)
     if not order.capture_failed:
         return [
             Violation(RETURNED, tuple(returned), f"{about}: stock returned, capture never failed")
@@ -267,7 +268,7 @@ def _return_violations(order: OrderFacts) -> list[Violation]:
                     f"{about}: {sku} ({quantity} taken) returned as {[q for _, q in back]}",
                 )
             )
-    for sku in order.returned.keys() - order.lines.keys():
+    for sku in sorted(order.returned.keys() - order.lines.keys()):
         found.append(
             Violation(
                 RETURNED,
