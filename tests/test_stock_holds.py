@@ -24,8 +24,10 @@ import httpx
 import pytest
 
 from ledger.domain import inventory_item_id
+from ledger.domain.vocabulary import CaptureMode
 from ledger.storage import Database
 from stripe_standin import StripeStandIn
+from tests.conftest import Server
 from tests.processes import run_ledger, serving
 from tests.shop import (
     ADMIN,
@@ -34,10 +36,12 @@ from tests.shop import (
     WEBHOOK_SECRET,
     Shop,
     deliver,
+    done_once_each,
     money_at_stripe,
     running_shop,
     stripe_calls,
 )
+from tests.test_faults import private_postgres_server
 from tests.waiting import wait_until
 from web.serving import run_in_thread
 
@@ -54,6 +58,31 @@ STRIPE_MINIMUM_EXPIRY_SECONDS = 30 * 60
 
 
 # ------------------------------------------------------------------ parts
+
+
+@contextmanager
+def own_postgres() -> Iterator[Server]:
+    """A PostgreSQL server of the module's own: two `ledger serve` processes with their
+    workers take some fifty connections, and the machine's shared server allows a hundred
+    clients in all, which other people's tests use too."""
+    with private_postgres_server() as server:
+        yield Server(Database.from_url(server.admin_url), "private")
+
+
+@pytest.fixture(scope="module")
+def own_server() -> Iterator[Server]:
+    with own_postgres() as server:
+        yield server
+
+
+@pytest.fixture
+def database(own_server: Server) -> Iterator[Database]:
+    """A fresh database on the module's own server (this module's `database`)."""
+    db = own_server.fresh_database()
+    try:
+        yield db
+    finally:
+        own_server.drop(db)
 
 
 @contextmanager
@@ -113,6 +142,12 @@ def utc_instant(text: Any) -> datetime:
     instant = datetime.fromisoformat(text.replace("Z", "+00:00"))
     assert instant.utcoffset() is not None and instant.utcoffset() == UTC.utcoffset(None), text
     return instant
+
+
+def intent_status(stand_in: StripeStandIn, intent_id: str) -> str:
+    (intent,) = (pi for pi in stand_in.payment_intents() if pi["id"] == intent_id)
+    status: str = intent["status"]
+    return status
 
 
 def available(api: httpx.Client, sku: str) -> int:
@@ -260,7 +295,7 @@ def assert_checkouts_split(
     created = [a.json() for a in answers if a.status_code == 201]
     for refused in (a.json() for a in answers if a.status_code == 409):
         assert refused["error"]["code"] == "out_of_stock", refused
-        assert refused["items"] == [{"sku": SKU, "requested": 1, "available": 0}], refused
+        assert refused["error"]["items"] == [{"sku": SKU, "requested": 1, "available": 0}], refused
     for body in created:
         utc_instant(body["held_until"])
     sessions = [str(body["checkout_session_id"]) for body in created]
@@ -372,9 +407,11 @@ def test_flash_sale_with_holds_and_manual_capture_charges_only_customers_it_serv
 # ------------------------------------------------------------------ a hold that lapses
 
 
-@pytest.fixture
-def short_holds(database: Database) -> Iterator[Shop]:
-    with running_shop(database, LEDGER_STOCK_HOLD=SHORT_HOLD) as shop:
+@pytest.fixture(params=["automatic", "manual"])
+def short_holds(database: Database, request: pytest.FixtureRequest) -> Iterator[Shop]:
+    """A shop holding stock for two seconds, capturing payments at once or (manual) once the
+    order is placed."""
+    with running_shop(database, LEDGER_STOCK_HOLD=SHORT_HOLD, LEDGER_CAPTURE=request.param) as shop:
         yield shop
 
 
@@ -410,7 +447,7 @@ def test_a_hold_whose_time_is_up_expires_its_session_and_frees_its_units(
     r = shop.api.post(f"/api/carts/{other}/checkout")
     if datetime.now(UTC) < held_until:
         assert r.status_code == 409, r.text
-        assert r.json()["items"] == [{"sku": "mug", "requested": 1, "available": 0}]
+        assert r.json()["error"]["items"] == [{"sku": "mug", "requested": 1, "available": 0}]
 
     sid = first["checkout_session_id"]
     wait_until(lambda: session_at_stripe(shop, sid)["status"] == "expired", 30)
@@ -459,11 +496,47 @@ def test_a_payment_that_beats_the_expiry_is_placed_on_its_hold(
     for _ in range(2):
         assert shop.deliver("checkout.session.completed", sid).status_code == 200
     wait_until(lambda: shop.status(sid) == "confirmed", 30, lambda: shop.status(sid))
+    intent = str(shop.stripe.payment_intent_of(sid))
+    if shop.services.settings.capture == CaptureMode.MANUAL:
+        wait_until(lambda: intent_status(shop.stripe, intent) == "succeeded", 30)
+        assert done_once_each(shop.stripe, "capture") == {intent: 1}
+    assert intent_status(shop.stripe, intent) == "succeeded"
     assert shop.available("mug") == 0 and on_hand(shop.api, "mug") == 0
     assert shop.stripe.refunds() == []
     assert event_counts(database, "mug")["stock_taken"] == 1  # the hold became the order's
     audit_verifies(tmp_path, database)
     report_matches_stripe(tmp_path, database, shop.stripe)
+
+
+def test_a_delayed_payment_begun_before_the_hold_ends_keeps_the_hold_until_it_clears(
+    database: Database, tmp_path: Path
+) -> None:
+    with running_shop(database, LEDGER_STOCK_HOLD=SHORT_HOLD) as shop:
+        shop.product("mug", stock=2)
+        clears, fails = (shop.checkout(shop.cart(mug=1)) for _ in range(2))
+        for sid in (clears, fails):
+            shop.stripe.complete(sid, "pay_later")  # a bank debit: complete, not yet paid
+        # A witness: a hold that ends after theirs. Once the ledger has expired its session,
+        # the hold timer has had its chance to end theirs too.
+        shop.product("pen", stock=1)
+        witness = shop.checkout(shop.cart(pen=1))
+        wait_until(lambda: session_at_stripe(shop, witness)["status"] == "expired", 30)
+        for sid in (clears, fails):
+            assert shop.status(sid) == "awaiting_payment"
+        # Both customers paid in time: both holds stand past their time.
+        assert shop.available("mug") == 0
+        r = shop.api.post(f"/api/carts/{shop.cart(mug=1)}/checkout")
+        assert r.status_code == 409 and r.json()["error"]["code"] == "out_of_stock", r.text
+
+        shop.stripe.complete(fails, "async_fail")
+        wait_until(lambda: shop.status(fails) == "payment_failed", 30)
+        wait_until(lambda: shop.available("mug") == 1, 30, lambda: shop.available("mug"))
+        shop.stripe.complete(clears, "async_succeed")
+        wait_until(lambda: shop.status(clears) == "confirmed", 30)
+        assert shop.available("mug") == 1 and on_hand(shop.api, "mug") == 1
+        assert shop.stripe.refunds() == []
+        audit_verifies(tmp_path, database)
+        report_matches_stripe(tmp_path, database, shop.stripe)
 
 
 # ------------------------------------------------------------------ a cart checked out twice
