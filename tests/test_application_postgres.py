@@ -366,3 +366,36 @@ def test_processes_starting_at_once_on_a_new_database_all_start(pg_server: Serve
         assert failures == []
     finally:
         pg_server.drop(database)
+
+
+def test_a_burst_of_two_step_writers_on_one_item_does_not_starve_the_lock_pool(
+    ledger: Ledger,
+) -> None:
+    # Ending a hold locks its cart, then the items its lines name. 48 holds on one product
+    # released at once (three times the lock pool) must all go through: a writer waiting for
+    # the item must not need a second pooled connection while holding its cart's.
+    stock_sku(ledger, "mug", 48)
+    carts = []
+    for i in range(48):
+        cart = ledger.create_cart(None, "test")
+        ledger.set_cart_line(cart.id, "mug", 1, "test")
+        ledger.hold_stock(cart.id, f"hold-{i}", "2026-12-06T12:00:00+00:00", "test")
+        carts.append(cart.id)
+    assert ledger.get_product("mug").held == 48
+    failures: list[BaseException] = []
+    start = threading.Barrier(len(carts))
+
+    def release(i: int, cart_id: UUID) -> None:
+        start.wait()
+        try:
+            ledger.release_hold(cart_id, f"hold-{i}", "time_up", "test")
+        except BaseException as error:  # every failure is the finding
+            failures.append(error)
+
+    threads = [threading.Thread(target=release, args=pair) for pair in enumerate(carts)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    assert (ledger.get_product("mug").held, ledger.get_product("mug").on_hand) == (0, 48)

@@ -9,6 +9,11 @@ first takes a lock on each aggregate it will write, in one fixed order (no deadl
   decision is saved, so the processes sharing the database queue too (a process that dies
   drops its locks with its connection).
 
+A command that locks in two steps (its carts, then the items their lines name) takes the
+second step's advisory locks on the connection that holds the first's: one connection per
+writer, so a burst of writers waiting for the same item cannot take every pooled connection
+and leave none for the writer they wait for.
+
 The version check on save stays as the safety net: a writer that holds no lock (or lost its
 lock connection) still cannot overwrite a decision, it gets a conflict and decides again.
 """
@@ -30,6 +35,9 @@ from ledger.storage import StoreUnavailable
 # How long a command waits for its turn before it gives up with a retryable ConcurrentModification.
 WAIT_SECONDS = 4.0
 _TOO_LONG = "Other writers held these records for too long; please retry."
+# One round trip for all the keys, taken in key order (PostgreSQL evaluates a volatile function
+# in the select list after sorting).
+_LOCK = "SELECT pg_advisory_lock(k) FROM unnest(%s::bigint[]) AS k ORDER BY k"
 
 
 class ConcurrentModification(Exception):
@@ -50,6 +58,8 @@ class AggregateLocks:
         self.open_pool = open_pool
         self.wait_seconds = wait_seconds
         self._pool: ConnectionPool[Any] | None = None
+        # The connection holding this thread's advisory locks, while it holds some.
+        self._thread = threading.local()
         self._mutex = threading.Lock()
         self._local: dict[int, tuple[threading.Lock, int]] = {}
 
@@ -61,7 +71,11 @@ class AggregateLocks:
                 stack.enter_context(self._local_lock(key))
             pool = self._shared_pool()
             if pool is not None and keys:
-                stack.enter_context(self._advisory_locks(pool, keys))
+                holding: psycopg.Connection[Any] | None = getattr(self._thread, "conn", None)
+                if holding is None:
+                    stack.enter_context(self._advisory_locks(pool, keys))
+                else:
+                    stack.enter_context(self._more_advisory_locks(holding, keys))
             yield
 
     def close(self) -> None:
@@ -100,10 +114,32 @@ class AggregateLocks:
     @contextmanager
     def _advisory_locks(self, pool: ConnectionPool[Any], keys: list[int]) -> Iterator[None]:
         conn = self._locked_connection(pool, keys)
+        self._thread.conn = conn
         try:
             yield
         finally:
+            self._thread.conn = None
             _release(pool, conn)
+
+    @contextmanager
+    def _more_advisory_locks(
+        self, conn: psycopg.Connection[Any], keys: list[int]
+    ) -> Iterator[None]:
+        """Takes `keys` too on the connection holding this thread's locks; releases only them
+        (PostgreSQL counts a session's advisory locks, so a key held twice stays held once)."""
+        try:
+            conn.execute(_LOCK, (keys,))
+        except psycopg.errors.LockNotAvailable:
+            raise ConcurrentModification(_TOO_LONG) from None
+        except psycopg.OperationalError as error:
+            raise StoreUnavailable(f"cannot lock the records: {error}") from error
+        try:
+            yield
+        finally:
+            try:
+                conn.execute("SELECT pg_advisory_unlock(k) FROM unnest(%s::bigint[]) AS k", (keys,))
+            except psycopg.Error:
+                conn.close()  # its locks go with it; the outer release hands it back
 
     def _locked_connection(
         self, pool: ConnectionPool[Any], keys: list[int]
@@ -116,11 +152,7 @@ class AggregateLocks:
             except PoolTimeout as error:
                 raise StoreUnavailable(f"no connection for the record locks: {error}") from error
             try:
-                # One round trip for all of them, taken in key order (PostgreSQL evaluates a
-                # volatile function in the select list after sorting).
-                conn.execute(
-                    "SELECT pg_advisory_lock(k) FROM unnest(%s::bigint[]) AS k ORDER BY k", (keys,)
-                )
+                conn.execute(_LOCK, (keys,))
                 return conn
             except psycopg.errors.LockNotAvailable:
                 _release(pool, conn)
