@@ -477,7 +477,15 @@ def test_storefront_shows_until_when_a_checkout_holds_the_stock(
     (session,) = shop.stripe.sessions()
     assert abs(session["expires_at"] - ends.timestamp()) <= 1  # Stripe's session ends with it
 
-    # The customer leaves Stripe's page by its back link: the cancel URL, session still open.
+    # Back in the shop with the browser's Back button, the hold shows at once.
+    hhmm = local_clock(held_until, BROWSER_ZONE)
+    page.go_back()
+    page.wait_for_url(re.compile(re.escape(f"{shop.url}/?cart_id={cart_id}")))
+    expect(page.get_by_test_id("held-until")).to_contain_text(f"held for you until {hhmm}.")
+    expect(page.get_by_test_id("checkout")).to_have_text("Checkout")
+    expect(page.get_by_test_id("checkout")).to_be_enabled()
+
+    # Or by Stripe's own back link, the cancel URL (the session still open).
     page.goto(session["cancel_url"])
     page.wait_for_url(re.compile(re.escape(f"{shop.url}/?cart_id={cart_id}")))
     notice = page.get_by_test_id("notice")
@@ -485,7 +493,6 @@ def test_storefront_shows_until_when_a_checkout_holds_the_stock(
     assert shop.get_cart(cart_id)["held_until"] == held_until
     hold = page.get_by_test_id("held-until")
     expect(hold).to_be_visible()
-    hhmm = local_clock(held_until, BROWSER_ZONE)
     expect(hold).to_contain_text(f"held for you until {hhmm}.")
     expect(page.get_by_test_id("held-until-time")).to_have_attribute("datetime", held_until)
     # The hold took its unit from what others may buy, and the page says so.

@@ -383,6 +383,14 @@
   // ------------------------------------------------------------------ start
 
   checkoutButton.addEventListener('click', checkout);
+  // Back from the payment page, the browser may show this page as it was left ("Taking you to
+  // the payment page", the button busy): look again at the cart, its hold and the stock.
+  window.addEventListener('pageshow', (event) => {
+    if (!event.persisted) return;
+    busy = false;
+    clearNotice();
+    serially(() => Promise.all([loadProducts(), loadCart()]));
+  });
 
   const params = new URLSearchParams(window.location.search);
   const fromUrl = params.get('cart_id');
