@@ -216,7 +216,7 @@ def other_ledger(database: Database) -> Iterator[Ledger]:
 
 def line_figures(ledger: Ledger, cart_id: UUID) -> list[tuple[str, int, int, str]]:
     priced = ledger.price(ledger.get_cart(cart_id))
-    return [(x.sku, x.unit_amount, x.on_hand, x.currency) for x in priced.lines]
+    return [(x.sku, x.unit_amount, x.available, x.currency) for x in priced.lines]
 
 
 def test_pricing_sees_what_another_process_wrote_since_it_cached_the_products(
@@ -311,7 +311,7 @@ def test_pricing_goes_on_after_the_database_restarts(tmp_path: Path) -> None:
 
         priced = app.price(held)  # the first statement after the restart is the batched read
 
-        assert [(x.sku, x.unit_amount, x.on_hand, x.currency) for x in priced.lines] == expected
+        assert [(x.sku, x.unit_amount, x.available, x.currency) for x in priced.lines] == expected
         assert line_figures(app, cart.id) == expected
     finally:
         app.close()

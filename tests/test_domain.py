@@ -236,6 +236,7 @@ def test_checkout_records_exactly_what_was_priced() -> None:
         "lines": LINES,
         "amount_total": 1000,
         "currency": "usd",
+        "hold_id": None,  # nothing held (LEDGER_STOCK_HOLD off)
     }
     with pytest.raises(UnknownCheckoutSession):
         cart.session("cs_other")

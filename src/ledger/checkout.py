@@ -4,6 +4,10 @@
 webhook only says *which* session changed: the decision comes from the session as Stripe
 reports it now, which makes duplicates and out-of-order deliveries harmless.
 
+With holds (`LEDGER_STOCK_HOLD`), a checkout holds the cart's stock before Stripe is asked for
+a session, and `end_session` ends a session early (its hold's time is up, or its cart checks
+out again): Stripe's answer to the expire call settles the race with a paying customer.
+
 The customer's address (Stripe's `customer_details.email`) is recorded on the order sealed
 with the customer's own key (`PersonalData`), never in clear.
 """
@@ -12,26 +16,26 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 import structlog
 
 from ledger.application import Ledger
-from ledger.domain.errors import (
-    DomainError,
-    UnknownCart,
-    UnknownCheckoutSession,
-)
+from ledger.domain.errors import UnknownCart, UnknownCheckoutSession
 from ledger.domain.order import PaidSession
-from ledger.domain.pricing import Shortage
-from ledger.domain.vocabulary import OrderStatus, Rejection
+from ledger.domain.pricing import PricedCart
+from ledger.domain.vocabulary import CaptureMode, HoldEnd, OrderStatus, Rejection, SessionState
 from ledger.payments import (
     CheckoutLine,
     CheckoutSession,
     CreatedCheckout,
     NewCheckout,
     PaymentGateway,
+    PaymentProviderRefused,
+    PaymentProviderUnavailable,
 )
 from ledger.personal_data import PersonalData
 
@@ -40,12 +44,9 @@ log = structlog.get_logger("ledger.checkout")
 IGNORED = "ignored"  # the outcome of an event the ledger records nothing for
 
 
-class OutOfStock(DomainError):
-    code = "out_of_stock"
-
-    def __init__(self, shortages: list[Shortage]) -> None:
-        super().__init__("Some items are not in stock in the quantity asked for.")
-        self.shortages = shortages
+# Stripe's shortest life for a checkout session; a shorter hold is ended by the ledger itself.
+# The minute's margin keeps the request valid however long it takes to reach Stripe.
+STRIPE_MIN_SESSION = timedelta(minutes=31)
 
 
 @dataclass(frozen=True)
@@ -65,21 +66,61 @@ class Checkout:
         gateway: PaymentGateway,
         personal_data: PersonalData,
         public_url: str,
+        *,
+        stock_hold: timedelta | None = None,
+        capture: CaptureMode = CaptureMode.AUTOMATIC,
     ) -> None:
+        """`stock_hold`: how long a checkout holds its cart's stock (None: nothing is held);
+        `capture`: whether card payments are captured at once or once the order is placed."""
         self.ledger = ledger
         self.gateway = gateway
         self.personal_data = personal_data
         self.public_url = public_url.rstrip("/")
+        self.stock_hold = stock_hold
+        self.capture = capture
 
     def begin(self, cart_id: UUID, cause: str) -> CreatedCheckout:
-        """Creates a Stripe checkout session for the cart as priced now, and records it."""
+        """Creates a Stripe checkout session for the cart as priced now, and records it. With
+        holds, the cart's stock is held first, in the commit that checks it, after the cart's
+        earlier sessions were ended, so a cart never has two payable sessions."""
         cart = self.ledger.get_cart(cart_id)
         cart.check_checkout(cart.lines)
-        priced = self.ledger.price(cart)
+        if self.stock_hold is None:
+            priced = self.ledger.price(cart)
+            priced.checkout_currency()
+            priced.require_stock()
+            # The same cart at the same prices always asks for the same session, so a retried
+            # request (ours or the SDK's) cannot open a second one; a price or currency change
+            # makes a new key rather than an idempotency clash at Stripe.
+            key = f"{cart.id}-v{cart.version}-{_digest([priced.currency, priced.snapshot()])}"
+            return self._start(priced, key, None, cause)
+        for session_id, session in cart.sessions.items():
+            if session["state"] == SessionState.PROCESSING:
+                self.end_session(session_id, HoldEnd.CHECKED_OUT_AGAIN, cause)
+        now = datetime.now(UTC)
+        held_until = (now + self.stock_hold).isoformat(timespec="seconds")
+        hold_id = str(uuid.uuid4())
+        priced = self.ledger.hold_stock(cart_id, hold_id, held_until, cause)
+        expires_at = max(now + self.stock_hold, now + STRIPE_MIN_SESSION)
+        try:
+            return self._start(priced, hold_id, hold_id, cause, expires_at, held_until)
+        except (PaymentProviderRefused, PaymentProviderUnavailable):
+            # No session: nobody can pay for what is held (if Stripe made one after all, the
+            # session is never recorded, and it cannot become an order).
+            self.ledger.release_hold(cart_id, hold_id, HoldEnd.CHECKOUT_FAILED, cause)
+            raise
+
+    def _start(
+        self,
+        priced: PricedCart,
+        key: str,
+        hold_id: str | None,
+        cause: str,
+        expires_at: datetime | None = None,
+        held_until: str | None = None,
+    ) -> CreatedCheckout:
+        cart = priced.cart
         currency = priced.checkout_currency()
-        shortages = priced.shortages()
-        if shortages:
-            raise OutOfStock(shortages)
         created = self.gateway.create_checkout(
             NewCheckout(
                 cart_id=str(cart.id),
@@ -90,17 +131,28 @@ class Checkout:
                 ],
                 success_url=f"{self.public_url}/checkout/success?session_id={{CHECKOUT_SESSION_ID}}",
                 cancel_url=f"{self.public_url}/?cart_id={cart.id}&checkout=cancelled",
-                # The same cart at the same prices always asks for the same session, so a
-                # retried request (ours or the SDK's) cannot open a second one; a price or
-                # currency change makes a new key rather than an idempotency clash at Stripe.
-                idempotency_key=(
-                    f"checkout-{cart.id}-v{cart.version}-{_digest([currency, priced.snapshot()])}"
-                ),
+                idempotency_key=f"checkout-{key}",
+                expires_at=None if expires_at is None else int(expires_at.timestamp()),
+                capture_manually=self.capture == CaptureMode.MANUAL,
             )
         )
-        self.ledger.start_checkout(priced, created.session_id, cause)
+        self.ledger.start_checkout(priced, created.session_id, cause, hold_id)
         log.info("checkout_started", cart_id=str(cart.id), session_id=created.session_id)
-        return created
+        return CreatedCheckout(created.session_id, created.url, held_until)
+
+    def end_session(self, session_id: str, reason: HoldEnd, cause: str) -> Outcome:
+        """Ends a session before Stripe would (its hold's time is up, or its cart checks out
+        again) and records what became of it. Stripe's answer settles the race with the
+        customer: expired means no payment can complete any more (the hold ends); a session
+        that is no longer open was paid (or expired) in time, and is decided as it stands."""
+        try:
+            session = self.gateway.expire_checkout(session_id)
+        except PaymentProviderRefused:
+            session = self.gateway.retrieve_checkout(session_id)
+        if session is None:
+            return self._anomaly(session_id, "unknown_to_stripe")
+        log.info("session_ended", session_id=session_id, reason=reason, status=session.status)
+        return self._decide(session, cause, reason)
 
     def fulfill_checkout(self, session_id: str, cause: str) -> Outcome:
         """Records whatever Stripe says became of the session (and of its payment, for a
@@ -109,17 +161,26 @@ class Checkout:
         session = self.gateway.retrieve_checkout(session_id)
         if session is None:
             return self._anomaly(session_id, "unknown_to_stripe")
+        return self._decide(session, cause)
+
+    def _decide(
+        self, session: CheckoutSession, cause: str, ended: HoldEnd = HoldEnd.EXPIRED
+    ) -> Outcome:
+        """Records what became of the session; `ended`: why its hold ends if it expired."""
+        session_id = session.session_id
         cart_id = _uuid(session.cart_id)
         if cart_id is None:
             return self._anomaly(session_id, "no_cart_reference")
         try:
-            return self._record(session, cart_id, cause)
+            return self._record(session, cart_id, cause, ended)
         except (UnknownCart, UnknownCheckoutSession):  # not a session this ledger started
             return self._anomaly(session_id, "not_started_by_this_ledger")
 
-    def _record(self, session: CheckoutSession, cart_id: UUID, cause: str) -> Outcome:
+    def _record(
+        self, session: CheckoutSession, cart_id: UUID, cause: str, ended: HoldEnd
+    ) -> Outcome:
         session_id = session.session_id
-        if session.is_paid:
+        if session.is_paid or session.is_authorized:
             order = self.ledger.place_order(
                 PaidSession(
                     session_id=session_id,
@@ -128,6 +189,7 @@ class Checkout:
                     currency=session.currency or "",
                     payment_intent=session.payment_intent,
                     customer=self.personal_data.seal(session.customer_email),
+                    authorized_only=not session.is_paid,
                 ),
                 cause,
             )
@@ -142,7 +204,7 @@ class Checkout:
             )
             return Outcome(session_id, order.status, order.id, anomaly=Rejection.AMOUNT_MISMATCH)
         if session.is_expired:
-            self.ledger.record_expired(session_id, cart_id, cause)
+            self.ledger.record_expired(session_id, cart_id, cause, ended)
             return Outcome(session_id, OrderStatus.EXPIRED)
         if session.payment_failed:
             order = self.ledger.record_payment_failed(

@@ -29,3 +29,10 @@ EMAILS = Counter(
     " recipient for good: skipped), no_address or no_order (nothing to send to: skipped)",
     ["kind", "outcome"],
 )
+AUTHORIZATIONS = Counter(
+    "ledger_authorizations_total",
+    "Manual capture: authorized payments by outcome: captured, capture_failed (Stripe refused"
+    " the capture for good: the order's payment failed), released (cancelled: the order could"
+    " not be served), release_failed (Stripe refused to cancel: a person acts)",
+    ["outcome"],
+)

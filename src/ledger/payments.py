@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from ledger.domain.vocabulary import RefundStatus, StripeSessionStatus
+from ledger.domain.vocabulary import REQUIRES_CAPTURE, RefundStatus, StripeSessionStatus
 
 
 class PaymentProviderUnavailable(Exception):
@@ -45,12 +45,18 @@ class NewCheckout:
     success_url: str
     cancel_url: str
     idempotency_key: str
+    # When Stripe itself expires the session (unix seconds): with holds, at the hold's end or
+    # 30 minutes ahead, Stripe's minimum. None: Stripe's default (24 hours).
+    expires_at: int | None = None
+    # Manual capture: the card payment is only authorized, and captured once the order is placed.
+    capture_manually: bool = False
 
 
 @dataclass(frozen=True)
 class CreatedCheckout:
     session_id: str
     url: str
+    held_until: str | None = None  # with holds: until when the cart's stock is held (ISO-8601)
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,11 @@ class CheckoutSession:
         )
 
     @property
+    def is_authorized(self) -> bool:
+        """Manual capture: the customer paid, and the card payment waits to be captured."""
+        return self.is_complete and self.payment_intent_status == REQUIRES_CAPTURE
+
+    @property
     def is_expired(self) -> bool:
         """Expired unpaid: no payment can complete any more."""
         return self.status == StripeSessionStatus.EXPIRED
@@ -90,6 +101,17 @@ class CheckoutSession:
     def payment_failed(self) -> bool:
         """The payment was tried and failed: Stripe's PaymentIntent says so, not an event."""
         return self.is_complete and self.payment_intent_status in PAYMENT_FAILED_STATUSES
+
+
+@dataclass(frozen=True)
+class PaymentIntent:
+    """A payment as the provider reports it now."""
+
+    payment_intent: str
+    status: str  # requires_capture | succeeded | canceled | processing | ...
+    amount: int
+    amount_received: int  # what was captured
+    currency: str
 
 
 @dataclass(frozen=True)
@@ -140,6 +162,21 @@ class PaymentGateway(Protocol):
     def create_checkout(self, checkout: NewCheckout) -> CreatedCheckout: ...
 
     def retrieve_checkout(self, session_id: str) -> CheckoutSession | None: ...
+
+    def expire_checkout(self, session_id: str) -> CheckoutSession | None:
+        """Expires an open session, so that no payment can complete any more; raises
+        PaymentProviderRefused when it is not open (the customer paid, or it expired)."""
+        ...
+
+    def capture(self, payment_intent: str, idempotency_key: str) -> PaymentIntent:
+        """Captures all of an authorized payment."""
+        ...
+
+    def cancel_authorization(self, payment_intent: str, idempotency_key: str) -> PaymentIntent:
+        """Cancels an authorized payment: nothing is charged."""
+        ...
+
+    def retrieve_payment_intent(self, payment_intent: str) -> PaymentIntent | None: ...
 
     def refund(self, payment_intent: str, order_id: str, idempotency_key: str) -> Refund:
         """A full refund of the payment (whatever was actually charged)."""

@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import unquote, urlsplit
 
-from pydantic import BeforeValidator, Field, SecretStr, model_validator
+from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ledger.domain.vocabulary import CaptureMode
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -27,6 +29,15 @@ def parse_duration(text: str) -> timedelta:
 Duration = Annotated[
     timedelta, BeforeValidator(lambda v: parse_duration(v) if isinstance(v, str) else v)
 ]
+
+# The longest a checkout may hold stock: Stripe's longest checkout session.
+LONGEST_STOCK_HOLD = timedelta(hours=24)
+
+
+def _hold_or_off(value: object) -> object:
+    if isinstance(value, str):
+        return None if value.strip().lower() == "off" else parse_duration(value)
+    return value
 
 
 @dataclass(frozen=True)
@@ -98,9 +109,22 @@ class Settings(BaseSettings):
     resync_interval: float = Field(default=300.0, gt=0, alias="LEDGER_RESYNC_INTERVAL")
     resync_after: Duration = Field(default=timedelta(minutes=10), alias="LEDGER_RESYNC_AFTER")
 
+    # How long a checkout holds its cart's stock; None (`off`): nothing is held before payment.
+    stock_hold: Annotated[timedelta | None, BeforeValidator(_hold_or_off)] = Field(
+        default=None, alias="LEDGER_STOCK_HOLD"
+    )
+    capture: CaptureMode = Field(default=CaptureMode.AUTOMATIC, alias="LEDGER_CAPTURE")
+
     # Customer e-mail. Unset URL: each e-mail is written to the log instead of sent.
     smtp_url: SecretStr | None = Field(default=None, alias="LEDGER_SMTP_URL")
     mail_from: str = Field(default="orders@localhost", alias="LEDGER_MAIL_FROM")
+
+    @field_validator("stock_hold")
+    @classmethod
+    def _hold_within_a_day(cls, hold: timedelta | None) -> timedelta | None:
+        if hold is not None and not timedelta(0) < hold <= LONGEST_STOCK_HOLD:
+            raise ValueError("LEDGER_STOCK_HOLD must be more than 0 and at most 24h, or off")
+        return hold
 
     @model_validator(mode="after")
     def _stripe_key_needs_a_webhook_secret(self) -> Settings:

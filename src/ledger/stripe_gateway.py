@@ -15,6 +15,7 @@ from ledger.payments import (
     CreatedCheckout,
     Dispute,
     NewCheckout,
+    PaymentIntent,
     PaymentProviderRefused,
     PaymentProviderUnavailable,
     Refund,
@@ -65,6 +66,10 @@ class StripeGateway:
             "success_url": checkout.success_url,
             "cancel_url": checkout.cancel_url,
         }
+        if checkout.expires_at is not None:
+            params["expires_at"] = checkout.expires_at
+        if checkout.capture_manually:
+            params["payment_intent_data"]["capture_method"] = "manual"
         with _translated_errors():
             session = self.client.v1.checkout.sessions.create(
                 params=params,  # type: ignore[arg-type]
@@ -76,8 +81,37 @@ class StripeGateway:
         # No line items: the decision compares Stripe's amount with the snapshot of what was
         # priced, and parsing them is much of what a retrieve costs in CPU.
         session = self._retrieve(self.client.v1.checkout.sessions.retrieve, session_id)
-        if session is None:
-            return None
+        return None if session is None else self._checkout_session(session)
+
+    def expire_checkout(self, session_id: str) -> CheckoutSession | None:
+        try:
+            with _translated_errors():
+                session = self.client.v1.checkout.sessions.expire(session_id)
+        except PaymentProviderRefused as refusal:
+            if refusal.code == "resource_missing":
+                return None
+            raise
+        return self._checkout_session(session)
+
+    def capture(self, payment_intent: str, idempotency_key: str) -> PaymentIntent:
+        with _translated_errors():
+            intent = self.client.v1.payment_intents.capture(
+                payment_intent, options={"idempotency_key": idempotency_key}
+            )
+        return _payment_intent(intent)
+
+    def cancel_authorization(self, payment_intent: str, idempotency_key: str) -> PaymentIntent:
+        with _translated_errors():
+            intent = self.client.v1.payment_intents.cancel(
+                payment_intent, options={"idempotency_key": idempotency_key}
+            )
+        return _payment_intent(intent)
+
+    def retrieve_payment_intent(self, payment_intent: str) -> PaymentIntent | None:
+        intent = self._retrieve(self.client.v1.payment_intents.retrieve, payment_intent)
+        return None if intent is None else _payment_intent(intent)
+
+    def _checkout_session(self, session: Any) -> CheckoutSession:
         metadata = session.metadata.to_dict() if session.metadata else {}
         payment_intent = _id_of(session.payment_intent)
         intent_status = None
@@ -151,6 +185,16 @@ class StripeGateway:
             if refusal.code == "resource_missing":
                 return None
             raise PaymentProviderUnavailable(str(refusal)) from refusal
+
+
+def _payment_intent(intent: Any) -> PaymentIntent:
+    return PaymentIntent(
+        payment_intent=intent.id,
+        status=intent.status,
+        amount=intent.amount,
+        amount_received=intent.amount_received or 0,
+        currency=intent.currency,
+    )
 
 
 def _refund(refund: Any) -> Refund:

@@ -32,7 +32,9 @@ from projections.tracking import TRACKING
 class OrderStatusProjection(Projection):
     name = "order_status"
     tables = ("order_status", "payment_disputes")
-    version = 3  # 3: amounts as Stripe charged them (RefundRequested)
+    # 3: amounts as Stripe charged them (RefundRequested); 4: released authorizations, and a
+    # rejected session's status from the order's request (a refund, or a release)
+    version = 4
 
     def create_tables(self, db: Writer) -> None:
         db.execute(
@@ -125,22 +127,21 @@ class OrderStatusProjection(Projection):
     def _expired(self, db: Writer, e: DomainEvent, position: int) -> None:
         self._set_session(db, e, OrderStatus.EXPIRED, position)
 
-    @handles(Cart, "CheckoutRejected")
-    def _rejected(self, db: Writer, e: DomainEvent, position: int) -> None:
-        self._set_session(db, e, OrderStatus.REFUND_PENDING, position)
-
     @handles(Cart, "CartConverted")
     def _converted(self, db: Writer, e: DomainEvent, position: int) -> None:
         self._set_session(db, e, OrderStatus.CONFIRMED, position)
 
     @handles(Order, "RefundRequested")
     def _refund_requested(self, db: Writer, e: DomainEvent, position: int) -> None:
-        # What Stripe charged, which the refund returns: a session refunded for an amount or
-        # currency other than priced shows what it was actually charged.
-        db.execute(
-            "UPDATE {order_status} SET amount_total = %s, currency = %s WHERE order_id = %s",
-            (e.amount, e.currency, e.originator_id),
-        )
+        self._set_owed(db, e, OrderStatus.REFUND_PENDING, position)
+
+    @handles(Order, "ReleaseRequested")
+    def _release_requested(self, db: Writer, e: DomainEvent, position: int) -> None:
+        self._set_owed(db, e, OrderStatus.RELEASED, position)
+
+    @handles(Order, "CaptureFailed")
+    def _capture_failed(self, db: Writer, e: DomainEvent, position: int) -> None:
+        self._set_order(db, e, OrderStatus.PAYMENT_FAILED, position)
 
     @handles(Order, "RefundSubmitted")
     def _refund_submitted(self, db: Writer, e: DomainEvent, position: int) -> None:
@@ -170,6 +171,17 @@ class OrderStatusProjection(Projection):
             "UPDATE {order_status} SET status = %s, order_id = coalesce(%s, order_id),"
             " updated_at = %s, position = %s WHERE checkout_session_id = %s",
             (status, getattr(e, "order_id", None), e.timestamp, position, e.session_id),
+        )
+
+    @staticmethod
+    def _set_owed(db: Writer, e: DomainEvent, status: OrderStatus, position: int) -> None:
+        """A paid (or authorized) session the order cannot use: its money goes back, as
+        Stripe charged it; a session refunded for an amount or currency other than priced
+        shows what it was actually charged."""
+        db.execute(
+            "UPDATE {order_status} SET status = %s, amount_total = %s, currency = %s,"
+            " updated_at = %s, position = %s WHERE order_id = %s",
+            (status, e.amount, e.currency, e.timestamp, position, e.originator_id),
         )
 
     @staticmethod

@@ -1,7 +1,8 @@
 """Products and what a new checkout may take of each now.
 
-`available` is the stock on hand: nothing is held for other customers before payment in this
-version (stock is taken when an order is placed, by `StockReserved`).
+`available` is the stock on hand less what is held for customers paying now (with
+`LEDGER_STOCK_HOLD`), never below 0. Stock is taken when an order is placed (`StockReserved`,
+which ends the order's hold).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from projections.store import CONSISTENT_READ_WAIT_SECONDS, ReadStore
 class ProductsProjection(Projection):
     name = "products"
     tables = ("products",)
-    version = 1
+    version = 2  # 2: held
 
     def create_tables(self, db: Writer) -> None:
         db.execute(
@@ -30,6 +31,7 @@ class ProductsProjection(Projection):
             " unit_amount bigint NOT NULL,"
             " currency text NOT NULL,"
             " on_hand bigint NOT NULL,"
+            " held bigint NOT NULL DEFAULT 0,"
             " position bigint NOT NULL)"
         )
 
@@ -59,20 +61,35 @@ class ProductsProjection(Projection):
 
     @handles(InventoryItem, "StockReserved")
     def _reserved(self, db: Writer, e: DomainEvent, position: int) -> None:
-        self._add(db, e.originator_id, -e.quantity, position)
+        # The order takes what its hold held, when it had one: the hold ends.
+        held = -e.quantity if e.hold_id is not None else 0
+        self._add(db, e.originator_id, -e.quantity, position, held)
+
+    @handles(InventoryItem, "StockReturned")
+    def _returned(self, db: Writer, e: DomainEvent, position: int) -> None:
+        self._add(db, e.originator_id, e.quantity, position)
+
+    @handles(InventoryItem, "StockHeld")
+    def _held(self, db: Writer, e: DomainEvent, position: int) -> None:
+        self._add(db, e.originator_id, 0, position, e.quantity)
+
+    @handles(InventoryItem, "StockReleased")
+    def _released(self, db: Writer, e: DomainEvent, position: int) -> None:
+        self._add(db, e.originator_id, 0, position, -e.quantity)
 
     @staticmethod
-    def _add(db: Writer, item_id: Any, quantity: int, position: int) -> None:
+    def _add(db: Writer, item_id: Any, quantity: int, position: int, held: int = 0) -> None:
         db.execute(
-            "UPDATE {products} SET on_hand = on_hand + %s, position = %s WHERE item_id = %s",
-            (quantity, position, item_id),
+            "UPDATE {products} SET on_hand = on_hand + %s, held = held + %s, position = %s"
+            " WHERE item_id = %s",
+            (quantity, held, position, item_id),
         )
 
 
 class ProductCatalog:
     """Queries: the catalog's answers (the `Catalog` protocol of web.bootstrap)."""
 
-    _COLUMNS = "sku, name, unit_amount, currency, on_hand"
+    _COLUMNS = "sku, name, unit_amount, currency, greatest(on_hand - held, 0)"
     _ONE = f'SELECT {_COLUMNS} FROM "{LIVE_SCHEMA}".products WHERE sku = %s'
     _ALL = f'SELECT {_COLUMNS} FROM "{LIVE_SCHEMA}".products ORDER BY sku'
 
@@ -120,11 +137,11 @@ class ProductCatalog:
 
 
 def _view(row: tuple[Any, ...]) -> dict[str, Any]:
-    sku, name, unit_amount, currency, on_hand = row
+    sku, name, unit_amount, currency, available = row
     return {
         "sku": sku,
         "name": name,
         "unit_amount": int(unit_amount),
         "currency": currency,
-        "available": int(on_hand),
+        "available": int(available),
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 from projections.audit.chain import HashChainProjection
 from projections.audit.history import OrderHistoryProjection
 from projections.base import Projection
+from projections.holds import HoldsProjection
 from projections.order_status import OrderStatusProjection
 from projections.products import ProductsProjection
 
@@ -14,6 +15,7 @@ def default_projections() -> list[Projection]:
     return [
         OrderStatusProjection(),
         ProductsProjection(),
+        HoldsProjection(),
         OrderHistoryProjection(),
         HashChainProjection(),
     ]

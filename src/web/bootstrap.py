@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ledger.application import Ledger
+from ledger.captures import Captures
 from ledger.checkout import Checkout
 from ledger.customer_keys import PostgresCustomerKeys
 from ledger.disputes import Disputes
@@ -24,6 +25,9 @@ from projections import (
     ReadStore,
     default_projections,
 )
+from projections.holds import Holds
+from side_effects.captures import CaptureWorker
+from side_effects.hold_timer import HoldTimer
 from side_effects.mailers import mailer_for
 from side_effects.notifications import Notifications, NotificationWorker
 from side_effects.refunds import RefundWorker
@@ -105,7 +109,14 @@ def bootstrap(
         webhook_secrets = settings.webhook_secrets
     customer_keys = PostgresCustomerKeys(database)
     personal_data = PersonalData(customer_keys)
-    checkout = Checkout(ledger, gateway, personal_data, public_url)
+    checkout = Checkout(
+        ledger,
+        gateway,
+        personal_data,
+        public_url,
+        stock_hold=settings.stock_hold,
+        capture=settings.capture,
+    )
     read_store = ReadStore(database)
     payments = Payments(read_store)
     refunds = Refunds(ledger, gateway, payments)
@@ -164,8 +175,11 @@ def processors(services: Services) -> list[Processor]:
     return [
         *default_projections(),
         RefundWorker(services.refunds),
+        CaptureWorker(Captures(services.ledger, services.gateway)),
         notification_worker(services),
         services.resync,
+        # Also with holds off: holds placed before they were turned off still end on time.
+        HoldTimer(services.checkout, Holds(services.read_store)),
     ]
 
 

@@ -103,11 +103,19 @@ class Cart(ResponseBody):
     items: list[Line] = Field(description="Priced at today's prices, ordered by sku.")
     amount_total: int
     currency: str | None = Field(description="Null while the cart is empty.")
+    held_until: datetime | None = Field(
+        description="Until when the cart's stock is held for its checkout (ISO-8601 UTC);"
+        " null when nothing is held (LEDGER_STOCK_HOLD off, or no checkout under way)."
+    )
 
 
 class CheckoutCreated(ResponseBody):
     checkout_session_id: str
     url: str = Field(description="Stripe Checkout's page: send the customer there.")
+    held_until: datetime | None = Field(
+        description="Until when the cart's stock is held for the customer (ISO-8601 UTC);"
+        " null when LEDGER_STOCK_HOLD is off."
+    )
 
 
 class OrderStatus(ResponseBody):

@@ -52,14 +52,19 @@ class CartCommands(CatalogCommands):
             lines.append(line)
         return PricedCart(cart, lines, lines[0].currency if lines else None)
 
-    def start_checkout(self, priced: PricedCart, session_id: str, cause: str) -> Cart:
-        """Records that a checkout session was created for exactly this priced cart."""
+    def start_checkout(
+        self, priced: PricedCart, session_id: str, cause: str, hold_id: str | None = None
+    ) -> Cart:
+        """Records that a checkout session was created for exactly this priced cart (on the
+        stock `hold_id` holds for it, when that hold has not ended meanwhile)."""
         currency = priced.currency
         assert currency is not None
 
         def decide() -> Cart:
             cart = self.get_cart(priced.cart.id)
-            cart.start_checkout(session_id, priced.snapshot(), priced.amount_total, currency, cause)
+            cart.start_checkout(
+                session_id, priced.snapshot(), priced.amount_total, currency, cause, hold_id
+            )
             self.save(cart)
             return cart
 

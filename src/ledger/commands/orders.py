@@ -6,19 +6,20 @@ and concurrent decisions are committed together (group commit).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import cast
 from uuid import UUID
 
 from eventsourcing.utils import EnvType
 
-from ledger.commands.carts import CartCommands
+from ledger.commands.holds import HoldCommands
 from ledger.decisions import Commit
 from ledger.domain import Cart, InventoryItem, Order, inventory_item_id, order_id_for
-from ledger.domain.errors import DomainError, UnknownCart, UnknownProduct
+from ledger.domain.errors import DomainError, UnknownCart, UnknownOrder, UnknownProduct
+from ledger.domain.holds import release_hold, skus_held
 from ledger.domain.order import PaidSession
-from ledger.domain.vocabulary import OrderStatus, SessionState
+from ledger.domain.vocabulary import HoldEnd, OrderStatus, SessionState
 from ledger.group_commit import GroupCommit
 
 
@@ -28,7 +29,7 @@ class _OrderRequest:
     cause: str
 
 
-class OrderCommands(CartCommands):
+class OrderCommands(HoldCommands):
     def __init__(self, env: EnvType | None = None) -> None:
         super().__init__(env)
         self._order_desk: GroupCommit[_OrderRequest, Order] = GroupCommit(self._decide_orders)
@@ -136,32 +137,69 @@ class OrderCommands(CartCommands):
     def record_payment_failed(
         self, session_id: str, cart_id: UUID, cause: str, customer: dict[str, str] | None = None
     ) -> Order:
-        """The delayed payment failed: the order ends unpaid and the cart reopens."""
+        """The delayed payment failed: the order ends unpaid, the session's hold ends and the
+        cart reopens."""
+        order_id = order_id_for(session_id)
 
-        def decide() -> Order:
-            cart = self.get_cart(cart_id)
-            order = self._find(Order, order_id_for(session_id))
+        def decide(commit: Commit, cart: Cart) -> Order:
+            order = commit.find(Order, order_id)
             if order is not None and (
                 order.is_decided or order.status == OrderStatus.PAYMENT_FAILED
             ):
                 return order
             if order is None:
-                order = Order.open(session_id, cart, None, customer, cause)
+                order = commit.add(Order.open(session_id, cart, None, customer, cause))
             order.fail_payment(cause)
             cart.record_payment_failed(session_id, cause)
-            self.save(order, cart)
+            self._end_hold(commit, cart, session_id, HoldEnd.PAYMENT_FAILED, cause)
             return order
 
-        return self._decide([cart_id, order_id_for(session_id)], decide)
+        return self._with_items(cart_id, self._hold_skus(session_id), decide, (order_id,))
 
-    def record_expired(self, session_id: str, cart_id: UUID, cause: str) -> Cart:
-        """The session expired unpaid: the cart is open again. No order exists for it."""
+    def record_expired(
+        self, session_id: str, cart_id: UUID, cause: str, reason: HoldEnd = HoldEnd.EXPIRED
+    ) -> Cart:
+        """The session expired unpaid: its hold ends (`reason`: why it was expired) and the
+        cart is open again. No order exists for it."""
 
-        def decide() -> Cart:
-            cart = self.get_cart(cart_id)
+        def decide(commit: Commit, cart: Cart) -> Cart:
             if cart.session(session_id)["state"] == SessionState.PROCESSING:
                 cart.record_expired(session_id, cause)
-                self.save(cart)
+                self._end_hold(commit, cart, session_id, reason, cause)
             return cart
 
-        return self._decide([cart_id], decide)
+        return self._with_items(cart_id, self._hold_skus(session_id), decide)
+
+    def refuse_capture(self, order_id: UUID, code: str, cause: str) -> Order:
+        """Stripe refused to capture the order's payment for good: the order's payment failed,
+        its stock goes back and its cart reopens, in one commit (`Order.capture_refused`)."""
+        order = self._find(Order, order_id)
+        if order is None:
+            raise UnknownOrder(order_id)
+        skus = [line["sku"] for line in order.lines]
+
+        def decide(commit: Commit, cart: Cart) -> Order:
+            found = commit.get(Order, order_id, UnknownOrder(order_id))
+            items = [self._item(commit, line["sku"]) for line in found.lines]
+            found.capture_refused(code, cart, items, cause)
+            return found
+
+        return self._with_items(order.cart_id, lambda _: skus, decide, (order_id,))
+
+    def _end_hold(
+        self, commit: Commit, cart: Cart, session_id: str, reason: HoldEnd, cause: str
+    ) -> None:
+        hold_id = cart.hold_of(session_id)
+        if hold_id is not None:
+            items = [self._item(commit, sku) for sku in skus_held(cart, hold_id)]
+            release_hold(cart, hold_id, items, reason, cause)
+
+    @staticmethod
+    def _hold_skus(session_id: str) -> Callable[[Cart], list[str]]:
+        """The skus a decision about the session may release the hold of."""
+
+        def skus(cart: Cart) -> list[str]:
+            hold_id = cart.hold_of(session_id) if session_id in cart.sessions else None
+            return [] if hold_id is None else skus_held(cart, hold_id)
+
+        return skus

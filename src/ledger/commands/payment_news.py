@@ -1,4 +1,5 @@
-"""What Stripe reports later about an order's payment: its refund, outside refunds, disputes."""
+"""What Stripe reports later about an order's payment: its capture or release, its refund,
+outside refunds, disputes."""
 
 from __future__ import annotations
 
@@ -50,6 +51,26 @@ class PaymentNewsCommands(DecidingApplication):
             order = self._require_order(order_id)
             if order.status == OrderStatus.REFUND_PENDING and order.refund_id is None:
                 order.refuse_refund(code, cause)
+            return self._save_news(order)
+
+        return self._decide([order_id], decide)
+
+    def record_capture(self, order_id: UUID, amount: int, currency: str, cause: str) -> Recorded:
+        """Stripe captured the order's authorized payment."""
+
+        def decide() -> Recorded:
+            order = self._require_order(order_id)
+            order.record_capture(amount, currency, cause)
+            return self._save_news(order)
+
+        return self._decide([order_id], decide)
+
+    def record_release(self, order_id: UUID, status: str, cause: str) -> Recorded:
+        """Stripe cancelled the order's authorization (`status`: the PaymentIntent's now)."""
+
+        def decide() -> Recorded:
+            order = self._require_order(order_id)
+            order.record_release(status, cause)
             return self._save_news(order)
 
         return self._decide([order_id], decide)

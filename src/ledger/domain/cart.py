@@ -37,6 +37,9 @@ class Cart(Aggregate):
         # Each checkout session started from the cart, by its Stripe id: what it was priced
         # at and what became of it, {"state": SessionState, "lines", "amount_total", "currency"}.
         self.sessions: dict[str, dict[str, Any]] = {}
+        # Stock held for its checkouts (`LEDGER_STOCK_HOLD`), by hold id: what was priced and
+        # held, until when, and the session started on it (None until Stripe made one).
+        self.holds: dict[str, dict[str, Any]] = {}
         self.order_id: UUID | None = None
 
     @property
@@ -106,6 +109,64 @@ class Cart(Aggregate):
             if not self.lines:
                 self.currency = None
 
+    def place_hold(
+        self,
+        hold_id: str,
+        lines: list[dict[str, Any]],
+        amount_total: int,
+        currency: str,
+        held_until: str,
+        cause: str,
+    ) -> None:
+        """Records stock held for a checkout of these lines as priced (the items record the
+        units held, in the same commit), before Stripe is asked for its session."""
+        self.check_checkout(lines)
+        self._hold_placed(
+            hold_id=hold_id,
+            lines=lines,
+            amount_total=amount_total,
+            currency=currency,
+            held_until=held_until,
+            cause=cause,
+        )
+
+    @event("HoldPlaced")
+    def _hold_placed(
+        self,
+        hold_id: str,
+        lines: list[dict[str, Any]],
+        amount_total: int,
+        currency: str,
+        held_until: str,
+        cause: str,
+    ) -> None:
+        self.holds[hold_id] = {
+            "lines": lines,
+            "amount_total": amount_total,
+            "currency": currency,
+            "held_until": held_until,
+            "session_id": None,
+        }
+
+    def release_hold(self, hold_id: str, reason: str, cause: str) -> None:
+        """The hold ended without an order (the items release its units in the same commit)."""
+        if hold_id in self.holds:
+            self._hold_released(hold_id=hold_id, reason=reason, cause=cause)
+
+    @event("HoldReleased")
+    def _hold_released(self, hold_id: str, reason: str, cause: str) -> None:
+        del self.holds[hold_id]
+
+    def hold_of(self, session_id: str) -> str | None:
+        """The live hold of the session's stock, if it has one."""
+        hold_id = self.session(session_id).get("hold_id")
+        return hold_id if hold_id in self.holds else None
+
+    @property
+    def held_until(self) -> str | None:
+        """Until when the cart's stock is held for its newest checkout (ISO-8601 UTC)."""
+        return max((h["held_until"] for h in self.holds.values()), default=None)
+
     def start_checkout(
         self,
         session_id: str,
@@ -113,16 +174,21 @@ class Cart(Aggregate):
         amount_total: int,
         currency: str,
         cause: str,
+        hold_id: str | None = None,
     ) -> None:
-        """Records a Stripe checkout session and exactly what it was priced at (once)."""
+        """Records a Stripe checkout session and exactly what it was priced at (once), on the
+        stock held for it, if any."""
         if session_id in self.sessions:
             return
         self.check_checkout(lines)
+        hold = self.holds.get(hold_id or "")
         self._checkout_started(
             session_id=session_id,
             lines=lines,
             amount_total=amount_total,
             currency=currency,
+            hold_id=hold_id if hold is not None else None,
+            held_until=None if hold is None else hold["held_until"],
             cause=cause,
         )
 
@@ -136,13 +202,30 @@ class Cart(Aggregate):
         if len(lines) > MAX_LINES:
             raise TooManyLines(MAX_LINES)
 
-    @event("CheckoutStarted")
+    class CheckoutStarted(Aggregate.Event):
+        session_id: str
+        lines: list[dict[str, Any]]
+        amount_total: int
+        currency: str
+        hold_id: str | None
+        held_until: str | None
+        cause: str
+
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["hold_id"] = state["held_until"] = None  # recorded before holds existed
+
+    @event(CheckoutStarted)
     def _checkout_started(
         self,
         session_id: str,
         lines: list[dict[str, Any]],
         amount_total: int,
         currency: str,
+        hold_id: str | None,
+        held_until: str | None,
         cause: str,
     ) -> None:
         self.sessions[session_id] = {
@@ -150,7 +233,10 @@ class Cart(Aggregate):
             "lines": lines,
             "amount_total": amount_total,
             "currency": currency,
+            "hold_id": hold_id,
         }
+        if hold_id is not None:
+            self.holds[hold_id]["session_id"] = session_id
 
     def session(self, session_id: str) -> dict[str, Any]:
         """What the cart recorded of that session: priced when it started, and its state."""
@@ -202,6 +288,20 @@ class Cart(Aggregate):
     def _converted(self, session_id: str, order_id: UUID, cause: str) -> None:
         self.sessions[session_id]["state"] = SessionState.CONVERTED
         self.order_id = order_id
+        # The session's hold, if it had one, became the order's stock.
+        self.holds.pop(self.sessions[session_id].get("hold_id") or "", None)
+
+    def reopen(self, session_id: str, order_id: UUID, reason: str, cause: str) -> None:
+        """The cart's order failed after all (Stripe refused to capture its payment): the cart
+        is open again, and that session counts as a failed payment."""
+        if self.order_id != order_id:
+            return
+        self._reopened(session_id=session_id, order_id=order_id, reason=reason, cause=cause)
+
+    @event("CartReopened")
+    def _reopened(self, session_id: str, order_id: UUID, reason: str, cause: str) -> None:
+        self.sessions[session_id]["state"] = SessionState.PAYMENT_FAILED
+        self.order_id = None
 
     def _move(
         self, session_id: str, target: SessionState, allowed_from: Collection[SessionState]

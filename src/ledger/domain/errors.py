@@ -38,7 +38,11 @@ class InsufficientStock(DomainError):
     code = "insufficient_stock"
 
     def __init__(self, sku: str, requested: int, on_hand: int) -> None:
-        super().__init__(f"Only {on_hand} of {sku} on hand; {requested} were asked for.")
+        """`on_hand`: what could be taken, on hand less what is held for paying customers."""
+        super().__init__(
+            f"Only {on_hand} of {sku} on hand and not held for a paying customer;"
+            f" {requested} were asked for."
+        )
         self.sku = sku
         self.requested = requested
         self.on_hand = on_hand

@@ -1,7 +1,13 @@
-"""A product on sale and the stock of it on hand, one aggregate per SKU."""
+"""A product on sale and the stock of it on hand, one aggregate per SKU.
+
+With holds (`LEDGER_STOCK_HOLD`), part of what is on hand is held for customers who are paying:
+a hold is placed in the commit that checks the stock, and ends released or taken by the order.
+What is held never exceeds what is on hand.
+"""
 
 from __future__ import annotations
 
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
@@ -29,6 +35,17 @@ class InventoryItem(Aggregate):
         self.unit_amount = unit_amount
         self.currency = currency
         self.on_hand = 0
+        # Live holds: hold id -> quantity. Their sum is never more than on hand.
+        self.holds: dict[str, int] = {}
+
+    @property
+    def held(self) -> int:
+        return sum(self.holds.values())
+
+    def available_to(self, hold_id: str | None = None) -> int:
+        """What a buyer may take now: on hand, less what is held for everyone else (a hold of
+        the buyer's own, `hold_id`, is theirs to take)."""
+        return self.on_hand - self.held + self.holds.get(hold_id or "", 0)
 
     def change_details(self, name: str, unit_amount: int, currency: str, cause: str) -> bool:
         """Records new details; returns False when nothing changed (so nothing is recorded)."""
@@ -51,6 +68,7 @@ class InventoryItem(Aggregate):
         if quantity > 0:
             self._received(quantity=quantity, reason=reason, cause=cause)
         else:
+            # Units held for a paying customer are promised: they cannot be written off.
             self._require(-quantity)
             self._written_off(quantity=-quantity, reason=reason, cause=cause)
 
@@ -62,24 +80,77 @@ class InventoryItem(Aggregate):
     def _written_off(self, quantity: int, reason: str | None, cause: str) -> None:
         self.on_hand -= quantity
 
-    def can_supply(self, quantity: int) -> bool:
-        """The stock rule, in one place: whether this many units can be taken now."""
-        return 0 < quantity <= self.on_hand
+    def can_supply(self, quantity: int, hold_id: str | None = None) -> bool:
+        """The stock rule, in one place: whether this many units can be taken now, by the
+        holder of `hold_id` (or by anyone, without one)."""
+        return 0 < quantity <= self.available_to(hold_id)
 
-    def reserve(self, order_id: UUID, quantity: int, cause: str) -> None:
-        """Takes stock for a placed order."""
+    def hold(self, hold_id: str, cart_id: UUID, quantity: int, held_until: str, cause: str) -> None:
+        """Holds units for a checkout until `held_until` (ISO-8601 UTC), or until released or
+        taken: nobody else can take them meanwhile."""
+        if hold_id in self.holds:
+            return
+        self._require(quantity)
+        self._held(
+            hold_id=hold_id, cart_id=cart_id, quantity=quantity, held_until=held_until, cause=cause
+        )
+
+    @event("StockHeld")
+    def _held(
+        self, hold_id: str, cart_id: UUID, quantity: int, held_until: str, cause: str
+    ) -> None:
+        self.holds[hold_id] = quantity
+
+    def release(self, hold_id: str, reason: str, cause: str) -> None:
+        """Ends a hold: its units are available again. Nothing to do for one already ended."""
+        quantity = self.holds.get(hold_id)
+        if quantity is not None:
+            self._released(hold_id=hold_id, quantity=quantity, reason=reason, cause=cause)
+
+    @event("StockReleased")
+    def _released(self, hold_id: str, quantity: int, reason: str, cause: str) -> None:
+        del self.holds[hold_id]
+
+    def reserve(
+        self, order_id: UUID, quantity: int, cause: str, hold_id: str | None = None
+    ) -> None:
+        """Takes stock for a placed order: its hold's units when it holds them (the hold ends,
+        taken), else units nobody holds."""
         if quantity <= 0:
             raise InvalidQuantity("A reservation must be for at least one unit.")
-        self._require(quantity)
-        self._reserved(order_id=order_id, quantity=quantity, cause=cause)
+        self._require(quantity, hold_id)
+        held = hold_id if hold_id in self.holds else None
+        self._reserved(order_id=order_id, quantity=quantity, hold_id=held, cause=cause)
 
-    @event("StockReserved")
-    def _reserved(self, order_id: UUID, quantity: int, cause: str) -> None:
+    class StockReserved(Aggregate.Event):
+        order_id: UUID
+        quantity: int
+        hold_id: str | None
+        cause: str
+
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["hold_id"] = None  # recorded before holds existed
+
+    @event(StockReserved)
+    def _reserved(self, order_id: UUID, quantity: int, hold_id: str | None, cause: str) -> None:
         self.on_hand -= quantity
+        if hold_id is not None:
+            self.holds.pop(hold_id, None)
 
-    def _require(self, quantity: int) -> None:
-        if not self.can_supply(quantity):
-            raise InsufficientStock(self.sku, quantity, self.on_hand)
+    def give_back(self, order_id: UUID, quantity: int, reason: str, cause: str) -> None:
+        """Returns an order's stock (its payment could not be captured after all)."""
+        self._returned(order_id=order_id, quantity=quantity, reason=reason, cause=cause)
+
+    @event("StockReturned")
+    def _returned(self, order_id: UUID, quantity: int, reason: str, cause: str) -> None:
+        self.on_hand += quantity
+
+    def _require(self, quantity: int, hold_id: str | None = None) -> None:
+        if not self.can_supply(quantity, hold_id):
+            raise InsufficientStock(self.sku, quantity, self.available_to(hold_id))
 
 
 def _check_details(name: str, unit_amount: int, currency: str) -> None:

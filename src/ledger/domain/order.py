@@ -11,11 +11,13 @@ from eventsourcing.domain import Aggregate, event
 
 from ledger.domain.cart import Cart
 from ledger.domain.errors import InvalidTransition
+from ledger.domain.holds import release_hold
 from ledger.domain.identity import order_id_for
 from ledger.domain.inventory import InventoryItem
 from ledger.domain.vocabulary import (
     DISPUTE_CLOSED,
     WITH_ORDER,
+    HoldEnd,
     OrderStatus,
     RefundStatus,
     Rejection,
@@ -36,6 +38,9 @@ class PaidSession:
     payment_intent: str | None
     # Who paid, sealed (ledger.personal_data): recorded on the order, never in clear.
     customer: dict[str, str] | None = None
+    # Manual capture: the card payment is only authorized (its PaymentIntent
+    # `requires_capture`); it is captured once the order is placed, or released.
+    authorized_only: bool = False
 
 
 class Order(Aggregate):
@@ -76,6 +81,10 @@ class Order(Aggregate):
         # Refunds made outside the ledger (Stripe's Dashboard) and disputes: id -> status.
         self.outside_refunds: dict[str, str] = {}
         self.disputes: dict[str, str] = {}
+        # Manual capture: None (the payment was captured when made), then "requested",
+        # "captured" or "failed"; and a released authorization: "requested", then "done".
+        self.capture: str | None = None
+        self.release: str | None = None
 
     @classmethod
     def open(
@@ -106,35 +115,109 @@ class Order(Aggregate):
         return self.status in WITH_ORDER
 
     def rejection(
-        self, paid: PaidSession, cart: Cart, items: Sequence[InventoryItem]
+        self,
+        paid: PaidSession,
+        cart: Cart,
+        items: Sequence[InventoryItem],
+        hold_id: str | None = None,
     ) -> Rejection | None:
         """Why this paid session cannot become the order, or None when it can. `items` are
-        the inventory items of the order's lines, in the same order."""
+        the inventory items of the order's lines, in the same order; `hold_id` the session's
+        live hold, whose units are the order's to take."""
         if (paid.amount_total, paid.currency) != (self.amount_total, self.currency):
             return Rejection.AMOUNT_MISMATCH  # a currency other than priced too
         if cart.order_id is not None:
             return Rejection.CART_ALREADY_CONVERTED
         for item, line in zip(items, self.lines, strict=True):
-            if not item.can_supply(line["quantity"]):
+            if not item.can_supply(line["quantity"], hold_id):
                 return Rejection.OUT_OF_STOCK
         return None
 
     def fulfil(
         self, paid: PaidSession, cart: Cart, items: Sequence[InventoryItem], cause: str
     ) -> None:
-        """The order decision for a paid session. Either the order is confirmed, stock is taken
-        from every line's item and the cart is converted; or (see `rejection`) the order is
-        rejected with a refund requested and the cart's session recorded as rejected. The
+        """The order decision for a paid (or authorized) session. Either the order is
+        confirmed, stock is taken from every line's item (the session's hold, when it has one)
+        and the cart is converted, and an authorized payment's capture is requested; or (see
+        `rejection`) the order is rejected, its money owed back (a refund) or its authorization
+        released, the session's hold ends and the cart's session is recorded as rejected. The
         caller saves the order, the items and the cart in one commit."""
-        reason = self.rejection(paid, cart, items)
+        hold_id = cart.hold_of(paid.session_id)
+        reason = self.rejection(paid, cart, items, hold_id)
         if reason is not None:
-            self.reject(reason, paid.payment_intent, cause, (paid.amount_total, paid.currency))
+            charged = (paid.amount_total, paid.currency)
+            if paid.authorized_only:
+                self.release_authorization(reason, paid.payment_intent, cause, charged)
+            else:
+                self.reject(reason, paid.payment_intent, cause, charged)
+            if hold_id is not None:
+                release_hold(cart, hold_id, items, HoldEnd.REJECTED, cause)
             cart.record_rejected(paid.session_id, self.id, reason, cause)
             return
         self.confirm_payment(paid.payment_intent, cause)
+        if paid.authorized_only:
+            self._capture_requested(amount=self.amount_total, currency=self.currency, cause=cause)
         for item, line in zip(items, self.lines, strict=True):
-            item.reserve(self.id, line["quantity"], cause)
+            item.reserve(self.id, line["quantity"], cause, hold_id)
         cart.convert(paid.session_id, self.id, cause)
+
+    @event("CaptureRequested")
+    def _capture_requested(self, amount: int, currency: str, cause: str) -> None:
+        """Placed on an authorization: its capture is a side effect, after this commit."""
+        self.capture = "requested"
+
+    def record_capture(self, amount: int, currency: str, cause: str) -> None:
+        """Stripe captured the order's payment (the same news again records nothing)."""
+        if self.capture == "requested":
+            self._payment_captured(amount=amount, currency=currency, cause=cause)
+
+    @event("PaymentCaptured")
+    def _payment_captured(self, amount: int, currency: str, cause: str) -> None:
+        self.capture = "captured"
+        self.charged = (amount, currency)
+
+    def capture_refused(
+        self, code: str, cart: Cart, items: Sequence[InventoryItem], cause: str
+    ) -> None:
+        """Stripe refused to capture the order's payment for good (the authorization lapsed or
+        was cancelled): the order's payment failed, its stock goes back to every line's item
+        and its cart is open again. The caller saves all three in one commit."""
+        if self.capture != "requested":
+            return
+        self._capture_failed(code=code, cause=cause)
+        for item, line in zip(items, self.lines, strict=True):
+            item.give_back(self.id, line["quantity"], OrderStatus.PAYMENT_FAILED, cause)
+        cart.reopen(self.checkout_session_id, self.id, OrderStatus.PAYMENT_FAILED, cause)
+
+    @event("CaptureFailed")
+    def _capture_failed(self, code: str, cause: str) -> None:
+        self.capture = "failed"
+        self.status = OrderStatus.PAYMENT_FAILED
+
+    def release_authorization(
+        self, reason: Rejection, payment_intent: str | None, cause: str, authorized: tuple[int, str]
+    ) -> None:
+        """Authorized, but not fulfillable: the order is rejected and its authorization is to
+        be cancelled (`authorized`: amount and currency), so nothing is ever charged."""
+        self._require(*_PAID_FROM)
+        amount, currency = authorized
+        self._rejected(reason=reason, payment_intent=payment_intent, cause=cause)
+        self._release_requested(amount=amount, currency=currency, cause=cause)
+
+    @event("ReleaseRequested")
+    def _release_requested(self, amount: int, currency: str, cause: str) -> None:
+        self.charged = (amount, currency)
+        self.release = "requested"
+        self.status = OrderStatus.RELEASED
+
+    def record_release(self, status: str, cause: str) -> None:
+        """Stripe cancelled the order's authorization (`status`: the PaymentIntent's now)."""
+        if self.release == "requested":
+            self._authorization_released(status=status, cause=cause)
+
+    @event("AuthorizationReleased")
+    def _authorization_released(self, status: str, cause: str) -> None:
+        self.release = "done"
 
     def owns_refund(
         self, refund_id: str, refund_order_ref: str | None, succeeded: bool, adopt: bool

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ledger.domain.cart import Cart
-from ledger.domain.errors import CurrencyMismatch, EmptyCart
+from ledger.domain.errors import CurrencyMismatch, DomainError, EmptyCart
 from ledger.domain.inventory import InventoryItem
 
 
@@ -17,13 +17,21 @@ class Shortage:
     available: int
 
 
+class OutOfStock(DomainError):
+    code = "out_of_stock"
+
+    def __init__(self, shortages: list[Shortage]) -> None:
+        super().__init__("Some items are not in stock in the quantity asked for.")
+        self.shortages = shortages
+
+
 @dataclass(frozen=True)
 class PricedLine:
     sku: str
     name: str
     quantity: int
     unit_amount: int
-    on_hand: int  # as read when the cart was priced
+    available: int  # to this cart, as read when it was priced (on hand, less others' holds)
     currency: str
     in_stock: bool  # whether the item could supply the quantity when priced
 
@@ -34,7 +42,7 @@ class PricedLine:
             item.name,
             quantity,
             item.unit_amount,
-            item.on_hand,
+            item.available_to(),
             item.currency,
             item.can_supply(quantity),
         )
@@ -74,5 +82,10 @@ class PricedCart:
         return next(iter(skus_by_currency))
 
     def shortages(self) -> list[Shortage]:
-        """Lines the stock on hand (when priced) cannot cover."""
-        return [Shortage(x.sku, x.quantity, x.on_hand) for x in self.lines if not x.in_stock]
+        """Lines the stock available (when priced) cannot cover."""
+        return [Shortage(x.sku, x.quantity, x.available) for x in self.lines if not x.in_stock]
+
+    def require_stock(self) -> None:
+        shortages = self.shortages()
+        if shortages:
+            raise OutOfStock(shortages)

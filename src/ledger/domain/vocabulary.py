@@ -22,6 +22,9 @@ class OrderStatus(StrEnum):
     REFUNDED = "refunded"  # Stripe reports the refund succeeded
     REFUND_FAILED = "refund_failed"  # Stripe refused or failed the refund for good
     EXPIRED = "expired"  # the session expired unpaid
+    # Manual capture: authorized but not fulfillable; the authorization is cancelled, so the
+    # customer is never charged and nothing is refunded.
+    RELEASED = "released"
 
 
 # An outcome was recorded for a paid session: the payment was taken for good (an order kept or
@@ -33,6 +36,7 @@ WITH_ORDER: frozenset[OrderStatus] = frozenset(
         OrderStatus.REFUND_PENDING,
         OrderStatus.REFUNDED,
         OrderStatus.REFUND_FAILED,
+        OrderStatus.RELEASED,
     }
 )
 # News of the checkout session can still change these: only for them is Stripe asked.
@@ -48,6 +52,7 @@ FINAL: frozenset[OrderStatus] = frozenset(
         OrderStatus.REFUNDED,
         OrderStatus.REFUND_FAILED,
         OrderStatus.EXPIRED,
+        OrderStatus.RELEASED,
     }
 )
 
@@ -96,6 +101,25 @@ SESSION_PENDING: frozenset[SessionState] = frozenset(
 SESSION_PAYABLE: frozenset[SessionState] = SESSION_PENDING | {SessionState.PAYMENT_FAILED}
 
 
+class HoldEnd(StrEnum):
+    """Why stock held for a checkout was released (`LEDGER_STOCK_HOLD`). A hold that became
+    an order's stock is not released: it was taken."""
+
+    TIME_UP = "time_up"  # the hold's time ran out and its session was expired at Stripe
+    EXPIRED = "expired"  # the session expired at Stripe
+    PAYMENT_FAILED = "payment_failed"  # the delayed payment failed
+    CHECKED_OUT_AGAIN = "checked_out_again"  # the cart checked out again
+    REJECTED = "rejected"  # paid, but not fulfillable (refunded or released)
+    CHECKOUT_FAILED = "checkout_failed"  # Stripe never made its session
+
+
+class CaptureMode(StrEnum):
+    """When a card payment is taken (`LEDGER_CAPTURE`)."""
+
+    AUTOMATIC = "automatic"  # when the customer pays
+    MANUAL = "manual"  # authorized when the customer pays; captured once the order is placed
+
+
 class Rejection(StrEnum):
     """Why a paid session cannot become an order (its money goes back)."""
 
@@ -105,6 +129,10 @@ class Rejection(StrEnum):
 
 
 # Stripe's own words that the ledger decides on.
+
+
+# A PaymentIntent's status once its card payment is authorized and waits to be captured.
+REQUIRES_CAPTURE = "requires_capture"
 
 
 class StripeSessionStatus(StrEnum):

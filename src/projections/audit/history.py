@@ -3,7 +3,8 @@ read by index instead of by scanning the log.
 
 The read model keeps one row per (order, position): every event of the order's own stream,
 the cart events of its checkout session (they carry `session_id`, and the order's id is
-`order_id_for(session_id)`) and each `StockReserved` taken for it (it carries `order_id`). The
+`order_id_for(session_id)`) and the stock taken for it or given back (`StockReserved`,
+`StockReturned`: they carry `order_id`). The
 query joins those positions with the events table and answers the events as recorded.
 """
 
@@ -45,13 +46,14 @@ SESSION_CART_EVENTS = (
     "CheckoutExpired",
     "CheckoutRejected",
     "CartConverted",
+    "CartReopened",
 )
 
 
 class OrderHistoryProjection(Projection):
     name = "order_history"
     tables = ("order_history",)
-    version = 1
+    version = 2  # 2: StockReturned and CartReopened (manual capture)
 
     def create_tables(self, db: Writer) -> None:
         db.execute(
@@ -75,7 +77,8 @@ class OrderHistoryProjection(Projection):
     del _name
 
     @handles(InventoryItem, "StockReserved")
-    def _reserved(self, db: Writer, e: DomainEvent, position: int) -> None:
+    @handles(InventoryItem, "StockReturned")
+    def _stock_of_order(self, db: Writer, e: DomainEvent, position: int) -> None:
         self._add(db, e.order_id, position)
 
     @staticmethod

@@ -126,6 +126,16 @@ def words(shown: Shown) -> Words:
                 "by hand. If you want to follow up, contact its support and quote: {reference}",
                 NextStep.CONTINUE_SHOPPING,
             )
+        case OrderStatus.RELEASED:
+            return Words(
+                "We're sorry: we can't fulfil this order",
+                "Something you ordered sold out while you were paying. Your card was only "
+                "authorized, and that authorization has been cancelled: you will not be "
+                "charged, and there is nothing to refund. Depending on your bank, the pending "
+                "{amount} disappears from your statement within a few days.",
+                NextStep.CONTINUE_SHOPPING,
+                Tone.CAUTION,
+            )
         case OrderStatus.EXPIRED:
             return Words(
                 "This checkout has expired",

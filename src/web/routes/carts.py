@@ -37,6 +37,7 @@ def cart_json(priced: PricedCart) -> dict[str, Any]:
             "items": priced.snapshot(),
             "amount_total": priced.amount_total,
             "currency": priced.currency,
+            "held_until": cart.held_until,
         },
     )
 

@@ -68,7 +68,10 @@ async def put_product(request: Request) -> JSONResponse:
         200: Answer("Stock on hand now.", StockLevel),
         401: UNAUTHORIZED,
         404: error("`unknown_product`."),
-        409: error("`insufficient_stock`: on hand would go below 0."),
+        409: error(
+            "`insufficient_stock`: on hand would go below 0, or below what is held for"
+            " customers paying now."
+        ),
         **BODY_ERRORS,
         503: UNAVAILABLE,
     },

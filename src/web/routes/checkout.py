@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from ledger.checkout import OutOfStock
+from ledger.domain.pricing import OutOfStock
 from ledger.domain.vocabulary import IN_FLIGHT
 from ledger.payments import PaymentProviderRefused, PaymentProviderUnavailable
 from web.context import cause_of, in_store, services
@@ -55,7 +55,14 @@ async def begin_checkout(request: Request) -> JSONResponse:
             502, "payment_provider_error", "Stripe refused to start the checkout."
         ) from None
     return JSONResponse(
-        checked(CheckoutCreated, {"checkout_session_id": created.session_id, "url": created.url}),
+        checked(
+            CheckoutCreated,
+            {
+                "checkout_session_id": created.session_id,
+                "url": created.url,
+                "held_until": created.held_until,
+            },
+        ),
         status_code=201,
     )
 

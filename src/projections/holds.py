@@ -1,0 +1,98 @@
+"""Stock held for open checkouts (`LEDGER_STOCK_HOLD`), by hold: until when, and for which
+session. The hold timer (`side_effects.hold_timer`) asks it which holds are due to end, so that
+holds end on time whichever process runs the timer, across restarts: the log is the schedule.
+
+A hold leaves it when it ends (released, or taken by its order), and is no longer due while its
+session's delayed payment is being decided (the customer paid in time: the hold stands).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import psycopg
+
+from ledger.domain import Cart
+from projections.base import LIVE_SCHEMA, DomainEvent, Projection, Writer, compose, handles
+from projections.store import ReadStore
+
+
+class HoldsProjection(Projection):
+    name = "stock_holds"
+    tables = ("stock_holds",)
+    version = 1
+
+    def create_tables(self, db: Writer) -> None:
+        db.execute(
+            "CREATE TABLE {stock_holds} ("
+            " hold_id text PRIMARY KEY,"
+            " cart_id uuid NOT NULL,"
+            " session_id text,"
+            " held_until timestamptz NOT NULL,"
+            " payment_under_way boolean NOT NULL DEFAULT false)"
+        )
+        db.execute("CREATE INDEX ON {stock_holds} (held_until) WHERE NOT payment_under_way")
+        db.execute("CREATE INDEX ON {stock_holds} (session_id)")
+
+    @handles(Cart, "HoldPlaced")
+    def _placed(self, db: Writer, e: DomainEvent, position: int) -> None:
+        db.execute(
+            "INSERT INTO {stock_holds} (hold_id, cart_id, held_until) VALUES (%s, %s, %s)"
+            " ON CONFLICT (hold_id) DO NOTHING",
+            (e.hold_id, e.originator_id, e.held_until),
+        )
+
+    @handles(Cart, "CheckoutStarted")
+    def _started(self, db: Writer, e: DomainEvent, position: int) -> None:
+        if e.hold_id is not None:
+            db.execute(
+                "UPDATE {stock_holds} SET session_id = %s WHERE hold_id = %s",
+                (e.session_id, e.hold_id),
+            )
+
+    @handles(Cart, "CheckoutAwaitingPayment")
+    def _awaiting_payment(self, db: Writer, e: DomainEvent, position: int) -> None:
+        db.execute(
+            "UPDATE {stock_holds} SET payment_under_way = true WHERE session_id = %s",
+            (e.session_id,),
+        )
+
+    @handles(Cart, "HoldReleased")
+    def _released(self, db: Writer, e: DomainEvent, position: int) -> None:
+        db.execute("DELETE FROM {stock_holds} WHERE hold_id = %s", (e.hold_id,))
+
+    @handles(Cart, "CartConverted")
+    def _taken(self, db: Writer, e: DomainEvent, position: int) -> None:
+        db.execute("DELETE FROM {stock_holds} WHERE session_id = %s", (e.session_id,))
+
+
+@dataclass(frozen=True)
+class DueHold:
+    hold_id: str
+    cart_id: UUID
+    session_id: str | None  # None: Stripe never made its session (or it is being made)
+
+
+class Holds:
+    """Queries: the holds due to end."""
+
+    _DUE = compose(
+        "SELECT hold_id, cart_id, session_id FROM {stock_holds}"
+        " WHERE NOT payment_under_way AND held_until <= now() ORDER BY held_until LIMIT %s",
+        LIVE_SCHEMA,
+        HoldsProjection.tables,
+    )
+
+    def __init__(self, store: ReadStore) -> None:
+        self.store = store
+
+    def due(self, limit: int) -> list[DueHold]:
+        """The holds whose time is up, the longest overdue first."""
+        with self.store.cursor() as cursor:
+            try:
+                rows: list[Any] = cursor.execute(self._DUE, (limit,)).fetchall()
+            except psycopg.errors.UndefinedTable:  # the runner has not set up the store yet
+                return []
+        return [DueHold(str(hold_id), cart_id, session_id) for hold_id, cart_id, session_id in rows]
