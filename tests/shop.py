@@ -172,3 +172,79 @@ def running_shop(database: Database, **settings: Any) -> Iterator[Shop]:
         stripe_server.stop()
         workers.stop()
         services.close()
+
+
+# ---------------------------------------------------------------- what Stripe recorded
+
+Figure = dict[str, int]  # {"count": n, "amount": minor units}
+
+
+def _add(figure: Figure, amount: int) -> None:
+    figure["count"] += 1
+    figure["amount"] += amount
+
+
+STRIPE_FIGURES = (
+    "charged",  # money taken from customers: succeeded PaymentIntents' amount_received
+    "authorizations",  # card holds placed (capture_method=manual), whatever became of them
+    "captured",  # holds captured
+    "released",  # holds cancelled by the merchant (the ledger)
+    "lapsed",  # holds Stripe gave up (cancellation_reason "automatic")
+    "awaiting_capture",  # holds still requires_capture
+    "refunded",  # refunds succeeded or pending
+    "refunds_failed",
+)
+
+
+def money_at_stripe(stand_in: StripeStandIn) -> dict[str, dict[str, Figure]]:
+    """Per currency, what the stand-in recorded as charged, authorized, captured, released,
+    lapsed, awaiting capture and refunded (each a count and an amount)."""
+    figures: dict[str, dict[str, Figure]] = {}
+
+    def of(currency: str) -> dict[str, Figure]:
+        return figures.setdefault(currency, {k: {"count": 0, "amount": 0} for k in STRIPE_FIGURES})
+
+    for intent in stand_in.payment_intents():
+        mine = of(intent["currency"])
+        if intent["amount_received"]:
+            _add(mine["charged"], int(intent["amount_received"]))
+        if intent.get("capture_method") != "manual" or intent["latest_charge"] is None:
+            continue
+        _add(mine["authorizations"], int(intent["amount"]))
+        if intent["status"] == "succeeded":
+            _add(mine["captured"], int(intent["amount_received"]))
+        elif intent["status"] == "requires_capture":
+            _add(mine["awaiting_capture"], int(intent["amount"]))
+        elif intent["status"] == "canceled":
+            kind = "lapsed" if intent["cancellation_reason"] == "automatic" else "released"
+            _add(mine[kind], int(intent["amount"]))
+    for refund in stand_in.refunds():
+        kind = "refunds_failed" if refund["status"] in ("failed", "canceled") else "refunded"
+        _add(of(refund["currency"])[kind], int(refund["amount"]))
+    return figures
+
+
+def stripe_calls(stand_in: StripeStandIn, method: str, path_end: str) -> list[dict[str, Any]]:
+    """The stand-in's logged /v1 calls of `method` whose path ends with `path_end`, in order."""
+    return [
+        r for r in stand_in.requests() if r["method"] == method and r["path"].endswith(path_end)
+    ]
+
+
+def done_once_each(stand_in: StripeStandIn, action: str) -> dict[str, int]:
+    """For `action` ("capture" or "cancel"): per PaymentIntent, how many calls the stand-in
+    carried out (answered 200, not an idempotent replay). Fails the test unless every call
+    about one PaymentIntent carried the same Idempotency-Key."""
+    done: dict[str, int] = {}
+    keys: dict[str, set[str | None]] = {}
+    for call in stand_in.requests():
+        parts = call["path"].split("/")  # ["", "v1", "payment_intents", id, action]
+        if call["method"] != "POST" or parts[2:3] != ["payment_intents"] or parts[-1] != action:
+            continue
+        intent = parts[3]
+        keys.setdefault(intent, set()).add(call["idempotency_key"])
+        carried_out = call["status"] == 200 and not call["replayed"]
+        done[intent] = done.get(intent, 0) + carried_out
+    several = {i: k for i, k in keys.items() if len(k) != 1 or None in k}
+    assert not several, f"{action} of one PaymentIntent under several (or no) keys: {several}"
+    return done

@@ -169,7 +169,7 @@ def test_a_paid_checkout_shows_in_the_metrics(shop: Shop) -> None:
 
     eventually(caught_up)
     # The notifications worker sends (here: logs) the order's confirmation, then is idle too.
-    workers = {"refunds": 0.0, "notifications": 0.0}
+    workers = {"refunds": 0.0, "captures": 0.0, "notifications": 0.0}
     eventually(
         lambda: by_label(scrape(shop.api), "ledger_worker_backlog_events", "worker") == workers
     )

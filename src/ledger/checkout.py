@@ -136,7 +136,12 @@ class Checkout:
                 capture_manually=self.capture == CaptureMode.MANUAL,
             )
         )
-        self.ledger.start_checkout(priced, created.session_id, cause, hold_id)
+        recorded = self.ledger.start_checkout(priced, created.session_id, cause, hold_id)
+        if hold_id is not None and recorded.hold_of(created.session_id) is None:
+            # The hold ended while Stripe made the session (the cart checked out again at that
+            # moment): a session nothing is held for must not stay payable.
+            self.end_session(created.session_id, HoldEnd.TIME_UP, cause)
+            raise PaymentProviderUnavailable("The checkout took too long; please try again.")
         log.info("checkout_started", cart_id=str(cart.id), session_id=created.session_id)
         return CreatedCheckout(created.session_id, created.url, held_until)
 

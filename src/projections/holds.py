@@ -9,6 +9,7 @@ session's delayed payment is being decided (the customer paid in time: the hold 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
@@ -78,21 +79,27 @@ class DueHold:
 class Holds:
     """Queries: the holds due to end."""
 
+    # A hold without a session yet may be waiting for Stripe to make one: it is due a while
+    # later (longer than the gateway gives a call, with its retry), so that the checkout
+    # either records its session on the hold, or fails and releases the hold itself.
     _DUE = compose(
         "SELECT hold_id, cart_id, session_id FROM {stock_holds}"
-        " WHERE NOT payment_under_way AND held_until <= now() ORDER BY held_until LIMIT %s",
+        " WHERE NOT payment_under_way AND held_until <= now()"
+        " AND (session_id IS NOT NULL OR held_until <= now() - %s)"
+        " ORDER BY held_until LIMIT %s",
         LIVE_SCHEMA,
         HoldsProjection.tables,
     )
 
-    def __init__(self, store: ReadStore) -> None:
+    def __init__(self, store: ReadStore, session_grace: timedelta = timedelta(seconds=15)) -> None:
         self.store = store
+        self.session_grace = session_grace
 
     def due(self, limit: int) -> list[DueHold]:
         """The holds whose time is up, the longest overdue first."""
         with self.store.cursor() as cursor:
             try:
-                rows: list[Any] = cursor.execute(self._DUE, (limit,)).fetchall()
+                rows: list[Any] = cursor.execute(self._DUE, (self.session_grace, limit)).fetchall()
             except psycopg.errors.UndefinedTable:  # the runner has not set up the store yet
                 return []
         return [DueHold(str(hold_id), cart_id, session_id) for hold_id, cart_id, session_id in rows]

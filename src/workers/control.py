@@ -264,17 +264,19 @@ class Workers:
                 slot.wake.clear()
                 continue
             try:
-                if conn is None:
-                    conn = connect(self.database, f"worker:{slot.name}")
                 slot.wake.clear()
                 processor = slot.processor
                 if slot.steps is None and isinstance(processor, PeriodicTask):
+                    # A periodic task reads and writes through its own services: a connection
+                    # of its own here would sit idle, one of the database's few.
                     processor.run()
                     slot.failures = 0
                     # Its interval, whatever is recorded meanwhile: notifications do not count.
                     self._stopping.wait(processor.interval)
                     continue
                 assert slot.steps is not None
+                if conn is None:
+                    conn = connect(self.database, f"worker:{slot.name}")
                 caught_up = slot.steps.step(conn, slot)
                 slot.failures = 0
                 if caught_up:

@@ -2,40 +2,80 @@
 and released when the checkout ends without an order.
 
 Locks are taken in two steps, carts before items, as every command that writes both does.
+Checkouts of a hot product all wait for its item: like orders, concurrent holds are decided
+together, many to a commit (group commit).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 from uuid import UUID
+
+from eventsourcing.utils import EnvType
 
 from ledger.commands.carts import CartCommands
 from ledger.decisions import Commit
 from ledger.domain import Cart, InventoryItem, inventory_item_id
-from ledger.domain.errors import UnknownCart, UnknownProduct
+from ledger.domain.errors import DomainError, UnknownCart, UnknownProduct
 from ledger.domain.holds import place_hold, release_hold, skus_held
 from ledger.domain.pricing import PricedCart, PricedLine
+from ledger.group_commit import Decided, GroupCommit
 
 T = TypeVar("T")
 
 
+@dataclass(frozen=True)
+class _HoldRequest:
+    cart_id: UUID
+    hold_id: str
+    held_until: str
+    cause: str
+
+
 class HoldCommands(CartCommands):
+    def __init__(self, env: EnvType | None = None) -> None:
+        super().__init__(env)
+        self._hold_desk: GroupCommit[_HoldRequest, PricedCart] = GroupCommit(self._decide_holds)
+
     def hold_stock(self, cart_id: UUID, hold_id: str, held_until: str, cause: str) -> PricedCart:
         """Prices the cart and holds its quantities until `held_until`, in one commit with the
         stock check, so two checkouts can never hold the same unit. Raises OutOfStock (with
         what each short line could have), CurrencyMismatch, EmptyCart or CartClosed."""
+        return self._hold_desk.submit(_HoldRequest(cart_id, hold_id, held_until, cause))
 
-        def decide(commit: Commit, cart: Cart) -> PricedCart:
+    def _decide_holds(self, requests: Sequence[_HoldRequest]) -> list[Decided[PricedCart]]:
+        """Decides the requests in turn and saves them in one commit. A refusal changes
+        nothing (each is refused before anything is recorded), so it is that request's
+        outcome and the others are saved."""
+
+        def decide() -> list[Decided[PricedCart]]:
+            commit = Commit(self)
+            skus = set()
+            for r in requests:
+                cart = commit.find(Cart, r.cart_id)
+                skus |= set() if cart is None else set(cart.lines)
+            with self.locks.held(inventory_item_id(sku) for sku in skus):
+                outcomes = [self._hold(commit, r) for r in requests]
+                changed = commit.changed()
+                if changed:
+                    self.save(*changed)
+            return outcomes
+
+        return self._decide({r.cart_id for r in requests}, decide)
+
+    def _hold(self, commit: Commit, request: _HoldRequest) -> Decided[PricedCart]:
+        try:
+            cart = commit.get(Cart, request.cart_id, UnknownCart(request.cart_id))
             cart.check_checkout(cart.lines)
-            items = {sku: self._item(commit, sku) for sku in sorted(cart.lines)}
-            lines = [PricedLine.of(items[sku], quantity) for sku, quantity in cart.lines.items()]
-            lines.sort(key=lambda line: line.sku)
-            priced = PricedCart(cart, lines, lines[0].currency if lines else None)
-            place_hold(cart, priced, items, hold_id, held_until, cause)
-            return priced
-
-        return self._with_items(cart_id, lambda cart: sorted(cart.lines), decide)
+            items = {sku: self._item(commit, sku) for sku in cart.lines}
+            lines = [PricedLine.of(items[sku], cart.lines[sku]) for sku in sorted(cart.lines)]
+            priced = PricedCart(cart, lines, lines[0].currency)
+            place_hold(cart, priced, items, request.hold_id, request.held_until, request.cause)
+        except DomainError as refusal:
+            return refusal
+        return priced
 
     def release_hold(self, cart_id: UUID, hold_id: str, reason: str, cause: str) -> Cart:
         """Ends the hold without an order (nothing to do for one already ended)."""

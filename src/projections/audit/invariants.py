@@ -1,9 +1,16 @@
 """The ledger's invariants, checked against a replay of the whole log (`ledger audit verify`):
 
 - stock on hand never below zero, at any point in history;
+- stock held for open checkouts never above what is on hand, at any point (taken stock has
+  left on hand already, so this is "held + taken never exceeds what was on hand");
+- each hold placed once and ended once (released, or taken by its own cart's order);
 - each paid checkout session ends in exactly one outcome: one order (stock taken once for each
-  of its lines, its cart converted once), or one refund owed;
-- payments taken = orders confirmed + refunds (issued, pending or failed), per currency;
+  of its lines, its cart converted once), or one refund owed, or (manual capture) one
+  authorization released;
+- per currency, in Stripe's amounts: payments captured = orders kept + refunds (issued,
+  pending or failed); authorizations = captured + released + capture failed + awaiting capture;
+- each authorization captured or released once, and a capture Stripe refused returns the
+  order's stock, each line once;
 - every read model equals what a fresh replay of the log produces.
 """
 
@@ -21,10 +28,25 @@ from projections.read_models import default_projections
 from projections.verification import verify_all
 
 STOCK = "stock never below zero"
+HELD = "held + taken never above on hand"
+HOLDS = "each hold placed and ended once"
 ONE_OUTCOME = "one outcome per paid session"
 BALANCE = "payments = orders + refunds"
+AUTHORIZATIONS = "authorized = captured + released + failed + awaiting"
+CAPTURE = "one capture or release per authorization"
+RETURNED = "a failed capture returns its stock"
 READ_MODELS = "read models equal a fresh replay"
-CHECKS = (STOCK, ONE_OUTCOME, BALANCE, READ_MODELS)
+CHECKS = (
+    STOCK,
+    HELD,
+    HOLDS,
+    ONE_OUTCOME,
+    BALANCE,
+    AUTHORIZATIONS,
+    CAPTURE,
+    RETURNED,
+    READ_MODELS,
+)
 CHAIN = "hash chain"  # checked by projections.audit.chain
 
 
@@ -50,13 +72,19 @@ class Money:
 
 @dataclass
 class Balance:
-    """One currency's payments, and where each went (the invariant's two sides)."""
+    """One currency's payments, and where each went (the invariant's two sides); and its
+    authorizations (manual capture), and where each went (the other invariant's sides)."""
 
-    payments: Money = field(default_factory=Money)
-    orders: Money = field(default_factory=Money)
+    payments: Money = field(default_factory=Money)  # money captured: charges and captures
+    orders: Money = field(default_factory=Money)  # kept by orders
     refunds: dict[RefundStatus, Money] = field(
         default_factory=lambda: {state: Money() for state in RefundStatus}
     )
+    authorizations: Money = field(default_factory=Money)
+    captured: Money = field(default_factory=Money)
+    released: Money = field(default_factory=Money)  # cancelled by the ledger: never charged
+    capture_failed: Money = field(default_factory=Money)  # Stripe refused the capture
+    awaiting_capture: Money = field(default_factory=Money)
 
     @property
     def accounted(self) -> Money:
@@ -64,6 +92,10 @@ class Balance:
         for part in self.refunds.values():
             total = total + part
         return total
+
+    @property
+    def authorizations_accounted(self) -> Money:
+        return self.captured + self.released + self.capture_failed + self.awaiting_capture
 
 
 def refund_state(order: OrderFacts) -> RefundStatus:
@@ -79,6 +111,9 @@ def balances(orders: list[OrderFacts]) -> dict[str, Balance]:
         if not (order.confirmed or order.rejected):
             continue  # not paid (awaiting payment, or the payment failed)
         balance = by_currency[order.currency]
+        if order.authorized:
+            _authorization(order, balance, by_currency)
+            continue
         one = Money(1, order.amount)
         balance.payments = balance.payments + one
         for _ in order.confirmed:
@@ -89,14 +124,62 @@ def balances(orders: list[OrderFacts]) -> dict[str, Balance]:
     return dict(sorted(by_currency.items()))
 
 
+def _authorization(order: OrderFacts, balance: Balance, by_currency: dict[str, Balance]) -> None:
+    """A manual-capture order: one authorization, and each thing the log says became of it
+    counted where it went (counted per event, so that two captures, or a capture and a
+    release, show as a difference). Money is taken only by a capture: then it is a payment,
+    kept by the order (once per confirmation, as for a charge)."""
+    one = Money(1, order.amount)  # as Stripe authorized it
+    balance.authorizations = balance.authorizations + one
+    for _ in order.release_requested:
+        balance.released = balance.released + one
+    for _ in order.capture_failed:
+        balance.capture_failed = balance.capture_failed + one
+    if order.awaiting_capture:
+        balance.awaiting_capture = balance.awaiting_capture + one
+    for _, amount, currency in order.captures:
+        taken = Money(1, amount)
+        # As Stripe captured it: a capture in another currency is counted there, and the
+        # authorization's currency shows the difference.
+        captured_in = by_currency[currency]
+        balance.captured = balance.captured + taken
+        captured_in.payments = captured_in.payments + taken
+    if order.captures:
+        _, amount, currency = order.captures[0]
+        kept_in = by_currency[currency]
+        for _ in order.confirmed:
+            kept_in.orders = kept_in.orders + Money(1, amount)
+
+
 def check_replay(replay: Replay) -> list[Violation]:
     """The invariants that the log alone decides."""
     found = [
         Violation(STOCK, (position,), f"{sku}: {on_hand} on hand")
         for position, sku, on_hand in replay.negative_stock
     ]
+    found += [
+        Violation(HELD, (o.position,), f"{o.sku}: {o.held} held, {o.on_hand} on hand")
+        for o in replay.over_held
+    ]
+    found += [
+        Violation(HOLDS, (p.position,), f"{p.sku}: {p.message}") for p in replay.hold_problems
+    ]
     for order in replay.orders.values():
         found.extend(_outcome_violations(order))
+        if order.authorized or order.captures or order.capture_failed or order.released:
+            found.extend(_capture_violations(order))
+        if order.capture_failed or order.returned:
+            found.extend(_return_violations(order))
+    for position, cart_id, order_id in replay.reopened:
+        reopened_for = replay.orders.get(order_id)
+        if reopened_for is None or not reopened_for.capture_failed:
+            found.append(
+                Violation(
+                    RETURNED,
+                    (position,),
+                    f"cart {cart_id} reopened, but its order {order_id} never failed to capture",
+                )
+            )
     for cart_id, positions in replay.conversions.items():
         if len(positions) > 1:
             found.append(
@@ -116,6 +199,83 @@ def check_replay(replay: Replay) -> list[Violation]:
                     f" but {balance.accounted.count} outcomes of {balance.accounted.amount}",
                 )
             )
+        accounted = balance.authorizations_accounted
+        if balance.authorizations != accounted:
+            found.append(
+                Violation(
+                    AUTHORIZATIONS,
+                    (),
+                    f"{currency}: {balance.authorizations.count} authorizations of"
+                    f" {balance.authorizations.amount} but {accounted.count} captured, released,"
+                    f" failed or awaiting, of {accounted.amount}",
+                )
+            )
+    return found
+
+
+def _capture_violations(order: OrderFacts) -> list[Violation]:
+    """A manual-capture order's authorization: its capture or its release requested once (with
+    the decision it goes with), captured or refused at most once, only once requested, and
+    captured as authorized."""
+    found = []
+    about = f"order {order.order_id} (session {order.session_id})"
+    captures = [p for p, _, _ in order.captures]
+
+    def violation(positions: list[int], message: str) -> None:
+        found.append(Violation(CAPTURE, tuple(sorted(positions)), f"{about}: {message}"))
+
+    decided = order.capture_requested + order.release_requested
+    if len(decided) > 1:
+        violation(decided, "capture or release requested more than once")
+    if order.capture_requested and not order.confirmed:
+        violation(order.capture_requested, "capture requested, never confirmed")
+    if order.release_requested and not order.rejected:
+        violation(order.release_requested, "release requested, never rejected")
+    if order.release_requested and order.refund_positions:
+        violation(order.refund_positions, "a refund of an authorization that was released")
+    outcomes = captures + order.capture_failed
+    if outcomes and not order.capture_requested:
+        violation(outcomes, "captured or refused, never requested")
+    if len(outcomes) > 1:
+        violation(outcomes, f"{len(captures)} captures, {len(order.capture_failed)} refused")
+    for position, amount, currency in order.captures:
+        if order.authorization is not None and (amount, currency) != order.authorization:
+            authorized, authorized_in = order.authorization
+            violation([position], f"captured {amount} {currency} of {authorized} {authorized_in}")
+    if order.released and not (order.release_requested or order.capture_failed):
+        violation(order.released, "authorization released, never asked to be")
+    return found
+
+
+def _return_violations(order: OrderFacts) -> list[Violation]:
+    """A capture Stripe refused gives back the order's stock: each line once, as taken;
+    stock comes back for no other order."""
+    about = f"order {order.order_id} (session {order.session_id})"
+    returned = sorted(p for positions in order.returned.values() for p, _ in positions)
+    if not order.capture_failed:
+        return [
+            Violation(RETURNED, tuple(returned), f"{about}: stock returned, capture never failed")
+        ]
+    found = []
+    for sku, quantity in order.lines.items():
+        back = order.returned.get(sku, [])
+        if [q for _, q in back] != [quantity]:
+            where = tuple(p for p, _ in back) or (order.capture_failed[0],)
+            found.append(
+                Violation(
+                    RETURNED,
+                    where,
+                    f"{about}: {sku} ({quantity} taken) returned as {[q for _, q in back]}",
+                )
+            )
+    for sku in sorted(order.returned.keys() - order.lines.keys()):
+        found.append(
+            Violation(
+                RETURNED,
+                tuple(p for p, _ in order.returned[sku]),
+                f"{about}: {sku} returned, not a line of the order",
+            )
+        )
     return found
 
 

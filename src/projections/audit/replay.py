@@ -1,6 +1,7 @@
 """One pass over the whole log, as stored, gathering what the ledger's invariants and the
-auditors' report are about: stock per product at every point, and per order what it was paid,
-how it ended, its refund and its disputes.
+auditors' report are about: stock per product at every point (on hand, and the live holds of
+open checkouts), and per order what it was paid or authorized, how it ended, its capture or
+release, its refund and its disputes.
 
 It reads the stored records (not the aggregates, not the read models): what it finds is what
 the log says, whatever any code that wrote it believed.
@@ -20,11 +21,25 @@ Progress = Callable[[int, int], None]  # (events read, position): called now and
 
 
 @dataclass(slots=True)
+class HoldFacts:
+    """One live hold of an item: units kept for an open checkout, still on hand."""
+
+    hold_id: str
+    quantity: int
+    placed_at: int  # position of StockHeld
+    cart_id: str | None
+
+
+@dataclass(slots=True)
 class StockFacts:
     sku: str
     on_hand: int = 0
     lowest: int = 0
     lowest_at: int = 0  # the position where on hand was lowest
+    holds: dict[str, HoldFacts] = field(default_factory=dict)  # live holds, by hold id
+    held: int = 0  # the live holds' total, kept as they come and go
+    # Holds that ended, hold id -> position: to tell "already ended" from "never placed".
+    ended: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -35,6 +50,7 @@ class OrderFacts:
     amount: int
     lines: dict[str, int]  # sku -> quantity
     placed_at: int  # position of OrderPlaced
+    cart_id: str | None = None
     confirmed: list[tuple[int, datetime]] = field(default_factory=list)
     rejected: list[tuple[int, datetime]] = field(default_factory=list)
     payment_failed: int | None = None
@@ -44,6 +60,45 @@ class OrderFacts:
     refund_positions: list[int] = field(default_factory=list)
     disputes: dict[str, str] = field(default_factory=dict)
     outside_refunds: dict[str, tuple[str, int]] = field(default_factory=dict)  # id: status, amount
+    # Manual capture. An order with CaptureRequested or ReleaseRequested was paid by an
+    # authorization (`authorized`): what Stripe authorized, as (amount, currency).
+    authorization: tuple[int, str] | None = None
+    capture_requested: list[int] = field(default_factory=list)  # positions
+    captures: list[tuple[int, int, str]] = field(default_factory=list)  # position, amount, cur.
+    capture_failed: list[int] = field(default_factory=list)  # positions of CaptureFailed
+    capture_failure: str | None = None  # CaptureFailed's code
+    release_requested: list[int] = field(default_factory=list)  # positions
+    released: list[int] = field(default_factory=list)  # positions of AuthorizationReleased
+    returned: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # sku -> pos, qty
+
+    @property
+    def authorized(self) -> bool:
+        """Paid by an authorization to capture later (manual capture), not by a charge."""
+        return bool(self.capture_requested or self.release_requested)
+
+    @property
+    def awaiting_capture(self) -> bool:
+        """Capture requested, and Stripe has said nothing of it yet."""
+        return bool(self.capture_requested) and not (self.captures or self.capture_failed)
+
+
+@dataclass(frozen=True, slots=True)
+class HoldProblem:
+    """A hold used against its life: placed twice, or released or taken when not live."""
+
+    position: int
+    sku: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class OverHold:
+    """A position where an item's live holds exceeded what it had on hand."""
+
+    position: int
+    sku: str
+    held: int
+    on_hand: int
 
 
 @dataclass
@@ -56,7 +111,15 @@ class Replay:
     orders: dict[str, OrderFacts] = field(default_factory=dict)  # by order id
     conversions: dict[str, list[int]] = field(default_factory=dict)  # cart id -> positions
     negative_stock: list[tuple[int, str, int]] = field(default_factory=list)
+    over_held: list[OverHold] = field(default_factory=list)
+    hold_problems: list[HoldProblem] = field(default_factory=list)
     strays: list[tuple[int, str]] = field(default_factory=list)  # events about no known order
+    # Carts whose order failed to capture and that were opened again (CartReopened):
+    # (position, cart id, order id), checked against the order once the log is read.
+    reopened: list[tuple[int, str, str]] = field(default_factory=list)
+    # Holds taken by an order: (position, sku, hold's cart id, order id), checked against
+    # the order's cart once the log is read (the order may be stored after the take).
+    hold_takes: list[tuple[int, str, str | None, str]] = field(default_factory=list)
     # Reservations stored before their order's OrderPlaced (in the same commit): order id ->
     # (sku, position).
     _unplaced: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
@@ -69,7 +132,23 @@ class Replay:
         for order_id, reservations in self._unplaced.items():  # never placed, after all
             self.strays.extend((position, order_id) for _, position in reservations)
         self._unplaced.clear()
+        self._check_hold_takes()
         return self
+
+    def _check_hold_takes(self) -> None:
+        """An order takes only its own cart's hold: another cart's would hand one customer's
+        units to someone else while the holder's checkout still counts on them."""
+        for position, sku, cart_id, order_id in self.hold_takes:
+            order = self.orders.get(order_id)
+            if order is not None and cart_id is not None and order.cart_id != cart_id:
+                self.hold_problems.append(
+                    HoldProblem(
+                        position,
+                        sku,
+                        f"order {order_id} (cart {order.cart_id}) took a hold of cart {cart_id}",
+                    )
+                )
+        self.hold_takes.clear()
 
     def _apply(self, row: Row) -> None:
         position, stream_id, _version, topic, state = row
@@ -94,15 +173,48 @@ class Replay:
         if facts.on_hand < 0:
             self.negative_stock.append((position, facts.sku, facts.on_hand))
 
+    def _check_held(self, position: int, facts: StockFacts) -> None:
+        """Called after every event that changes on hand or the holds: the invariant holds at
+        every position, not only at the end. (With nothing held, stock below zero is the
+        other check's to report.)"""
+        if facts.held > 0 and facts.held > facts.on_hand:
+            self.over_held.append(OverHold(position, facts.sku, facts.held, facts.on_hand))
+
+    def _end_hold(
+        self, position: int, facts: StockFacts, hold_id: str, what: str
+    ) -> HoldFacts | None:
+        """Ends a live hold; a hold that is not live is a problem (`what` happened to it)."""
+        hold = facts.holds.pop(hold_id, None)
+        if hold is None:
+            ended_at = facts.ended.get(hold_id)
+            why = "never placed" if ended_at is None else f"already ended at position {ended_at}"
+            self.hold_problems.append(
+                HoldProblem(position, facts.sku, f"hold {hold_id} {what}, {why}")
+            )
+            return None
+        facts.held -= hold.quantity
+        facts.ended[hold_id] = position
+        return hold
+
     def _received(self, position: int, item: str, e: dict[str, Any]) -> None:
         self._stock_moved(position, item, e["quantity"])
 
     def _written_off(self, position: int, item: str, e: dict[str, Any]) -> None:
         self._stock_moved(position, item, -e["quantity"])
+        self._check_held(position, self.stock[item])
 
     def _reserved(self, position: int, item: str, e: dict[str, Any]) -> None:
         self._stock_moved(position, item, -e["quantity"])
-        sku = self.stock[item].sku
+        facts = self.stock[item]
+        sku = facts.sku
+        # Version 1 reservations carry no hold_id: they took free stock.
+        hold_id = e.get("hold_id")
+        if hold_id is not None:
+            # The hold becomes the order's stock: it ends here, and on hand went down once.
+            hold = self._end_hold(position, facts, hold_id, "taken by an order")
+            if hold is not None:
+                self.hold_takes.append((position, sku, hold.cart_id, e["order_id"]))
+        self._check_held(position, facts)
         order = self.orders.get(e["order_id"])
         if order is None:
             # One commit may store an item's reservation before the order it is for (several
@@ -111,10 +223,53 @@ class Replay:
         else:
             order.reserved.setdefault(sku, []).append(position)
 
+    def _held(self, position: int, item: str, e: dict[str, Any]) -> None:
+        facts = self.stock.setdefault(item, StockFacts(item))
+        hold_id = e["hold_id"]
+        if hold_id in facts.holds:
+            # Counting it twice would overstate what is held; the first stands.
+            self.hold_problems.append(
+                HoldProblem(
+                    position,
+                    facts.sku,
+                    f"hold {hold_id} placed again (live since position"
+                    f" {facts.holds[hold_id].placed_at})",
+                )
+            )
+        else:
+            facts.holds[hold_id] = HoldFacts(hold_id, e["quantity"], position, e.get("cart_id"))
+            facts.held += e["quantity"]
+        self._check_held(position, facts)
+
+    def _hold_released(self, position: int, item: str, e: dict[str, Any]) -> None:
+        facts = self.stock.setdefault(item, StockFacts(item))
+        hold = self._end_hold(position, facts, e["hold_id"], "released")
+        if hold is not None and hold.quantity != e["quantity"]:
+            self.hold_problems.append(
+                HoldProblem(
+                    position,
+                    facts.sku,
+                    f"hold {hold.hold_id} of {hold.quantity} released as {e['quantity']}",
+                )
+            )
+
+    def _returned(self, position: int, item: str, e: dict[str, Any]) -> None:
+        self._stock_moved(position, item, e["quantity"])
+        order = self._order(position, e["order_id"])
+        if order is not None:
+            sku = self.stock[item].sku
+            order.returned.setdefault(sku, []).append((position, e["quantity"]))
+
     # ---- carts ------------------------------------------------------------------------------
 
     def _converted(self, position: int, cart: str, e: dict[str, Any]) -> None:
         self.conversions.setdefault(cart, []).append(position)
+
+    def _reopened(self, position: int, cart: str, e: dict[str, Any]) -> None:
+        # The cart's order failed to capture: the cart may be converted again, by another
+        # session, so its earlier conversion no longer counts against the next.
+        self.conversions.pop(cart, None)
+        self.reopened.append((position, cart, e["order_id"]))
 
     # ---- orders -----------------------------------------------------------------------------
 
@@ -126,6 +281,7 @@ class Replay:
             amount=e["amount_total"],
             lines={line["sku"]: line["quantity"] for line in e["lines"]},
             placed_at=position,
+            cart_id=e.get("cart_id"),
         )
         for sku, reserved_at in self._unplaced.pop(order_id, ()):
             order.reserved.setdefault(sku, []).append(reserved_at)
@@ -152,6 +308,41 @@ class Replay:
         order = self._order(position, order_id)
         if order is not None:
             order.payment_failed = position
+
+    def _capture_requested(self, position: int, order_id: str, e: dict[str, Any]) -> None:
+        order = self._order(position, order_id)
+        if order is not None:
+            order.capture_requested.append(position)
+            self._authorized(order, e)
+
+    def _release_requested(self, position: int, order_id: str, e: dict[str, Any]) -> None:
+        order = self._order(position, order_id)
+        if order is not None:
+            order.release_requested.append(position)
+            self._authorized(order, e)
+
+    @staticmethod
+    def _authorized(order: OrderFacts, e: dict[str, Any]) -> None:
+        # What Stripe authorized, in its currency: the money the order is counted in from
+        # now on (as RefundRequested does for a charge), not what the cart was priced at.
+        order.authorization = (e["amount"], e["currency"])
+        order.amount, order.currency = e["amount"], e["currency"]
+
+    def _captured(self, position: int, order_id: str, e: dict[str, Any]) -> None:
+        order = self._order(position, order_id)
+        if order is not None:
+            order.captures.append((position, e["amount"], e["currency"]))
+
+    def _capture_failed(self, position: int, order_id: str, e: dict[str, Any]) -> None:
+        order = self._order(position, order_id)
+        if order is not None:
+            order.capture_failed.append(position)
+            order.capture_failure = e.get("code")
+
+    def _authorization_released(self, position: int, order_id: str, e: dict[str, Any]) -> None:
+        order = self._order(position, order_id)
+        if order is not None:
+            order.released.append(position)
 
     def _outside_refund(self, position: int, order_id: str, e: dict[str, Any]) -> None:
         order = self._order(position, order_id)
@@ -194,7 +385,11 @@ _HANDLERS: dict[tuple[str | None, str], _Handler] = {
     ("inventory", "StockReceived"): Replay._received,
     ("inventory", "StockWrittenOff"): Replay._written_off,
     ("inventory", "StockReserved"): Replay._reserved,
+    ("inventory", "StockHeld"): Replay._held,
+    ("inventory", "StockReleased"): Replay._hold_released,
+    ("inventory", "StockReturned"): Replay._returned,
     ("cart", "CartConverted"): Replay._converted,
+    ("cart", "CartReopened"): Replay._reopened,
     ("order", "OrderPlaced"): Replay._placed,
     ("order", "PaymentConfirmed"): Replay._confirmed,
     ("order", "OrderRejected"): Replay._rejected,
@@ -203,6 +398,11 @@ _HANDLERS: dict[tuple[str | None, str], _Handler] = {
     ("order", "RefundSubmitted"): _refund_pending,
     ("order", "RefundIssued"): _refund_step(RefundStatus.SUCCEEDED),
     ("order", "RefundFailed"): _refund_step(RefundStatus.FAILED),
+    ("order", "CaptureRequested"): Replay._capture_requested,
+    ("order", "PaymentCaptured"): Replay._captured,
+    ("order", "CaptureFailed"): Replay._capture_failed,
+    ("order", "ReleaseRequested"): Replay._release_requested,
+    ("order", "AuthorizationReleased"): Replay._authorization_released,
     ("order", "OutsideRefundRecorded"): Replay._outside_refund,
     ("order", "DisputeOpened"): Replay._dispute,
     ("order", "DisputeClosed"): Replay._dispute,

@@ -1,6 +1,7 @@
-"""`ledger audit report`: per currency, what was paid and where it went, from the log; and what
-needs a person: refunds Stripe refused (`refund_failed`), and sessions still without an outcome
-long after they began."""
+"""`ledger audit report`: per currency, what was paid and where it went, and what was authorized
+(manual capture) and where that went, from the log; and what needs a person: refunds Stripe
+refused (`refund_failed`), captures Stripe refused (`capture_failed`), and sessions still
+without an outcome long after they began."""
 
 from __future__ import annotations
 
@@ -30,6 +31,9 @@ class Report:
     waiting: list[tuple[str, str, datetime]]  # session id, status, since
     waiting_threshold: str
     paid_sessions: int = field(default=0)
+    # Orders whose capture Stripe refused for good (the authorization lapsed or was
+    # cancelled): the customer was not charged and the stock came back; a person may ask why.
+    capture_failed: list[OrderFacts] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -46,6 +50,12 @@ class Report:
                     "disputes": c.disputes,
                     "disputes_lost": c.disputes_lost,
                     "outside_refunds": _money(c.outside_refunds),
+                    # Manual capture, as Stripe authorized and captured it.
+                    "authorizations": _money(c.balance.authorizations),
+                    "captured": _money(c.balance.captured),
+                    "released": _money(c.balance.released),
+                    "awaiting_capture": _money(c.balance.awaiting_capture),
+                    "capture_failed": _money(c.balance.capture_failed),
                 }
                 for currency, c in self.currencies.items()
             },
@@ -58,6 +68,16 @@ class Report:
                     "code": o.refund_failure,
                 }
                 for o in self.refund_failed
+            ],
+            "capture_failed": [
+                {
+                    "order_id": o.order_id,
+                    "checkout_session_id": o.session_id,
+                    "amount": o.amount,
+                    "currency": o.currency,
+                    "code": o.capture_failure,
+                }
+                for o in self.capture_failed
             ],
             "sessions_without_outcome": {
                 "older_than": self.waiting_threshold,
@@ -94,6 +114,7 @@ def build_report(
         waiting=waiting,
         waiting_threshold=waiting_threshold,
         paid_sessions=len(decided),
+        capture_failed=[o for o in decided if o.capture_failed],
     )
 
 

@@ -27,9 +27,11 @@ from projections.log import EVENTS_TABLE
 from projections.store import ReadStore
 
 # How each of InventoryItem's events changes `on_hand` (by its `quantity`); the others
-# (ProductDetailsChanged) leave it as it is. ProductListed creates the item with 0 on hand.
+# (ProductDetailsChanged, and StockHeld and StockReleased: a held unit is still on hand) leave
+# it as it is. ProductListed creates the item with 0 on hand. A reservation that takes a hold
+# lowers on hand once, like any other; a capture Stripe refused returns the stock.
 LISTED = "ProductListed"
-_SIGN = {"StockReceived": 1, "StockWrittenOff": -1, "StockReserved": -1}
+_SIGN = {"StockReceived": 1, "StockWrittenOff": -1, "StockReserved": -1, "StockReturned": 1}
 
 _STREAM = (
     sql.SQL(
