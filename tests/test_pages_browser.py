@@ -1,5 +1,6 @@
 """The customer-facing pages in a real headless Chromium: the checkout success page (every
-status, giving up, unknown sessions, no JavaScript) and the demo storefront end to end.
+status, giving up, unknown sessions, no JavaScript) and the demo storefront end to end, with
+stock holds (`LEDGER_STOCK_HOLD`) too: "held for you until HH:MM" and "Sold out".
 
 The whole shop runs in real servers (`running_shop`): the ledger, and the Stripe stand-in
 whose pay page the storefront sends the customer to. Each test saves a screenshot under
@@ -11,10 +12,13 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
 from urllib.parse import quote
+from zoneinfo import ZoneInfo
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, ViewportSize, expect
+from playwright.sync_api import Browser, BrowserContext, Page, Route, ViewportSize, expect
 
 from ledger.storage import Database
 from tests.browser import DESKTOP, MOBILE, PageWatch, chromium, screenshot
@@ -24,6 +28,10 @@ from tests.waiting import wait_until
 pytestmark = pytest.mark.browser
 
 TIMEOUT = 3  # LEDGER_SUCCESS_PAGE_TIMEOUT for these tests, in seconds
+HOLD = "30m"  # LEDGER_STOCK_HOLD for the tests of holds
+# The browser's clock for the hold test: a zone whose offset is no whole hour (+05:45, no
+# daylight saving), so that only the browser's own local time can give the expected HH:MM.
+BROWSER_ZONE = "Asia/Kathmandu"
 
 OpenPage = Callable[..., tuple[Page, PageWatch]]
 
@@ -41,15 +49,22 @@ def shop(database: Database) -> Iterator[Shop]:
 
 
 @pytest.fixture
+def held_shop(database: Database) -> Iterator[Shop]:
+    """A shop whose checkouts hold the cart's stock for 30 minutes."""
+    with running_shop(database, LEDGER_SUCCESS_PAGE_TIMEOUT=TIMEOUT, LEDGER_STOCK_HOLD=HOLD) as s:
+        yield s
+
+
+@pytest.fixture
 def open_page(browser: Browser) -> Iterator[OpenPage]:
     """Opens a page in a fresh browser context (own cookies and storage)."""
     contexts: list[BrowserContext] = []
 
     def open_(
-        *, javascript: bool = True, viewport: ViewportSize = DESKTOP
+        *, javascript: bool = True, viewport: ViewportSize = DESKTOP, timezone: str | None = None
     ) -> tuple[Page, PageWatch]:
         context = browser.new_context(
-            java_script_enabled=javascript, viewport=viewport, locale="en-US"
+            java_script_enabled=javascript, viewport=viewport, locale="en-US", timezone_id=timezone
         )
         context.set_default_timeout(10_000)
         contexts.append(context)
@@ -383,5 +398,115 @@ def test_a_person_walks_a_dispute_and_a_dashboard_refund_on_the_pay_page(
     assert list(order.disputes.values()) == ["won"]
     assert list(order.outside_refunds.values()) == ["succeeded"]
     assert order.status == "confirmed"  # neither changes the order by itself
+    assert watch.errors == []
+    screenshot(page, request.node.name)
+
+
+def local_clock(iso: str, zone: str) -> str:
+    """HH:MM of an ISO-8601 time on a clock in `zone`, minutes cut (as the storefront shows it)."""
+    when = datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(ZoneInfo(zone))
+    return when.strftime("%H:%M")
+
+
+def test_storefront_says_sold_out_and_offers_no_add_to_cart(
+    held_shop: Shop, open_page: OpenPage, request: pytest.FixtureRequest
+) -> None:
+    shop = held_shop
+    shop.product("mug", unit_amount=1250, stock=1)
+    shop.product("tea", unit_amount=800, stock=0)  # never stocked
+    page, watch = open_page()
+    page.goto(f"{shop.url}/")
+
+    expect(page.get_by_test_id("available-tea")).to_have_text("Sold out")
+    expect(page.get_by_test_id("product-tea")).to_have_attribute("data-sold-out", "")
+    expect(page.get_by_test_id("add-tea")).to_have_count(0)
+    expect(page.get_by_test_id("available-mug")).to_have_text("Only 1 left")
+    page.get_by_test_id("add-mug").click()
+    expect(page.get_by_test_id("qty-mug")).to_have_value("1")
+
+    # Another customer checks out the last mug first: it is held for them, so nobody else can
+    # take it now, though it is still on hand.
+    other = shop.api.post(f"/api/carts/{shop.cart(mug=1)}/checkout")
+    assert other.status_code == 201, other.text
+    assert other.json()["held_until"] is not None
+    assert shop.available("mug") == 0
+
+    page.get_by_test_id("checkout").click()
+    notice = page.get_by_test_id("notice")
+    expect(notice).to_have_attribute("data-kind", "error")
+    expect(page.get_by_test_id("out-of-stock-items")).to_have_text(
+        "Product mug: you asked for 1, but it is sold out."
+    )
+    expect(page.get_by_test_id("available-mug")).to_have_text("Sold out")
+    expect(page.get_by_test_id("add-mug")).to_have_count(0)
+    expect(page.get_by_test_id("held-until")).to_be_hidden()  # this cart holds nothing
+    assert len(shop.stripe.sessions()) == 1  # the other customer's: none was made for this one
+
+    # Reducing the cart to what is in stock empties it.
+    page.get_by_test_id("fit-to-stock").click()
+    expect(page.get_by_test_id("cart-empty")).to_be_visible()
+    expect(page.get_by_test_id("checkout")).to_be_disabled()
+    assert watch.errors == []
+    screenshot(page, request.node.name)
+
+
+def test_storefront_shows_until_when_a_checkout_holds_the_stock(
+    held_shop: Shop, open_page: OpenPage, request: pytest.FixtureRequest
+) -> None:
+    shop = held_shop
+    shop.product("mug", unit_amount=1250, stock=5)
+    page, watch = open_page(viewport=MOBILE, timezone=BROWSER_ZONE)
+    page.goto(f"{shop.url}/")
+    page.get_by_test_id("add-mug").click()
+    expect(page.get_by_test_id("qty-mug")).to_have_value("1")
+    expect(page.get_by_test_id("held-until")).to_be_hidden()  # no checkout yet, no hold
+    cart_id = page.evaluate("localStorage.getItem('ledger-demo-cart-id')")
+
+    # The checkout's answer, read on its way to the page (the page leaves for Stripe at once).
+    answers: list[tuple[int, dict[str, Any]]] = []
+
+    def keep_answer(route: Route) -> None:
+        response = route.fetch()
+        answers.append((response.status, response.json()))
+        route.fulfill(response=response)
+
+    page.route(re.compile(r"/api/carts/[^/]+/checkout$"), keep_answer)
+    page.get_by_test_id("checkout").click()
+    page.wait_for_url(f"{shop.stripe.public_base_url}/pay/**")
+    ((status, answer),) = answers
+    assert status == 201, answer
+    held_until = answer["held_until"]
+    assert isinstance(held_until, str)
+    ends = datetime.fromisoformat(held_until.replace("Z", "+00:00"))
+    assert ends.tzinfo is not None and ends.utcoffset() == timedelta(0)  # UTC, as the contract says
+    ahead = ends - datetime.now(UTC)
+    assert timedelta(minutes=25) < ahead <= timedelta(minutes=30, seconds=5), ahead
+    (session,) = shop.stripe.sessions()
+    # Stripe's session ends with the hold, or a minute later: the ledger keeps a minute's margin
+    # over Stripe's 30-minute minimum, and expires the session itself when the hold ends.
+    assert ends.timestamp() <= session["expires_at"] <= ends.timestamp() + 61
+
+    # Back in the shop with the browser's Back button, the hold shows at once.
+    hhmm = local_clock(held_until, BROWSER_ZONE)
+    page.go_back()
+    page.wait_for_url(re.compile(re.escape(f"{shop.url}/?cart_id={cart_id}")))
+    expect(page.get_by_test_id("held-until")).to_contain_text(f"held for you until {hhmm}.")
+    expect(page.get_by_test_id("checkout")).to_have_text("Checkout")
+    expect(page.get_by_test_id("checkout")).to_be_enabled()
+
+    # Or by Stripe's own back link, the cancel URL (the session still open).
+    page.goto(session["cancel_url"])
+    page.wait_for_url(re.compile(re.escape(f"{shop.url}/?cart_id={cart_id}")))
+    notice = page.get_by_test_id("notice")
+    expect(notice).to_contain_text("Checkout cancelled")
+    assert shop.get_cart(cart_id)["held_until"] == held_until
+    hold = page.get_by_test_id("held-until")
+    expect(hold).to_be_visible()
+    expect(hold).to_contain_text(f"held for you until {hhmm}.")
+    expect(page.get_by_test_id("held-until-time")).to_have_attribute("datetime", held_until)
+    # The hold took its unit from what others may buy, and the page says so.
+    expect(page.get_by_test_id("available-mug")).to_have_text("Only 4 left")
+    expect(page.get_by_test_id("qty-mug")).to_have_value("1")
+    assert fits_width(page, MOBILE["width"])
     assert watch.errors == []
     screenshot(page, request.node.name)

@@ -1,5 +1,9 @@
 /* The demo storefront: products, a cart kept in localStorage and the address (?cart_id=),
- * and a checkout button that sends the customer to the payment page. */
+ * and a checkout button that sends the customer to the payment page.
+ * With LEDGER_STOCK_HOLD set, a checkout holds the cart's stock until `held_until` (the
+ * checkout's answer and the cart both say so): the cart shows until when, in the browser's
+ * local time, and looks again once that time has passed. A product nobody can take now
+ * (`available` 0, held units included) shows "Sold out" and offers no add-to-cart. */
 'use strict';
 (function () {
   const $ = (id) => document.getElementById(id);
@@ -11,12 +15,16 @@
   const noticeBox = $('notice');
   const productList = $('products');
   const checkoutButton = $('checkout');
+  const holdNote = $('hold');
+  // setTimeout's longest delay (about 24.8 days); a hold never lasts longer than 24 h.
+  const MAX_TIMER_MS = 2 ** 31 - 1;
 
   let products = [];
   let cart = null;
   let cartId = null;
   let busy = false;
   let queue = Promise.resolve();
+  let holdTimer = null;
 
   // ------------------------------------------------------------------ plumbing
 
@@ -35,6 +43,21 @@
     if (bySymbol) return parts.map((part) => part.value).join('');
     const number = parts.filter((part) => part.type !== 'currency' && part.type !== 'literal');
     return number.map((part) => part.value).join('') + ' ' + code.toUpperCase();
+  }
+
+  /** An ISO-8601 time as HH:MM on the browser's clock (24-hour), or null when it is not one.
+   * Minutes are cut, never rounded up: "until 14:05" never promises more than the ledger holds. */
+  function clockTime(iso) {
+    const when = new Date(iso);
+    if (!iso || Number.isNaN(when.getTime())) return null;
+    const two = (n) => String(n).padStart(2, '0');
+    return two(when.getHours()) + ':' + two(when.getMinutes());
+  }
+
+  /** The time a hold ends, when the answer names one still to come; else null. */
+  function liveHold(heldUntil) {
+    const when = heldUntil ? new Date(heldUntil) : null;
+    return when && !Number.isNaN(when.getTime()) && when.getTime() > Date.now() ? when : null;
   }
 
   /** An element with attributes and children (strings become text nodes, never HTML). */
@@ -230,7 +253,9 @@
       renderCart();
       const result = await api('POST', '/api/carts/' + encodeURIComponent(cartId) + '/checkout');
       if (result.status === 201 && result.body && result.body.url) {
-        notice('info', 'Taking you to the payment page…');
+        const until = liveHold(result.body.held_until);
+        notice('info', 'Taking you to the payment page…',
+          until ? ' The items are held for you until ' + clockTime(result.body.held_until) + '.' : '');
         window.location.assign(result.body.url);
         return;  // stays busy while the browser leaves
       }
@@ -243,7 +268,8 @@
           el('ul', { 'data-testid': 'out-of-stock-items' }, items.map((item) => el('li',
             { 'data-sku': item.sku },
             productName(item.sku) + ': you asked for ' + item.requested + ', ' +
-            (item.available > 0 ? 'only ' + item.available + ' available.' : 'none left.')))),
+            (item.available > 0 ? 'only ' + item.available + ' available.'
+              : 'but it is sold out.')))),
           el('p', {}, el('button', { type: 'button', class: 'button', 'data-testid': 'fit-to-stock' },
             'Reduce my cart to what is in stock')));
         noticeBox.querySelector('[data-testid=fit-to-stock]')
@@ -266,8 +292,12 @@
 
   // ------------------------------------------------------------------ rendering
 
+  function soldOut(product) {
+    return !(product.available > 0);
+  }
+
   function availabilityText(product) {
-    if (product.available <= 0) return 'Out of stock';
+    if (soldOut(product)) return 'Sold out';
     if (product.available <= 5) return 'Only ' + product.available + ' left';
     return product.available + ' in stock';
   }
@@ -276,16 +306,23 @@
     $('empty-catalog').hidden = products.length !== 0;
     productList.replaceChildren(...products.map((product) => {
       const headingId = 'product-' + product.sku;
-      const button = el('button', {
-        type: 'button', class: 'button primary', 'data-testid': 'add-' + product.sku,
-        'aria-describedby': headingId, disabled: product.available <= 0,
-      }, 'Add to cart');
-      button.addEventListener('click', () => addToCart(product.sku));
-      return el('li', { class: 'product', 'data-testid': 'product-' + product.sku },
+      const gone = soldOut(product);
+      let button = null;
+      if (!gone) {  // nothing to add: no button rather than one that cannot work
+        button = el('button', {
+          type: 'button', class: 'button primary', 'data-testid': 'add-' + product.sku,
+          'aria-describedby': headingId,
+        }, 'Add to cart');
+        button.addEventListener('click', () => addToCart(product.sku));
+      }
+      return el('li', {
+        class: gone ? 'product sold-out' : 'product', 'data-testid': 'product-' + product.sku,
+        'data-sold-out': gone,
+      },
         el('h3', { id: headingId }, product.name),
         el('p', { class: 'price' }, formatAmount(product.unit_amount, product.currency)),
         el('p', {
-          class: product.available > 0 ? 'stock' : 'stock stock-out',
+          class: gone ? 'stock stock-out' : 'stock',
           'data-testid': 'available-' + product.sku,
         }, availabilityText(product)),
         button);
@@ -321,11 +358,39 @@
     checkoutButton.disabled = busy || items.length === 0;
     checkoutButton.setAttribute('aria-busy', busy ? 'true' : 'false');
     checkoutButton.textContent = busy ? 'Starting checkout…' : 'Checkout';
+    renderHold();
+  }
+
+  /** "Held for you until HH:MM" while the cart's checkout holds its stock; once that time has
+   * passed, the cart and the products are loaded again (the ledger has let the units go). */
+  function renderHold() {
+    if (holdTimer !== null) { clearTimeout(holdTimer); holdTimer = null; }
+    const until = cart && cart.items.length ? liveHold(cart.held_until) : null;
+    holdNote.hidden = until === null;
+    if (until === null) { holdNote.replaceChildren(); return; }
+    holdNote.replaceChildren(
+      el('strong', {}, 'The items you checked out are held for you until ',
+        el('time', { datetime: cart.held_until, 'data-testid': 'held-until-time' },
+          clockTime(cart.held_until)), '.'),
+      ' Nobody else can buy them before then; pay by then to be sure of them.');
+    const wait = Math.min(MAX_TIMER_MS, until.getTime() - Date.now() + 1000);
+    holdTimer = setTimeout(() => {
+      holdTimer = null;
+      serially(() => Promise.all([loadProducts(), loadCart()]));
+    }, wait);
   }
 
   // ------------------------------------------------------------------ start
 
   checkoutButton.addEventListener('click', checkout);
+  // Back from the payment page, the browser may show this page as it was left ("Taking you to
+  // the payment page", the button busy): look again at the cart, its hold and the stock.
+  window.addEventListener('pageshow', (event) => {
+    if (!event.persisted) return;
+    busy = false;
+    clearNotice();
+    serially(() => Promise.all([loadProducts(), loadCart()]));
+  });
 
   const params = new URLSearchParams(window.location.search);
   const fromUrl = params.get('cart_id');
