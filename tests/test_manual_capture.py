@@ -17,7 +17,6 @@ import pytest
 
 from ledger.storage import Database
 from stripe_standin import StripeStandIn
-from tests.conftest import Server
 from tests.processes import serving, working
 from tests.shop import Shop, done_once_each, running_shop, stripe_calls
 from tests.test_stock_holds import (
@@ -29,7 +28,6 @@ from tests.test_stock_holds import (
     ledger_env,
     new_cart,
     on_hand,
-    own_postgres,
     report_matches_stripe,
     stand_in_serving,
     statuses,
@@ -38,23 +36,6 @@ from tests.test_stock_holds import (
 from tests.waiting import wait_at_rest, wait_until
 
 UNIT_AMOUNT = 4000
-
-
-@pytest.fixture(scope="module")
-def own_server() -> Iterator[Server]:
-    """A PostgreSQL server of the module's own (see `own_postgres`)."""
-    with own_postgres() as server:
-        yield server
-
-
-@pytest.fixture
-def database(own_server: Server) -> Iterator[Database]:
-    """A fresh database on the module's own server (this module's `database`)."""
-    db = own_server.fresh_database()
-    try:
-        yield db
-    finally:
-        own_server.drop(db)
 
 
 def processors(database: Database) -> list[str]:

@@ -27,7 +27,6 @@ from ledger.domain import inventory_item_id
 from ledger.domain.vocabulary import CaptureMode
 from ledger.storage import Database
 from stripe_standin import StripeStandIn
-from tests.conftest import Server
 from tests.processes import run_ledger, serving
 from tests.shop import (
     ADMIN,
@@ -41,7 +40,6 @@ from tests.shop import (
     running_shop,
     stripe_calls,
 )
-from tests.test_faults import private_postgres_server
 from tests.waiting import wait_until
 from web.serving import run_in_thread
 
@@ -58,31 +56,6 @@ STRIPE_MINIMUM_EXPIRY_SECONDS = 30 * 60
 
 
 # ------------------------------------------------------------------ parts
-
-
-@contextmanager
-def own_postgres() -> Iterator[Server]:
-    """A PostgreSQL server of the module's own: two `ledger serve` processes with their
-    workers take some fifty connections, and the machine's shared server allows a hundred
-    clients in all, which other people's tests use too."""
-    with private_postgres_server() as server:
-        yield Server(Database.from_url(server.admin_url), "private")
-
-
-@pytest.fixture(scope="module")
-def own_server() -> Iterator[Server]:
-    with own_postgres() as server:
-        yield server
-
-
-@pytest.fixture
-def database(own_server: Server) -> Iterator[Database]:
-    """A fresh database on the module's own server (this module's `database`)."""
-    db = own_server.fresh_database()
-    try:
-        yield db
-    finally:
-        own_server.drop(db)
 
 
 @contextmanager
