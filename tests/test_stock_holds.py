@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -566,3 +567,27 @@ def test_a_cart_checked_out_twice_expires_its_first_session_before_the_second_ex
         assert shop.stripe.refunds() == []
         audit_verifies(tmp_path, database)
         report_matches_stripe(tmp_path, database, shop.stripe)
+
+
+def test_a_cart_checked_out_four_times_at_once_keeps_one_payable_session(
+    database: Database,
+) -> None:
+    # A double click, or a retry while the first request still runs: each checkout ends the
+    # sessions recorded before its own, so the newest stays payable and holds the stock once.
+    with running_shop(database, LEDGER_STOCK_HOLD=LONG_HOLD) as shop:
+        shop.product(SKU, stock=10)
+        cart_id = shop.cart(**{SKU: 2})
+        start = threading.Barrier(4)
+
+        def check_out(_: int) -> httpx.Response:
+            start.wait()
+            return shop.api.post(f"/api/carts/{cart_id}/checkout")
+
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(check_out, range(4)))
+        assert [a.status_code for a in answers] == [201] * 4, [a.text for a in answers]
+        created = {a.json()["checkout_session_id"] for a in answers}
+        at_stripe = Counter(s["status"] for s in shop.stripe.sessions() if s["id"] in created)
+        assert at_stripe == {"open": 1, "expired": 3}
+        wait_until(lambda: shop.available(SKU) == 8, what=lambda: shop.available(SKU))
+        assert shop.get_cart(cart_id)["status"] == "checking_out"

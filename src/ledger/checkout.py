@@ -24,6 +24,7 @@ from uuid import UUID
 import structlog
 
 from ledger.application import Ledger
+from ledger.domain import Cart
 from ledger.domain.errors import UnknownCart, UnknownCheckoutSession
 from ledger.domain.order import PaidSession
 from ledger.domain.pricing import PricedCart
@@ -94,9 +95,8 @@ class Checkout:
             # makes a new key rather than an idempotency clash at Stripe.
             key = f"{cart.id}-v{cart.version}-{_digest([priced.currency, priced.snapshot()])}"
             return self._start(priced, key, None, cause)
-        for session_id, session in cart.sessions.items():
-            if session["state"] == SessionState.PROCESSING:
-                self.end_session(session_id, HoldEnd.CHECKED_OUT_AGAIN, cause)
+        for earlier in _open_sessions(cart):
+            self.end_session(earlier, HoldEnd.CHECKED_OUT_AGAIN, cause)
         now = datetime.now(UTC)
         held_until = (now + self.stock_hold).isoformat(timespec="seconds")
         hold_id = str(uuid.uuid4())
@@ -137,11 +137,16 @@ class Checkout:
             )
         )
         recorded = self.ledger.start_checkout(priced, created.session_id, cause, hold_id)
-        if hold_id is not None and recorded.hold_of(created.session_id) is None:
-            # The hold ended while Stripe made the session (the cart checked out again at that
-            # moment): a session nothing is held for must not stay payable.
-            self.end_session(created.session_id, HoldEnd.TIME_UP, cause)
-            raise PaymentProviderUnavailable("The checkout took too long; please try again.")
+        if hold_id is not None:
+            if recorded.hold_of(created.session_id) is None:
+                # The hold ended while Stripe made the session: a session nothing is held for
+                # must not stay payable.
+                self.end_session(created.session_id, HoldEnd.TIME_UP, cause)
+                raise PaymentProviderUnavailable("The checkout took too long; please try again.")
+            # A checkout of the same cart at the same moment may have recorded a session since
+            # `begin` ended the earlier ones: the newest stays payable, each ends those before.
+            for earlier in _open_sessions(recorded, before=created.session_id):
+                self.end_session(earlier, HoldEnd.CHECKED_OUT_AGAIN, cause)
         log.info("checkout_started", cart_id=str(cart.id), session_id=created.session_id)
         return CreatedCheckout(created.session_id, created.url, held_until)
 
@@ -231,6 +236,17 @@ class Checkout:
     def _anomaly(self, session_id: str, kind: str) -> Outcome:
         log.warning("anomaly", kind=kind, session_id=session_id)
         return Outcome(session_id, IGNORED, anomaly=kind)
+
+
+def _open_sessions(cart: Cart, before: str | None = None) -> list[str]:
+    """The cart's sessions a customer may still pay (all, or those recorded before `before`)."""
+    found = []
+    for session_id, session in cart.sessions.items():
+        if session_id == before:
+            break
+        if session["state"] == SessionState.PROCESSING:
+            found.append(session_id)
+    return found
 
 
 def _digest(value: object) -> str:
