@@ -14,11 +14,12 @@ from typing import Any
 
 import httpx
 import pytest
+import stripe
 
 from ledger.storage import Database
 from stripe_standin import StripeStandIn
 from tests.processes import serving, working
-from tests.shop import Shop, done_once_each, running_shop, stripe_calls
+from tests.shop import STRIPE_KEY, Shop, done_once_each, running_shop, stripe_calls
 from tests.test_stock_holds import (
     SKU,
     add_product,
@@ -180,6 +181,51 @@ def test_an_authorization_that_lapses_before_capture_fails_the_order_and_returns
                 wait_until(lambda: order_body(api, again)["status"] == "confirmed", 30)
                 assert api.get(f"/api/carts/{cart_id}").json()["status"] == "converted"
                 assert available(api, SKU) == 0
+    audit_verifies(tmp_path, database)
+    report_matches_stripe(tmp_path, database, stand_in)
+
+
+def test_a_released_authorization_captured_in_the_dashboard_first_is_refunded(
+    tmp_path: Path, database: Database
+) -> None:
+    # The order cannot be served, so the ledger will cancel its authorization; before its
+    # worker runs, a person captures the payment in Stripe's Dashboard. Stripe then refuses to
+    # cancel it: the customer paid for nothing, so the ledger refunds what was captured.
+    with stand_in_serving() as (stand_in, stripe_url):
+        env = ledger_env(database, stripe_url, LEDGER_CAPTURE="manual")
+        with (
+            serving(tmp_path, "--no-workers", **env) as url,
+            httpx.Client(base_url=url, timeout=30) as api,
+        ):
+            add_product(api, SKU, 1)
+            sessions = []
+            for _ in range(2):
+                r = api.post(f"/api/carts/{new_cart(api, url, SKU)}/checkout")
+                assert r.status_code == 201, r.text
+                sessions.append(r.json()["checkout_session_id"])
+            for sid in sessions:
+                stand_in.complete(sid, "pay")
+            # The first delivered takes the unit; the second is released (with no workers
+            # here, nothing is captured or cancelled yet, and no read model is kept).
+            for sid in sessions:
+                assert deliver_all(stand_in, [(url, sid)]) == [200]
+            released = sessions[1]
+            dashboard = stripe.StripeClient(STRIPE_KEY, base_addresses={"api": stripe_url})
+            dashboard.v1.payment_intents.capture(str(stand_in.payment_intent_of(released)))
+
+            with working(tmp_path, **env):
+                # (404 until the worker's read model has caught up.)
+                status = f"/api/checkout-sessions/{released}/order"
+                wait_until(
+                    lambda: api.get(status).json().get("status") == "refunded",
+                    60,
+                    lambda: api.get(status).text,
+                )
+                wait_all_at_rest(database)
+            pi = str(stand_in.payment_intent_of(released))
+            assert [r["payment_intent"] for r in stand_in.refunds()] == [pi]
+            assert statuses(api, sessions) == {"confirmed": 1, "refunded": 1}
+            assert available(api, SKU) == 0
     audit_verifies(tmp_path, database)
     report_matches_stripe(tmp_path, database, stand_in)
 

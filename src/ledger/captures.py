@@ -74,16 +74,7 @@ class Captures:
         except PaymentProviderRefused as refusal:
             intent = self._after_refusal(order.payment_intent, refusal)
             if intent.status != CANCELED:
-                # Captured after all (by a person, in Stripe's Dashboard): the customer was
-                # charged for an order the shop cannot serve. A person must act.
-                AUTHORIZATIONS.labels(outcome="release_failed").inc()
-                log.error(
-                    "release_failed",
-                    order_id=str(order.id),
-                    code=refusal.code,
-                    payment_intent_status=intent.status,
-                )
-                return order
+                return self._release_refused(order, refusal.code or "refused", intent, cause)
         news = self.ledger.record_release(order.id, intent.status, cause)
         if news.events:
             AUTHORIZATIONS.labels(outcome="released").inc()
@@ -100,6 +91,18 @@ class Captures:
             # Still authorized: the refusal was about something else. Tried again later.
             raise PaymentProviderUnavailable(f"Stripe refused: {refusal}") from refusal
         return intent
+
+    def _release_refused(self, order: Order, code: str, intent: PaymentIntent, cause: str) -> Order:
+        """Captured after all (by a person, in Stripe's Dashboard): the customer was charged
+        for an order the shop cannot serve. When the money was taken, it is refunded (the
+        refund worker follows the order's RefundRequested); anything else needs a person."""
+        AUTHORIZATIONS.labels(outcome="release_failed").inc()
+        log.error(
+            "release_failed", order_id=str(order.id), code=code, payment_intent_status=intent.status
+        )
+        if intent.status != CAPTURED:
+            return order
+        return self.ledger.record_release_refused(order.id, code, intent, cause).order
 
     def _capture_refused(self, order: Order, code: str, intent: PaymentIntent, cause: str) -> Order:
         order = self.ledger.refuse_capture(order.id, code, cause)

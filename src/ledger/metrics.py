@@ -33,6 +33,7 @@ AUTHORIZATIONS = Counter(
     "ledger_authorizations_total",
     "Manual capture: authorized payments by outcome: captured, capture_failed (Stripe refused"
     " the capture for good: the order's payment failed), released (cancelled: the order could"
-    " not be served), release_failed (Stripe refused to cancel: a person acts)",
+    " not be served), release_failed (Stripe refused to cancel: it was captured elsewhere, and"
+    " is refunded)",
     ["outcome"],
 )

@@ -10,7 +10,7 @@ from ledger.decisions import DecidingApplication
 from ledger.domain import Order
 from ledger.domain.errors import UnknownOrder
 from ledger.domain.vocabulary import OrderStatus
-from ledger.payments import Dispute, Refund
+from ledger.payments import Dispute, PaymentIntent, Refund
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,19 @@ class PaymentNewsCommands(DecidingApplication):
         def decide() -> Recorded:
             order = self._require_order(order_id)
             order.record_release(status, cause)
+            return self._save_news(order)
+
+        return self._decide([order_id], decide)
+
+    def record_release_refused(
+        self, order_id: UUID, code: str, intent: PaymentIntent, cause: str
+    ) -> Recorded:
+        """Stripe refused to cancel the order's authorization: it was captured (`intent`)."""
+
+        def decide() -> Recorded:
+            order = self._require_order(order_id)
+            captured = (intent.amount_received, intent.currency)
+            order.release_refused(code, intent.status, captured, cause)
             return self._save_news(order)
 
         return self._decide([order_id], decide)

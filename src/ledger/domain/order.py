@@ -219,6 +219,24 @@ class Order(Aggregate):
     def _authorization_released(self, status: str, cause: str) -> None:
         self.release = "done"
 
+    def release_refused(
+        self, code: str, payment_intent_status: str, captured: tuple[int, str], cause: str
+    ) -> None:
+        """Stripe refused to cancel the authorization because it was captured after all (by
+        a person, in Stripe's Dashboard): the customer paid for an order the shop cannot
+        serve, so the money Stripe `captured` (amount, currency) is owed back, as for any
+        paid session that cannot be fulfilled."""
+        if self.release != "requested":
+            return
+        amount, currency = captured
+        self._release_failed(code=code, payment_intent_status=payment_intent_status, cause=cause)
+        self._payment_captured(amount=amount, currency=currency, cause=cause)
+        self._refund_requested(amount=amount, currency=currency, cause=cause)
+
+    @event("ReleaseFailed")
+    def _release_failed(self, code: str, payment_intent_status: str, cause: str) -> None:
+        self.release = "failed"
+
     def owns_refund(
         self, refund_id: str, refund_order_ref: str | None, succeeded: bool, adopt: bool
     ) -> bool:

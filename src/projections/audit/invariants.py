@@ -131,8 +131,9 @@ def _authorization(order: OrderFacts, balance: Balance, by_currency: dict[str, B
     kept by the order (once per confirmation, as for a charge)."""
     one = Money(1, order.amount)  # as Stripe authorized it
     balance.authorizations = balance.authorizations + one
-    for _ in order.release_requested:
-        balance.released = balance.released + one
+    if not order.release_failed:  # else it was captured after all (counted below)
+        for _ in order.release_requested:
+            balance.released = balance.released + one
     for _ in order.capture_failed:
         balance.capture_failed = balance.capture_failed + one
     if order.awaiting_capture:
@@ -149,6 +150,10 @@ def _authorization(order: OrderFacts, balance: Balance, by_currency: dict[str, B
         kept_in = by_currency[currency]
         for _ in order.confirmed:
             kept_in.orders = kept_in.orders + Money(1, amount)
+        if order.release_failed:  # captured for an order that was not served: owed back
+            state = refund_state(order)
+            for _ in order.rejected:
+                kept_in.refunds[state] = kept_in.refunds[state] + Money(1, amount)
 
 
 def check_replay(replay: Replay) -> list[Violation]:
@@ -231,10 +236,15 @@ def _capture_violations(order: OrderFacts) -> list[Violation]:
         violation(order.capture_requested, "capture requested, never confirmed")
     if order.release_requested and not order.rejected:
         violation(order.release_requested, "release requested, never rejected")
-    if order.release_requested and order.refund_positions:
+    if order.release_requested and order.refund_positions and not order.release_failed:
         violation(order.refund_positions, "a refund of an authorization that was released")
+    if order.release_failed and not order.release_requested:
+        violation(order.release_failed, "release refused, never asked for")
     outcomes = captures + order.capture_failed
-    if outcomes and not order.capture_requested:
+    # A release Stripe refused because the payment was captured elsewhere records that
+    # capture: the one capture that is not requested.
+    captured_elsewhere = bool(order.release_failed) and not order.capture_failed
+    if outcomes and not order.capture_requested and not captured_elsewhere:
         violation(outcomes, "captured or refused, never requested")
     if len(outcomes) > 1:
         violation(outcomes, f"{len(captures)} captures, {len(order.capture_failed)} refused")

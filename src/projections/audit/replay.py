@@ -69,6 +69,9 @@ class OrderFacts:
     capture_failure: str | None = None  # CaptureFailed's code
     release_requested: list[int] = field(default_factory=list)  # positions
     released: list[int] = field(default_factory=list)  # positions of AuthorizationReleased
+    # Positions of ReleaseFailed: Stripe would not cancel, the payment was captured elsewhere
+    # (its PaymentCaptured and RefundRequested follow in the same commit).
+    release_failed: list[int] = field(default_factory=list)
     returned: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # sku -> pos, qty
 
     @property
@@ -344,6 +347,11 @@ class Replay:
         if order is not None:
             order.released.append(position)
 
+    def _release_failed(self, position: int, order_id: str, e: dict[str, Any]) -> None:
+        order = self._order(position, order_id)
+        if order is not None:
+            order.release_failed.append(position)
+
     def _outside_refund(self, position: int, order_id: str, e: dict[str, Any]) -> None:
         order = self._order(position, order_id)
         if order is not None:
@@ -403,6 +411,7 @@ _HANDLERS: dict[tuple[str | None, str], _Handler] = {
     ("order", "CaptureFailed"): Replay._capture_failed,
     ("order", "ReleaseRequested"): Replay._release_requested,
     ("order", "AuthorizationReleased"): Replay._authorization_released,
+    ("order", "ReleaseFailed"): Replay._release_failed,
     ("order", "OutsideRefundRecorded"): Replay._outside_refund,
     ("order", "DisputeOpened"): Replay._dispute,
     ("order", "DisputeClosed"): Replay._dispute,
