@@ -20,10 +20,12 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import httpx
 import pytest
 
+from ledger.checkout import CheckoutAbandoned
 from ledger.domain import inventory_item_id
 from ledger.domain.vocabulary import CaptureMode
 from ledger.storage import Database
@@ -591,3 +593,28 @@ def test_a_cart_checked_out_four_times_at_once_keeps_one_payable_session(
         assert at_stripe == {"open": 1, "expired": 3}
         wait_until(lambda: shop.available(SKU) == 8, what=lambda: shop.available(SKU))
         assert shop.get_cart(cart_id)["status"] == "checking_out"
+
+
+def test_a_checkout_whose_request_gave_up_lets_go_of_its_hold(database: Database) -> None:
+    # A checkout still running when its request has answered 503 (past the request's budget,
+    # a slow Stripe): no customer will ever have its session, so it must not hold stock.
+    with running_shop(database, LEDGER_STOCK_HOLD=LONG_HOLD) as shop:
+        shop.product(SKU, stock=2)
+        checkout = shop.services.checkout
+        sessions_before = len(shop.stripe.sessions())
+
+        # Given up before Stripe was asked: the hold is released, no session is made.
+        cart_id = UUID(shop.cart(**{SKU: 1}))
+        with pytest.raises(CheckoutAbandoned):
+            checkout.begin(cart_id, "test", lambda: True)
+        assert len(shop.stripe.sessions()) == sessions_before
+
+        # Given up while Stripe made the session: the session is expired, the hold released.
+        answers = iter([False, True])
+        with pytest.raises(CheckoutAbandoned):
+            checkout.begin(cart_id, "test", lambda: next(answers))
+        (made,) = shop.stripe.sessions()[sessions_before:]
+        assert made["status"] == "expired"
+        wait_until(lambda: shop.available(SKU) == 2, what=lambda: shop.available(SKU))
+        assert shop.get_cart(str(cart_id))["status"] == "open"
+        assert shop.get_cart(str(cart_id))["held_until"] is None

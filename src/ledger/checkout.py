@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
@@ -50,6 +51,13 @@ IGNORED = "ignored"  # the outcome of an event the ledger records nothing for
 STRIPE_MIN_SESSION = timedelta(minutes=31)
 
 
+class CheckoutAbandoned(Exception):
+    """The caller of `Checkout.begin` gave up waiting; what was held for it was let go."""
+
+    def __init__(self, cart_id: UUID) -> None:
+        super().__init__(f"The checkout of cart {cart_id} was abandoned by its caller.")
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What fulfill_checkout decided: a status of the contract, or `ignored` for anomalies."""
@@ -80,10 +88,15 @@ class Checkout:
         self.stock_hold = stock_hold
         self.capture = capture
 
-    def begin(self, cart_id: UUID, cause: str) -> CreatedCheckout:
+    def begin(
+        self, cart_id: UUID, cause: str, abandoned: Callable[[], bool] = lambda: False
+    ) -> CreatedCheckout:
         """Creates a Stripe checkout session for the cart as priced now, and records it. With
         holds, the cart's stock is held first, in the commit that checks it, after the cart's
-        earlier sessions were ended, so a cart never has two payable sessions."""
+        earlier sessions were ended, so a cart never has two payable sessions.
+
+        `abandoned()` says whether the caller gave up waiting (its request answered already):
+        then no customer will ever see the session, and what is held for it is let go."""
         cart = self.ledger.get_cart(cart_id)
         cart.check_checkout(cart.lines)
         if self.stock_hold is None:
@@ -101,14 +114,23 @@ class Checkout:
         held_until = (now + self.stock_hold).isoformat(timespec="seconds")
         hold_id = str(uuid.uuid4())
         priced = self.ledger.hold_stock(cart_id, hold_id, held_until, cause)
+        if abandoned():
+            self.ledger.release_hold(cart_id, hold_id, HoldEnd.ABANDONED, cause)
+            raise CheckoutAbandoned(cart_id)
         expires_at = max(now + self.stock_hold, now + STRIPE_MIN_SESSION)
         try:
-            return self._start(priced, hold_id, hold_id, cause, expires_at, held_until)
+            created = self._start(priced, hold_id, hold_id, cause, expires_at, held_until)
         except (PaymentProviderRefused, PaymentProviderUnavailable):
             # No session: nobody can pay for what is held (if Stripe made one after all, the
             # session is never recorded, and it cannot become an order).
             self.ledger.release_hold(cart_id, hold_id, HoldEnd.CHECKOUT_FAILED, cause)
             raise
+        if abandoned():
+            # Nobody has its URL: a session held for no one would keep the units from every
+            # other customer until the hold ends.
+            self.end_session(created.session_id, HoldEnd.ABANDONED, cause)
+            raise CheckoutAbandoned(cart_id)
+        return created
 
     def _start(
         self,

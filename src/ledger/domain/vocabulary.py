@@ -111,6 +111,7 @@ class HoldEnd(StrEnum):
     CHECKED_OUT_AGAIN = "checked_out_again"  # the cart checked out again
     REJECTED = "rejected"  # paid, but not fulfillable (refunded or released)
     CHECKOUT_FAILED = "checkout_failed"  # Stripe never made its session
+    ABANDONED = "abandoned"  # the checkout's request gave up waiting: nobody has its session
 
 
 class CaptureMode(StrEnum):

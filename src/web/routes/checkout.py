@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from starlette.requests import Request
@@ -34,8 +35,13 @@ from web.routes.carts import cart_id_of
 async def begin_checkout(request: Request) -> JSONResponse:
     cart_id = cart_id_of(request)
     checkout = services(request).checkout
+    # Set once this request has its answer: a checkout still running past the request's budget
+    # (answered 503) then lets go of what it holds instead of holding it for no one.
+    answered = threading.Event()
     try:
-        created = await in_store(request, checkout.begin, cart_id, cause_of(request))
+        created = await in_store(
+            request, checkout.begin, cart_id, cause_of(request), answered.is_set
+        )
     except OutOfStock as short:
         return error_response(
             409,
@@ -54,6 +60,8 @@ async def begin_checkout(request: Request) -> JSONResponse:
         raise ApiError(
             502, "payment_provider_error", "Stripe refused to start the checkout."
         ) from None
+    finally:
+        answered.set()
     return JSONResponse(
         checked(
             CheckoutCreated,
