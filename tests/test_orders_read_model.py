@@ -17,7 +17,15 @@ from ledger.domain import order_id_for
 from ledger.storage import Database
 from projections import verify_all
 from tests.processes import run_ledger
-from tests.shop import ADMIN, AUDITOR, OTHER_STOREFRONT, STOREFRONT, Shop, running_shop
+from tests.shop import (
+    ADMIN,
+    AUDITOR,
+    OTHER_STOREFRONT,
+    STOREFRONT,
+    Shop,
+    running_shop,
+    stripe_calls,
+)
 from tests.waiting import wait_until
 
 
@@ -414,4 +422,36 @@ def test_manual_capture_shows_what_was_captured_and_what_was_released(
         assert (released["amount_total"], released["amount_captured"]) == (900, 0)
         assert released["refunds"] == [] and released["amount_refunded"] == 0
         assert ids(listing(shop, status="released")) == [released["order_id"]]
+        assert verify_all(database)["orders"] == []
+
+
+def test_a_refused_capture_turns_the_listed_order_payment_failed(database: Database) -> None:
+    with running_shop(database, LEDGER_CAPTURE="manual") as shop:
+        shop.product("mug", unit_amount=800, stock=3)
+        session_id = checkout(shop.api, cart_of(shop.api, "alice", mug=1))
+        # The first capture attempt fails for a while (the SDK tries twice); meanwhile the
+        # authorization lapses, so the worker's next attempt is refused for good.
+        shop.stripe.webhook_url = None
+        shop.stripe.complete(session_id, "pay")
+        intent = shop.stripe.payment_intent_of(session_id)
+        shop.stripe.fail_next(2, status=500, path=f"/v1/payment_intents/{intent}/capture")
+        assert shop.deliver("checkout.session.completed", session_id).status_code == 200
+        wait_until(lambda: len(stripe_calls(shop.stripe, "POST", "/capture")) >= 2, 20)
+        order_id = str(order_id_for(session_id))
+        body = order(shop, order_id)
+        assert (body["status"], body["amount_total"], body["amount_captured"]) == (
+            "confirmed",
+            800,
+            0,  # authorized, not captured yet
+        )
+        shop.stripe.lapse_authorization(session_id)
+
+        wait_until(lambda: status_of(shop.api, session_id) == "payment_failed", 30)
+        body = order(shop, order_id)
+        assert (body["status"], body["amount_total"], body["amount_captured"]) == (
+            "payment_failed",
+            800,
+            0,
+        )
+        assert ids(listing(shop, status="payment_failed")) == [order_id]
         assert verify_all(database)["orders"] == []
