@@ -22,6 +22,9 @@ from web.serving import RunningServer, run_in_thread
 
 ADMIN = "admin-secret"
 AUDITOR = "auditor-secret"
+# Two, comma-separated in LEDGER_STOREFRONT_TOKEN: either opens the storefront's endpoints.
+STOREFRONT = "storefront-secret"
+OTHER_STOREFRONT = "storefront-other"
 WEBHOOK_SECRET = "whsec_test_current"
 OLD_WEBHOOK_SECRET = "whsec_test_previous"
 STRIPE_KEY = "sk_test_ledger"
@@ -148,6 +151,7 @@ def running_shop(database: Database, **settings: Any) -> Iterator[Shop]:
     stand_in.public_base_url = stripe_server.url
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    settings.setdefault("LEDGER_STOREFRONT_TOKEN", SecretStr(f"{STOREFRONT},{OTHER_STOREFRONT}"))
     config = Settings(
         LEDGER_DATABASE_URL=database.conninfo_url(),
         LEDGER_ADMIN_TOKEN=SecretStr(ADMIN),

@@ -66,7 +66,15 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from ledger.storage import Database
-from tests.shop import ADMIN, AUDITOR, WEBHOOK_SECRET, Shop, eventually, running_shop
+from tests.shop import (
+    ADMIN,
+    AUDITOR,
+    STOREFRONT,
+    WEBHOOK_SECRET,
+    Shop,
+    eventually,
+    running_shop,
+)
 from web.openapi import OPERATIONS
 
 # Inputs per operation and generation mode (positive, negative): 18 operations, about 700
@@ -221,6 +229,7 @@ class Seeded:
     cart_ids: list[str]
     session_ids: list[str]
     order_ids: list[str]
+    user_ids: list[str]
 
 
 @pytest.fixture
@@ -247,6 +256,7 @@ def seeded(shop: Shop) -> Seeded:
         cart_ids=[open_cart, empty_cart, paid_cart],
         session_ids=[session_id, pending],
         order_ids=[order_id],
+        user_ids=["user-1"],  # the carts' user (`Shop.cart`)
     )
 
 
@@ -267,6 +277,7 @@ SEEDED_PARAMETERS = {
     "cart_id": "cart_ids",
     "session_id": "session_ids",
     "order_id": "order_ids",
+    "user_id": "user_ids",
 }
 
 
@@ -278,7 +289,13 @@ WHO = ["right", "right", "right", "other", "wrong", "none"]
 def authorize(case: schemathesis.Case, who: str) -> None:
     security = case.operation.definition.raw.get("security") or []
     schemes = {name for requirement in security for name in requirement}
-    right, other = (AUDITOR, ADMIN) if "auditorToken" in schemes else (ADMIN, AUDITOR)
+    right, other = (
+        (AUDITOR, ADMIN)
+        if "auditorToken" in schemes
+        else (STOREFRONT, ADMIN)
+        if "storefrontToken" in schemes
+        else (ADMIN, AUDITOR)
+    )
     token = {"right": right, "other": other, "wrong": WRONG_TOKEN, "none": None}[who]
     case.headers.pop("Authorization", None)
     if token is not None:
@@ -494,6 +511,7 @@ def test_an_undocumented_method_gets_405_naming_the_documented_ones(
     raw = api_schema.raw_schema
     examples = {"sku": "mug", "cart_id": seeded.cart_ids[0], "session_id": seeded.session_ids[0]}
     examples["order_id"] = seeded.order_ids[0]
+    examples["user_id"] = seeded.user_ids[0]
     for template, item in raw["paths"].items():
         path = template.format(**examples)
         documented = {method.upper() for method in item}

@@ -13,7 +13,7 @@ from openapi_spec_validator import validate
 from starlette.routing import Route
 
 from ledger.storage import Database
-from tests.shop import AUDITOR, Shop, eventually, running_shop
+from tests.shop import AUDITOR, STOREFRONT, Shop, eventually, running_shop
 from web.app import create_app
 from web.openapi import OPERATIONS, build_document
 
@@ -83,6 +83,8 @@ def test_secured_endpoints_name_their_bearer_token() -> None:
     assert schemes("/api/products/{sku}", "get") == []
     assert schemes("/api/audit/events", "get") == [{"auditorToken": []}]
     assert schemes("/metrics", "get") == [{"metricsToken": []}, {}]
+    assert schemes("/api/orders", "get") == [{"adminToken": []}]
+    assert schemes("/api/users/{user_id}/orders", "get") == [{"storefrontToken": []}]
     for path, item in paths.items():
         for method, operation in item.items():
             if operation["security"] and operation["security"][0]:
@@ -198,6 +200,25 @@ def test_real_answers_match_the_documented_schemas(shop: Shop, document: dict[st
     r = call("GET", stock, "/api/audit/products/mug/stock", params=at, headers=auditor)
     assert r.status_code == 200 and r.json()["on_hand"] == 1
     assert call("GET", stock, "/api/audit/products/mug/stock", headers=auditor).status_code == 422
+
+    # Orders.
+    storefront = {"Authorization": f"Bearer {STOREFRONT}"}
+    r = call("GET", "/api/orders", "/api/orders", params={"limit": 1}, headers=admin)
+    assert r.status_code == 200 and r.json()["orders"][0]["order_id"] == order_id
+    r = call("GET", "/api/orders", "/api/orders", params={"limit": 0}, headers=admin)
+    assert r.status_code == 422
+    assert call("GET", "/api/orders", "/api/orders", headers=storefront).status_code == 401
+    one = "/api/orders/{order_id}"
+    assert call("GET", one, f"/api/orders/{order_id}", headers=admin).status_code == 200
+    r = call("GET", one, f"/api/orders/{cart_id}", headers=admin)
+    assert r.status_code == 404
+    assert call("GET", one, f"/api/orders/{order_id}").status_code == 401
+    mine = "/api/users/{user_id}/orders"
+    r = call("GET", mine, "/api/users/user-1/orders", headers=storefront)
+    assert r.status_code == 200 and r.json()["orders"]
+    r = call("GET", mine, "/api/users/user-1/orders", params={"after": "?"}, headers=storefront)
+    assert r.status_code == 422
+    assert call("GET", mine, "/api/users/user-1/orders", headers=admin).status_code == 401
 
     # Operations.
     assert call("GET", "/healthz", "/healthz").status_code == 200

@@ -97,6 +97,8 @@ class Settings(BaseSettings):
     public_url: str | None = Field(default=None, alias="LEDGER_PUBLIC_URL")
     admin_token: SecretStr | None = Field(default=None, alias="LEDGER_ADMIN_TOKEN")
     auditor_token: SecretStr | None = Field(default=None, alias="LEDGER_AUDITOR_TOKEN")
+    # The storefront's own server (customer order lists); comma-separated. Unset: 401.
+    storefront_token: SecretStr | None = Field(default=None, alias="LEDGER_STOREFRONT_TOKEN")
     # Unset: /metrics answers anyone (keep it off the public network).
     metrics_token: SecretStr | None = Field(default=None, alias="LEDGER_METRICS_TOKEN")
     # Seconds the success page keeps polling before it gives up (the contract's ceiling is 30).
@@ -151,4 +153,9 @@ class Settings(BaseSettings):
     @property
     def auditor_tokens(self) -> list[str]:
         raw = self.auditor_token.get_secret_value() if self.auditor_token else ""
+        return _split(raw)
+
+    @property
+    def storefront_tokens(self) -> list[str]:
+        raw = self.storefront_token.get_secret_value() if self.storefront_token else ""
         return _split(raw)

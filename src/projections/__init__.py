@@ -21,6 +21,7 @@ from projections.base import (
     topics_of,
 )
 from projections.order_status import OrderStatuses, OrderStatusProjection
+from projections.orders import Orders, OrdersProjection
 from projections.payments import Payments
 from projections.products import ProductCatalog, ProductsProjection
 from projections.read_models import default_projections
@@ -34,6 +35,8 @@ __all__ = [
     "OrderHistoryProjection",
     "OrderStatusProjection",
     "OrderStatuses",
+    "Orders",
+    "OrdersProjection",
     "Payments",
     "ProductCatalog",
     "ProductsProjection",

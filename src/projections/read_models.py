@@ -7,6 +7,7 @@ from projections.audit.history import OrderHistoryProjection
 from projections.base import Projection
 from projections.holds import HoldsProjection
 from projections.order_status import OrderStatusProjection
+from projections.orders import OrdersProjection
 from projections.products import ProductsProjection
 
 
@@ -17,5 +18,6 @@ def default_projections() -> list[Projection]:
         ProductsProjection(),
         HoldsProjection(),
         OrderHistoryProjection(),
+        OrdersProjection(),
         HashChainProjection(),
     ]

@@ -10,7 +10,16 @@ from web.bootstrap import STAND_IN_PREFIX, Services, processors
 from web.errors import exception_handlers
 from web.metrics import app_registry
 from web.middleware import RequestIdMiddleware
-from web.routes import audit, carts, catalog, checkout, operations, pages, stripe_webhooks
+from web.routes import (
+    audit,
+    carts,
+    catalog,
+    checkout,
+    operations,
+    orders,
+    pages,
+    stripe_webhooks,
+)
 
 # Every route of the app, in the order the router tries them: what it serves, and what
 # `/openapi.json` documents.
@@ -19,6 +28,7 @@ ROUTES: tuple[BaseRoute, ...] = (
     *carts.routes,
     *checkout.routes,
     *stripe_webhooks.routes,
+    *orders.routes,
     *audit.routes,
     *operations.routes,
     *pages.routes,

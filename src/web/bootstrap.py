@@ -19,6 +19,7 @@ from ledger.storage import Database, create_table, resolve_database
 from ledger.stripe_events import StripeEvents
 from ledger.stripe_gateway import StripeGateway
 from projections import (
+    Orders,
     OrderStatuses,
     Payments,
     ProductCatalog,
@@ -61,6 +62,7 @@ class Services:
     resync: Resync
     poll_fulfillment: PollFulfillment
     order_status: OrderStatusReader
+    orders: Orders
     webhook_secrets: list[str]
     store_breaker: StoreBreaker
     read_store: ReadStore
@@ -142,6 +144,7 @@ def bootstrap(
         ),
         poll_fulfillment=PollFulfillment(checkout),
         order_status=OrderStatuses(read_store),
+        orders=Orders(read_store),
         webhook_secrets=webhook_secrets,
         store_breaker=StoreBreaker(database),
         read_store=read_store,

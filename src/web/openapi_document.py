@@ -38,6 +38,10 @@ API_DESCRIPTION = (
 SECURITY_SCHEMES: dict[Security, tuple[str, str]] = {
     "admin": ("adminToken", "`Authorization: Bearer $LEDGER_ADMIN_TOKEN`."),
     "auditor": ("auditorToken", "`Authorization: Bearer` one of `$LEDGER_AUDITOR_TOKEN`."),
+    "storefront": (
+        "storefrontToken",
+        "`Authorization: Bearer` one of `$LEDGER_STOREFRONT_TOKEN`.",
+    ),
     "metrics": ("metricsToken", "`Authorization: Bearer $LEDGER_METRICS_TOKEN`, when it is set."),
 }
 
@@ -47,6 +51,7 @@ PATH_PARAMETERS: dict[str, Any] = {
     "cart_id": UUID,
     "session_id": str,
     "order_id": UUID,
+    "user_id": Annotated[str, Field(min_length=1, max_length=200)],
 }
 
 # The order of methods within a path (Starlette keeps a route's methods in a set).

@@ -34,6 +34,11 @@ OrderStatusWord = Annotated[
     AfterValidator(vocabulary.OrderStatus),
     Field(json_schema_extra=_listed(vocabulary.OrderStatus)),
 ]
+RefundStatusWord = Annotated[
+    str,
+    AfterValidator(vocabulary.RefundStatus),
+    Field(json_schema_extra=_listed(vocabulary.RefundStatus)),
+]
 
 
 class ResponseBody(BaseModel):
@@ -125,6 +130,58 @@ class OrderStatus(ResponseBody):
     amount_total: int
     currency: str
     items: list[Line]
+
+
+class OrderLine(ResponseBody):
+    sku: str
+    name: str
+    quantity: int
+    unit_amount: int = Field(description="As the checkout session charged it.")
+    quantity_refunded: int = Field(description="How many of the line were refunded.")
+
+
+class Restocked(ResponseBody):
+    sku: str
+    quantity: int
+
+
+class OrderRefund(ResponseBody):
+    refund_id: str = Field(description="Stripe's refund id.")
+    amount: int
+    status: RefundStatusWord = Field(
+        description="As Stripe reports it: `pending` (also Stripe's `requires_action`),"
+        " `succeeded`, `failed` (also `canceled`)."
+    )
+    reason: str | None = Field(
+        description="Why: the order's rejection (`out_of_stock`, ...) for its own refund;"
+        " null for one made outside the ledger (Stripe's Dashboard)."
+    )
+    restocked: list[Restocked] = Field(description="What the refund returned to stock.")
+    created_at: datetime = Field(description="When the ledger first recorded it.")
+
+
+class Order(ResponseBody):
+    """An order whose payment has an outcome, as the merchant sees it."""
+
+    order_id: UUID
+    checkout_session_id: str
+    user_id: str | None = Field(description="The `user_id` its cart was created with.")
+    status: OrderStatusWord
+    created_at: datetime = Field(description="When its payment's outcome was recorded.")
+    currency: str
+    amount_total: int = Field(description="What Stripe charged (or authorized).")
+    amount_captured: int = Field(description="What was captured of it (0 while only authorized).")
+    amount_refunded: int = Field(description="What refunds that succeeded gave back.")
+    items: list[OrderLine]
+    refunds: list[OrderRefund] = Field(description="Oldest first.")
+
+
+class OrderPage(ResponseBody):
+    orders: list[Order] = Field(description="Newest first.")
+    next_after: str | None = Field(
+        description="The `after` of the next page (opaque); null when this page reached the"
+        " end of the list."
+    )
 
 
 class WebhookReceived(ResponseBody):

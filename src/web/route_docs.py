@@ -20,7 +20,7 @@ JSON = "application/json"
 HTML = "text/html"
 PROMETHEUS = "text/plain"
 
-Security = Literal["admin", "auditor", "metrics"]
+Security = Literal["admin", "auditor", "metrics", "storefront"]
 
 
 @dataclass(frozen=True)

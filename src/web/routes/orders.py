@@ -1,0 +1,218 @@
+"""Orders: the merchant's list and detail (`LEDGER_ADMIN_TOKEN`), and a customer's orders for
+the storefront's own server (`LEDGER_STOREFRONT_TOKEN`). Read from the `orders` read model;
+nothing here writes."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+from uuid import UUID
+
+from pydantic import Field
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from ledger.domain.vocabulary import OrderStatus
+from projections.orders import OrderPage
+from web.context import in_store, require_bearer, services
+from web.errors import ApiError
+from web.responses import Order, OrderStatusWord, checked
+from web.responses import OrderPage as OrderPageBody
+from web.route_docs import UNAUTHORIZED, UNAVAILABLE, Answer, Query, documented, error
+from web.schemas import MAX_POSITION
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 200
+MAX_USER_ID = 200  # as a cart's `user_id`
+# Long enough for any limit (with some leading zeros), short enough to refuse cheaply.
+MAX_DIGITS = 32
+# The opaque `next_after`: the list position of the page's last order, as 16 hex digits.
+# Every string of that form is a valid `after` (one naming a position past the end of the log
+# starts at the newest order), so the document can say exactly what is accepted.
+AFTER_PATTERN = r"^[0-9a-f]{16}$"
+
+
+def encode_after(position: int) -> str:
+    return f"{position:016x}"
+
+
+def decode_after(raw: str) -> int | None:
+    """The list position an `after` names, or None when it is not of the form given out."""
+    if not re.fullmatch(AFTER_PATTERN, raw):
+        return None
+    return min(int(raw, 16), MAX_POSITION)
+
+
+def _admin(request: Request) -> None:
+    token = services(request).settings.admin_token
+    require_bearer(request, [token.get_secret_value()] if token else [], "admin")
+
+
+def _storefront(request: Request) -> None:
+    # Only the storefront tokens: the admin token manages the shop, it does not act as the
+    # storefront's server (nor the reverse).
+    require_bearer(request, services(request).settings.storefront_tokens, "storefront")
+
+
+def _invalid(field: str, message: str) -> ApiError:
+    return ApiError(
+        422,
+        "validation_error",
+        "Some fields are missing or invalid.",
+        fields=[{"field": field, "message": message}],
+    )
+
+
+def _limit(request: Request) -> int:
+    raw = request.query_params.get("limit")
+    if raw is None:
+        return DEFAULT_LIMIT
+    bounds = f"must be an integer from 1 to {MAX_LIMIT}"
+    # Digits only: int() would also take " 5", "+5" and "5_000"; and not thousands of them.
+    if not raw.isascii() or not raw.isdigit() or len(raw) > MAX_DIGITS:
+        raise _invalid("limit", bounds)
+    value = int(raw)
+    if not 1 <= value <= MAX_LIMIT:
+        raise _invalid("limit", bounds)
+    return value
+
+
+def _after(request: Request) -> int | None:
+    raw = request.query_params.get("after")
+    if raw is None or raw == "":
+        return None
+    position = decode_after(raw)
+    if position is None:
+        raise _invalid("after", "must be the `next_after` of an earlier page")
+    return position
+
+
+def _user_id(raw: str | None, field: str) -> str | None:
+    if raw is None:
+        return None
+    if not 1 <= len(raw) <= MAX_USER_ID:
+        raise _invalid(field, f"must be 1 to {MAX_USER_ID} characters")
+    return raw  # one no cart can have (a NUL, ...) simply has no orders
+
+
+def _status(request: Request) -> str | None:
+    raw = request.query_params.get("status")
+    if raw is None:
+        return None
+    if raw not in {s.value for s in OrderStatus}:
+        words = ", ".join(s.value for s in OrderStatus)
+        raise _invalid("status", f"must be one of {words}")
+    return raw
+
+
+async def _page(request: Request, *, status: str | None, user_id: str | None) -> JSONResponse:
+    after = _after(request)
+    limit = _limit(request)
+    orders = services(request).orders
+
+    def read() -> dict[str, Any]:
+        page: OrderPage = orders.page(status=status, user_id=user_id, before=after, limit=limit)
+        last = page.last_position
+        return checked(
+            OrderPageBody,
+            {
+                "orders": page.orders,
+                "next_after": None if last is None else encode_after(last),
+            },
+        )
+
+    return JSONResponse(await in_store(request, read))
+
+
+_PAGING = (
+    Query(
+        "after",
+        Annotated[str, Field(pattern=AFTER_PATTERN)],
+        "The `next_after` of the page before (opaque); none for the first page.",
+    ),
+    Query("limit", Annotated[int, Field(ge=1, le=MAX_LIMIT)], "At most this many (50)."),
+)
+
+
+@documented(
+    "GET",
+    "Orders whose payment has an outcome, newest first, page by page",
+    "orders",
+    {
+        200: Answer("A page of orders.", OrderPageBody),
+        401: UNAUTHORIZED,
+        422: error("`validation_error`: `status`, `user_id`, `after` or `limit` not valid."),
+        503: UNAVAILABLE,
+    },
+    security="admin",
+    query=(
+        Query("status", OrderStatusWord, "Only orders with this status."),
+        Query(
+            "user_id",
+            Annotated[str, Field(min_length=1, max_length=MAX_USER_ID)],
+            "Only orders of carts created with this `user_id`.",
+        ),
+        *_PAGING,
+    ),
+    description="Paging from the first page until `next_after` is null lists every order"
+    " decided before the first page was read exactly once, while others are placed.",
+)
+async def list_orders(request: Request) -> JSONResponse:
+    _admin(request)
+    status = _status(request)
+    user_id = _user_id(request.query_params.get("user_id"), "user_id")
+    return await _page(request, status=status, user_id=user_id)
+
+
+@documented(
+    "GET",
+    "One order",
+    "orders",
+    {
+        200: Answer("The order.", Order),
+        401: UNAUTHORIZED,
+        404: error("`unknown_order`."),
+        503: UNAVAILABLE,
+    },
+    security="admin",
+)
+async def get_order(request: Request) -> JSONResponse:
+    _admin(request)
+    raw = request.path_params["order_id"]
+    try:
+        order_id = UUID(raw)
+    except ValueError:
+        order_id = None
+    order = None
+    if order_id is not None:
+        order = await in_store(request, services(request).orders.get, order_id)
+    if order is None:
+        raise ApiError(404, "unknown_order", f"There is no order {raw}.")
+    return JSONResponse(checked(Order, order))
+
+
+@documented(
+    "GET",
+    "A customer's orders (of carts created with that `user_id`), newest first, page by page",
+    "orders",
+    {
+        200: Answer("A page of the user's orders.", OrderPageBody),
+        401: UNAUTHORIZED,
+        422: error("`validation_error`: `user_id`, `after` or `limit` not valid."),
+        503: UNAVAILABLE,
+    },
+    security="storefront",
+    query=_PAGING,
+)
+async def user_orders(request: Request) -> JSONResponse:
+    _storefront(request)
+    user_id = _user_id(request.path_params["user_id"], "user_id")
+    return await _page(request, status=None, user_id=user_id)
+
+
+routes = [
+    Route("/api/orders", list_orders, methods=["GET"]),
+    Route("/api/orders/{order_id}", get_order, methods=["GET"]),
+    Route("/api/users/{user_id}/orders", user_orders, methods=["GET"]),
+]
