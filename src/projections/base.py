@@ -11,6 +11,7 @@ with the live schema or a rebuild's staging schema, so the same code serves both
 from __future__ import annotations
 
 import hashlib
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
@@ -98,6 +99,84 @@ class Writer:
     def fetchone(self, query: str, params: Params = None) -> tuple[Any, ...] | None:
         row: tuple[Any, ...] | None = self.execute(query, params).fetchone()
         return row
+
+
+class BatchWriter(Writer):
+    """A `Writer` that holds the statements back until `flush`, then sends them in the order
+    they were made, each run of the same statement in one go: a plain `INSERT ... VALUES` as
+    one COPY, any other as one `executemany` (pipelined). For replays (a rebuild's staging
+    tables, a verification's scratch copy), where statements one at a time cost more than
+    applying them: the handlers are the read model's own, unchanged, and only write (none
+    reads what `execute` returns; `fetchone` sends what is held back first, then reads)."""
+
+    def __init__(self, cursor: psycopg.Cursor[Any], schema: str, tables: Sequence[str]) -> None:
+        super().__init__(cursor, schema, tables)
+        self._held: list[tuple[bytes, Params]] = []
+
+    def execute(self, query: str, params: Params = None) -> psycopg.Cursor[Any]:
+        self._held.append((self.sql(query), params))
+        return self.cursor
+
+    def fetchone(self, query: str, params: Params = None) -> tuple[Any, ...] | None:
+        self.flush()
+        row: tuple[Any, ...] | None = self.cursor.execute(self.sql(query), params).fetchone()
+        return row
+
+    def flush(self) -> None:
+        """Sends every statement held back, in order; call inside the batch's transaction."""
+        self.send(self.take())
+
+    def take(self) -> list[tuple[bytes, Params]]:
+        """The statements held back (no longer held), to `send` later."""
+        held, self._held = self._held, []
+        return held
+
+    def send(self, held: list[tuple[bytes, Params]]) -> None:
+        """Sends statements `take` gave, in order (on this writer's cursor)."""
+        runs: list[tuple[bytes, list[Params]]] = []
+        for query, params in held:
+            if runs and runs[-1][0] == query:
+                runs[-1][1].append(params)
+            else:
+                runs.append((query, [params]))
+        cur = self.cursor
+        start = 0
+        while start < len(runs):
+            query, rows = runs[start]
+            copy = _copy_of(query)
+            if copy is not None and len(rows) > 1:
+                # COPY inserts the same rows, checked by the same constraints, as the
+                # INSERTs one by one would (the tables have no rules or triggers).
+                with cur.copy(copy) as out:
+                    for row in rows:
+                        out.write_row(row)  # type: ignore[arg-type]
+                start += 1
+                continue
+            # The runs up to the next COPY, pipelined (COPY cannot be in a pipeline).
+            end = start + 1
+            while end < len(runs) and (_copy_of(runs[end][0]) is None or len(runs[end][1]) < 2):
+                end += 1
+            with cur.connection.pipeline():
+                for query, rows in runs[start:end]:
+                    if len(rows) == 1:
+                        cur.execute(query, rows[0])
+                    else:
+                        cur.executemany(query, rows)  # type: ignore[arg-type]
+            start = end
+
+
+# `INSERT INTO <table> (<columns>) VALUES (%s, ...)` and nothing more: no ON CONFLICT, no
+# RETURNING, no expressions, one placeholder per column.
+_PLAIN_INSERT = re.compile(rb"INSERT INTO (\S+) \(([^()%]*)\) VALUES \((%s(?:, %s)*)\)")
+
+
+@lru_cache(maxsize=256)
+def _copy_of(query: bytes) -> bytes | None:
+    """The COPY that inserts what a run of `query` would, when it is a plain INSERT."""
+    found = _PLAIN_INSERT.fullmatch(query)
+    if found is None or found[2].count(b",") != found[3].count(b","):
+        return None
+    return b"COPY " + found[1] + b" (" + found[2] + b") FROM STDIN"
 
 
 @lru_cache(maxsize=1024)

@@ -14,14 +14,16 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Collection, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
 from ledger.storage import Database
-from projections.base import LIVE_SCHEMA, Projection, Writer, lock_key
-from projections.log import EVENTS_TABLE, EventLog
+from projections.base import LIVE_SCHEMA, BatchWriter, Params, Projection, Writer, lock_key
+from projections.log import EVENTS_TABLE, Batch, EventLog
 from projections.read_models import default_projections
 from projections.store import connect
 from projections.tracking import (
@@ -167,25 +169,118 @@ def replay(
 ) -> int:
     """Applies the log after `start` (up to `stop`, else its current end) to the projection's
     tables in `schema`, one transaction (or savepoint) per batch; returns the position reached."""
-    cur = conn.cursor()
-    writer = Writer(cur, schema, projection.tables)
-    position = start
+    target = Target(projection, schema, start, stop)
+    replay_together(conn, log, [target], progress=progress, batch=batch)
+    return target.position
+
+
+@dataclass
+class Target:
+    """A read model being replayed into the tables in `schema`: it has applied the log up to
+    `position`, and is to go up to `stop` (None: the log's current end)."""
+
+    projection: Projection
+    schema: str
+    position: int
+    stop: int | None = None
+
+    def wants(self, position: int) -> bool:
+        return position > self.position and (self.stop is None or position <= self.stop)
+
+
+def replay_together(
+    conn: psycopg.Connection[Any],
+    log: EventLog,
+    targets: Sequence[Target],
+    *,
+    progress: Progress = _quiet,
+    batch: int = REPLAY_BATCH,
+    reader: psycopg.Connection[Any] | None = None,
+) -> None:
+    """`replay` for several read models in one pass over the log: each batch is read and
+    decoded once, given to each read model whose range it is in, and written with one
+    `BatchWriter` per read model (their tables are their own: what one writes, no other
+    reads, so each keeps its own order). Moves each target's `position` as far as it got.
+
+    With a `reader` (another connection, autocommit), the log is read on it while the
+    previous batch is written on `conn` by a thread: the server applies one batch while this
+    process reads and decodes the next (each is still one transaction, in order). Only for
+    handlers that write and never read back (`BatchWriter.fetchone` would race the thread)."""
+    if not targets:
+        return
+    writers = [BatchWriter(conn.cursor(), t.schema, t.projection.tables) for t in targets]
+    # Every event any of them needs; all of them when one takes every event (the chain).
+    topics = (
+        []
+        if any(not t.projection.topics for t in targets)
+        else sorted({topic for t in targets for topic in t.projection.topics})
+    )
+    stops = [t.stop for t in targets]
+    stop = None if None in stops else max(s for s in stops if s is not None)
+    position = min(t.position for t in targets)
+    cur = (reader or conn).cursor()
     last_report = time.monotonic()
-    while True:
+
+    def write(held: list[list[tuple[bytes, Params]]]) -> None:
         with conn.transaction():
-            events = log.read(cur, position, projection.topics, batch, stop)
-            # Pipelined, as the runner applies its batches: the statements go out without
-            # waiting for each answer (a replay of 100,000 events is otherwise mostly waiting).
-            with conn.pipeline():
-                for event_position, event in events.events:
-                    projection.apply(writer, event, event_position)
-        position = events.upto
-        if len(events.events) < batch:
-            return position
-        if time.monotonic() - last_report >= PROGRESS_EVERY_SECONDS:
-            last_report = time.monotonic()
-            head = log.head(cur)
-            progress(f"{projection.name}: at position {position} of {head}")
+            for writer, statements in zip(writers, held, strict=True):
+                writer.send(statements)
+
+    with ThreadPoolExecutor(1, thread_name_prefix="replay-writes") as pool:
+        writing: Future[None] | None = None
+        while True:
+            if reader is None:
+                events = _read_and_apply(
+                    conn, log, cur, position, topics, batch, stop, targets, writers
+                )
+            else:
+                events = log.read(cur, position, topics, batch, stop)
+                _apply(events, targets, writers)
+                held = [writer.take() for writer in writers]
+                if writing is not None:
+                    writing.result()  # in order, and at most one batch waiting in memory
+                writing = pool.submit(write, held)
+            position = events.upto
+            for target in targets:
+                reached = position if target.stop is None else min(position, target.stop)
+                target.position = max(target.position, reached)
+            if len(events.events) < batch:
+                break
+            if time.monotonic() - last_report >= PROGRESS_EVERY_SECONDS:
+                last_report = time.monotonic()
+                head = log.head(cur)
+                names = ", ".join(t.projection.name for t in targets)
+                progress(f"{names}: at position {position} of {head}")
+        if writing is not None:
+            writing.result()
+
+
+def _read_and_apply(
+    conn: psycopg.Connection[Any],
+    log: EventLog,
+    cur: psycopg.Cursor[Any],
+    position: int,
+    topics: Sequence[str],
+    batch: int,
+    stop: int | None,
+    targets: Sequence[Target],
+    writers: Sequence[BatchWriter],
+) -> Batch:
+    """One batch read and written in one transaction, on one connection."""
+    with conn.transaction():
+        events = log.read(cur, position, topics, batch, stop)
+        _apply(events, targets, writers)
+        for writer in writers:
+            writer.flush()
+    return events
+
+
+def _apply(events: Batch, targets: Sequence[Target], writers: Sequence[BatchWriter]) -> None:
+    for target, writer in zip(targets, writers, strict=True):
+        apply = target.projection.apply
+        for event_position, event in events.events:
+            if target.wants(event_position):
+                apply(writer, event, event_position)
 
 
 def _swap(

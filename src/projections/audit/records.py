@@ -68,10 +68,14 @@ def page(cursor: psycopg.Cursor[Any], after: int, limit: int) -> list[Row]:
     return [_row(r) for r in cursor.execute(_PAGE, (after, limit)).fetchall()]
 
 
-def stream(conn: psycopg.Connection[Any], after: int = 0, chunk: int = 2000) -> Iterator[Row]:
+def stream(
+    conn: psycopg.Connection[Any], after: int = 0, chunk: int = 2000, *, binary: bool = False
+) -> Iterator[Row]:
     """Every record after `after`, in commit order, through a server-side cursor: memory
-    stays flat however long the log. Call inside a transaction (named cursors need one)."""
-    with conn.cursor(name="audit_stream") as cursor:
+    stays flat however long the log. Call inside a transaction (named cursors need one).
+    `binary`: the rows in PostgreSQL's binary format (the same values; the state arrives as
+    its bytes instead of hex text, which halves the time to read the log)."""
+    with conn.cursor(name="audit_stream", binary=binary) as cursor:
         cursor.itersize = chunk
         cursor.execute(_ALL_AFTER, (after,))
         for r in cursor:
