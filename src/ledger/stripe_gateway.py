@@ -116,8 +116,9 @@ class StripeGateway:
         payment_intent = _id_of(session.payment_intent)
         intent_status = None
         if session.status == "complete" and session.payment_status == "unpaid" and payment_intent:
-            # A delayed payment: its fate is the PaymentIntent's status, asked for only here
-            # (a paid session, the common case, needs no second call).
+            # A delayed payment, or one authorized for manual capture: its fate is the
+            # PaymentIntent's status, asked for only here (a paid session, the common case,
+            # needs no second call).
             intent = self._retrieve(self.client.v1.payment_intents.retrieve, payment_intent)
             intent_status = None if intent is None else intent.status
         return CheckoutSession(

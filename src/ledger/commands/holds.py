@@ -81,11 +81,15 @@ class HoldCommands(CartCommands):
         """Ends the hold without an order (nothing to do for one already ended)."""
 
         def decide(commit: Commit, cart: Cart) -> Cart:
-            items = [self._item(commit, sku) for sku in skus_held(cart, hold_id)]
-            release_hold(cart, hold_id, items, reason, cause)
+            self._release(commit, cart, hold_id, reason, cause)
             return cart
 
         return self._with_items(cart_id, lambda cart: skus_held(cart, hold_id), decide)
+
+    def _release(self, commit: Commit, cart: Cart, hold_id: str, reason: str, cause: str) -> None:
+        """Releases the cart's hold and its items' units in `commit` (their locks held)."""
+        items = [self._item(commit, sku) for sku in skus_held(cart, hold_id)]
+        release_hold(cart, hold_id, items, reason, cause)
 
     def _with_items(
         self,

@@ -17,7 +17,7 @@ from ledger.commands.holds import HoldCommands
 from ledger.decisions import Commit
 from ledger.domain import Cart, InventoryItem, Order, inventory_item_id, order_id_for
 from ledger.domain.errors import DomainError, UnknownCart, UnknownOrder, UnknownProduct
-from ledger.domain.holds import release_hold, skus_held
+from ledger.domain.holds import skus_held
 from ledger.domain.order import PaidSession
 from ledger.domain.vocabulary import HoldEnd, OrderStatus, SessionState
 from ledger.group_commit import GroupCommit
@@ -191,8 +191,7 @@ class OrderCommands(HoldCommands):
     ) -> None:
         hold_id = cart.hold_of(session_id)
         if hold_id is not None:
-            items = [self._item(commit, sku) for sku in skus_held(cart, hold_id)]
-            release_hold(cart, hold_id, items, reason, cause)
+            self._release(commit, cart, hold_id, reason, cause)
 
     @staticmethod
     def _hold_skus(session_id: str) -> Callable[[Cart], list[str]]:
