@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
+from uuid import UUID
 
 from starlette.requests import Request
 
@@ -41,3 +42,15 @@ def require_bearer(request: Request, accepted: list[str], audience: str) -> None
     )
     if not accepted or not valid:
         raise ApiError(401, "unauthorized", f"A valid {audience} bearer token is required.")
+
+
+def unknown_order(request: Request) -> ApiError:
+    return ApiError(404, "unknown_order", f"There is no order {request.path_params['order_id']}.")
+
+
+def order_id_of(request: Request) -> UUID:
+    """The path's order id; 404 `unknown_order` for one that is not a UUID."""
+    try:
+        return UUID(request.path_params["order_id"])
+    except ValueError:
+        raise unknown_order(request) from None

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any
-from uuid import UUID
 
 from pydantic import Field
 from starlette.requests import Request
@@ -19,7 +18,7 @@ from starlette.routing import Route
 from projections.audit import records
 from projections.audit.history import OrderHistories
 from projections.audit.stock import StockHistory, parse_instant
-from web.context import in_store, require_bearer, services
+from web.context import in_store, order_id_of, require_bearer, services, unknown_order
 from web.errors import ApiError
 from web.responses import EventPage, OrderHistory, StockAt, checked
 from web.route_docs import UNAUTHORIZED, UNAVAILABLE, Answer, Query, documented, error
@@ -119,17 +118,11 @@ async def events_page(request: Request) -> JSONResponse:
 )
 async def order_history(request: Request) -> JSONResponse:
     _auditor(request)
-    raw = request.path_params["order_id"]
-    try:
-        order_id = UUID(raw)
-    except ValueError:
-        order_id = None
+    order_id = order_id_of(request)
     histories = OrderHistories(services(request).read_store)
-    events = None
-    if order_id is not None:
-        events = await in_store(request, histories.events, order_id, budget=AUDIT_BUDGET_SECONDS)
+    events = await in_store(request, histories.events, order_id, budget=AUDIT_BUDGET_SECONDS)
     if events is None:
-        raise ApiError(404, "unknown_order", f"There is no order {raw}.")
+        raise unknown_order(request)
     return JSONResponse(checked(OrderHistory, {"order_id": str(order_id), "events": events}))
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Any
-from uuid import UUID
 
 from pydantic import Field
 from starlette.requests import Request
@@ -15,7 +14,7 @@ from starlette.routing import Route
 
 from ledger.domain.vocabulary import OrderStatus
 from projections.orders import OrderPage
-from web.context import in_store, require_bearer, services
+from web.context import in_store, order_id_of, require_bearer, services, unknown_order
 from web.errors import ApiError
 from web.responses import Order, OrderStatusWord, checked
 from web.responses import OrderPage as OrderPageBody
@@ -179,16 +178,9 @@ async def list_orders(request: Request) -> JSONResponse:
 )
 async def get_order(request: Request) -> JSONResponse:
     _admin(request)
-    raw = request.path_params["order_id"]
-    try:
-        order_id = UUID(raw)
-    except ValueError:
-        order_id = None
-    order = None
-    if order_id is not None:
-        order = await in_store(request, services(request).orders.get, order_id)
+    order = await in_store(request, services(request).orders.get, order_id_of(request))
     if order is None:
-        raise ApiError(404, "unknown_order", f"There is no order {raw}.")
+        raise unknown_order(request)
     return JSONResponse(checked(Order, order))
 
 
