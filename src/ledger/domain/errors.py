@@ -115,6 +115,31 @@ class UnknownOrder(DomainError):
         super().__init__(f"There is no order {order_id}.")
 
 
+class InvalidRefund(DomainError):
+    """A refund naming what the order does not hold (a sku not among its lines)."""
+
+    code = "invalid_refund"
+
+
+class RefundExceedsRemaining(DomainError):
+    code = "refund_exceeds_remaining"
+
+
+class OrderNotCancellable(DomainError):
+    code = "order_not_cancellable"
+
+    def __init__(self, order_id: object, status: str) -> None:
+        super().__init__(f"Order {order_id} is {status}: it cannot be cancelled.")
+
+
+class OrderNotRefundable(RefundExceedsRemaining):
+    """A refund of an order that was never placed, or whose payment is not captured (yet):
+    nothing of it remains to refund."""
+
+    def __init__(self, order_id: object, status: str) -> None:
+        super().__init__(f"Order {order_id} is {status}: none of its payment can be refunded.")
+
+
 class InvalidTransition(DomainError):
     code = "invalid_transition"
 

@@ -7,13 +7,15 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.domain import Aggregate, event
+from eventsourcing.domain import event
 
+from ledger.domain.after_sale import AfterSale
 from ledger.domain.cart import Cart
 from ledger.domain.errors import InvalidTransition
 from ledger.domain.holds import release_hold
 from ledger.domain.identity import order_id_for
 from ledger.domain.inventory import InventoryItem
+from ledger.domain.refund_book import RefundBook
 from ledger.domain.vocabulary import (
     DISPUTE_CLOSED,
     WITH_ORDER,
@@ -21,6 +23,7 @@ from ledger.domain.vocabulary import (
     OrderStatus,
     RefundStatus,
     Rejection,
+    RestockReason,
 )
 
 _PAID_FROM = (OrderStatus.PROCESSING, OrderStatus.AWAITING_PAYMENT, OrderStatus.PAYMENT_FAILED)
@@ -43,7 +46,7 @@ class PaidSession:
     authorized_only: bool = False
 
 
-class Order(Aggregate):
+class Order(AfterSale):
     STREAM = "order"
 
     @staticmethod
@@ -85,6 +88,15 @@ class Order(Aggregate):
         # "captured" or "failed"; and a released authorization: "requested", then "done".
         self.capture: str | None = None
         self.release: str | None = None
+        # After the sale: what the merchant (or Stripe's Dashboard) gave back, and whether the
+        # order's stock was taken (`placed`) and it was cancelled, by which request.
+        self.book = RefundBook.of(lines)
+        self.placed = False
+        self.cancelled_by: str | None = None
+        # A merchant refund failed for good: a person must act (another refund clears it).
+        self.refund_flagged = False
+        # Rejected: all of the payment is owed back, by the order's own refund.
+        self.owes_refund = False
 
     @classmethod
     def open(
@@ -186,12 +198,13 @@ class Order(Aggregate):
             return
         self._capture_failed(code=code, cause=cause)
         for item, line in zip(items, self.lines, strict=True):
-            item.give_back(self.id, line["quantity"], OrderStatus.PAYMENT_FAILED, cause)
+            item.give_back(self.id, line["quantity"], RestockReason.PAYMENT_FAILED, cause)
         cart.reopen(self.checkout_session_id, self.id, OrderStatus.PAYMENT_FAILED, cause)
 
     @event("CaptureFailed")
     def _capture_failed(self, code: str, cause: str) -> None:
         self.capture = "failed"
+        self.placed = False
         self.status = OrderStatus.PAYMENT_FAILED
 
     def release_authorization(
@@ -231,7 +244,20 @@ class Order(Aggregate):
         amount, currency = captured
         self._release_failed(code=code, payment_intent_status=payment_intent_status, cause=cause)
         self._payment_captured(amount=amount, currency=currency, cause=cause)
-        self._refund_requested(amount=amount, currency=currency, cause=cause)
+        if self.cancelled_by is None:
+            self._refund_requested(amount=amount, currency=currency, cause=cause)
+        elif amount > 0:
+            # The merchant cancelled it: what was captured goes back as the cancel's refund.
+            self._merchant_refund_requested(
+                refund_id=self.cancelled_by,
+                amount=amount,
+                currency=currency,
+                lines=[],
+                restocked=[],
+                reason=None,
+                cause=cause,
+            )
+            self._settle(cause)
 
     @event("ReleaseFailed")
     def _release_failed(self, code: str, payment_intent_status: str, cause: str) -> None:
@@ -244,8 +270,8 @@ class Order(Aggregate):
         ledger asked for, or `adopt`ed: found when Stripe says the charge is refunded already,
         or made by a person for an order whose refund failed), rather than one made outside
         the ledger. `refund_order_ref` is the order id the refund's metadata names."""
-        if self.status not in _REFUNDING:
-            return False  # a confirmed order owes nothing back: any refund came from outside
+        if not self.owes_refund:
+            return False  # a placed order owes nothing back by itself: the merchant decides
         if refund_id == self.refund_id or refund_order_ref == str(self.id):
             return True
         if self.status == OrderStatus.REFUND_FAILED:
@@ -268,6 +294,7 @@ class Order(Aggregate):
     def _payment_confirmed(self, payment_intent: str | None, cause: str) -> None:
         self.payment_intent = payment_intent or self.payment_intent
         self.status = OrderStatus.CONFIRMED
+        self.placed = True
 
     def fail_payment(self, cause: str) -> None:
         self._require(OrderStatus.PROCESSING, OrderStatus.AWAITING_PAYMENT)
@@ -300,6 +327,7 @@ class Order(Aggregate):
     def _refund_requested(self, amount: int, currency: str, cause: str) -> None:
         """`amount` and `currency`: what Stripe charged, all of which goes back."""
         self.charged = (amount, currency)
+        self.owes_refund = True
         self.status = OrderStatus.REFUND_PENDING
 
     def follow_refund(
@@ -349,17 +377,20 @@ class Order(Aggregate):
         self, refund_id: str, status: str, amount: int, currency: str, cause: str
     ) -> None:
         """A refund of this order's payment that the ledger did not ask for (Stripe's
-        Dashboard). Recorded for the history; it changes neither the order nor stock."""
+        Dashboard). It never restocks; on a placed order it counts as money back, so the
+        order becomes `partially_refunded` or `refunded` (the merchant decides about stock)."""
         if self.outside_refunds.get(refund_id) != status:
             self._outside_refund(
                 refund_id=refund_id, status=status, amount=amount, currency=currency, cause=cause
             )
+            self._settle(cause)
 
     @event("OutsideRefundRecorded")
     def _outside_refund(
         self, refund_id: str, status: str, amount: int, currency: str, cause: str
     ) -> None:
         self.outside_refunds[refund_id] = status
+        self.book.outside[refund_id] = (amount, RefundStatus.of(status))
 
     def note_dispute(
         self, dispute_id: str, status: str, amount: int, currency: str, reason: str, cause: str

@@ -25,6 +25,10 @@ class OrderStatus(StrEnum):
     # Manual capture: authorized but not fulfillable; the authorization is cancelled, so the
     # customer is never charged and nothing is refunded.
     RELEASED = "released"
+    # The merchant's later decisions on a placed order (`Order.refund`, `Order.cancel`); a
+    # refund made in Stripe's Dashboard moves a placed order through them too.
+    PARTIALLY_REFUNDED = "partially_refunded"  # part of what was captured is refunded
+    CANCELLED = "cancelled"  # the rest refunded (or the authorization released)
 
 
 # An outcome was recorded for a paid session: the payment was taken for good (an order kept or
@@ -37,6 +41,8 @@ WITH_ORDER: frozenset[OrderStatus] = frozenset(
         OrderStatus.REFUNDED,
         OrderStatus.REFUND_FAILED,
         OrderStatus.RELEASED,
+        OrderStatus.PARTIALLY_REFUNDED,
+        OrderStatus.CANCELLED,
     }
 )
 # News of the checkout session can still change these: only for them is Stripe asked.
@@ -53,8 +59,18 @@ FINAL: frozenset[OrderStatus] = frozenset(
         OrderStatus.REFUND_FAILED,
         OrderStatus.EXPIRED,
         OrderStatus.RELEASED,
+        OrderStatus.PARTIALLY_REFUNDED,
+        OrderStatus.CANCELLED,
     }
 )
+
+
+class RestockReason(StrEnum):
+    """Why an order's stock went back on hand (`StockReturned`)."""
+
+    PAYMENT_FAILED = "payment_failed"  # its capture was refused: the order is void
+    REFUNDED = "refunded"  # the merchant refunded lines and put them back
+    CANCELLED = "cancelled"  # the merchant cancelled the order
 
 
 class RefundStatus(StrEnum):
