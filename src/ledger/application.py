@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from ledger.commands.after_sale import AfterSaleCommands
 from ledger.commands.orders import OrderCommands
 from ledger.commands.payment_news import PaymentNewsCommands, Recorded
 from ledger.domain import InventoryItem
 from ledger.locks import ConcurrentModification
 
 
-class Ledger(OrderCommands, PaymentNewsCommands):
+class Ledger(OrderCommands, PaymentNewsCommands, AfterSaleCommands):
     """Commands over the cart, inventory and order aggregates.
 
     Every command is read -> decide -> one `save()` of every aggregate the decision touches,

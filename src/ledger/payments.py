@@ -125,6 +125,8 @@ class Refund:
     payment_intent: str | None
     order_id: str | None  # our metadata, when the ledger asked for it
     failure_reason: str | None = None
+    # Our metadata too: the merchant's refund this is (`refund_id` in the order's refunds).
+    refund_ref: str | None = None
 
     @property
     def succeeded(self) -> bool:
@@ -178,8 +180,17 @@ class PaymentGateway(Protocol):
 
     def retrieve_payment_intent(self, payment_intent: str) -> PaymentIntent | None: ...
 
-    def refund(self, payment_intent: str, order_id: str, idempotency_key: str) -> Refund:
-        """A full refund of the payment (whatever was actually charged)."""
+    def refund(
+        self,
+        payment_intent: str,
+        order_id: str,
+        idempotency_key: str,
+        *,
+        amount: int | None = None,
+        refund_ref: str | None = None,
+    ) -> Refund:
+        """A refund of `amount` of the payment, or of all of it (whatever was actually
+        charged) when None; `refund_ref`: the merchant's refund it makes."""
         ...
 
     def retrieve_refund(self, refund_id: str) -> Refund | None: ...

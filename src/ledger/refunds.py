@@ -34,6 +34,12 @@ def refund_idempotency_key(order_id: object) -> str:
     return f"refund-{order_id}"
 
 
+def merchant_refund_idempotency_key(refund_id: str) -> str:
+    """The merchant's refund's key at Stripe: derived from the merchant's own idempotency key
+    (`refund_id` is), so every retry of it, by a request or the worker, is the same refund."""
+    return f"merchant-refund-{refund_id}"
+
+
 class PaymentIndex(Protocol):
     """Which order a payment (a PaymentIntent id) belongs to: kept by a read model."""
 
@@ -73,6 +79,45 @@ class Refunds:
                     log.info("refund_found", order_id=str(order.id), refund_id=made.refund_id)
                     return self._record(order, made, cause, adopt=True)
             return self._refused(order, refusal.code or "refused", str(refusal), cause)
+        return self._record(order, refund, f"stripe:{refund.refund_id}")
+
+    def issue_merchant(self, order_id: UUID, refund_id: str, cause: str) -> Order | None:
+        """Asks Stripe for one of the merchant's refunds (`Order.refund`, `Order.cancel`),
+        once in effect however often called. Raises PaymentProviderUnavailable when Stripe
+        cannot answer now: try again later."""
+        order = self.ledger.get_order(order_id)
+        wanted = None if order is None else order.book.merchant.get(refund_id)
+        if order is None or wanted is None or wanted.stripe_refund_id is not None:
+            return order
+        if wanted.status != RefundStatus.PENDING or not order.payment_intent:
+            return order
+        try:
+            refund = self.gateway.refund(
+                payment_intent=order.payment_intent,
+                order_id=str(order.id),
+                idempotency_key=merchant_refund_idempotency_key(refund_id),
+                amount=wanted.amount,
+                refund_ref=refund_id,
+            )
+        except PaymentProviderRefused as refusal:
+            # The refund may exist after all (an earlier attempt whose answer was lost, its
+            # idempotency key since forgotten): Stripe's list names it by our metadata.
+            found = self.gateway.refunds_of(order.payment_intent)
+            made = [r for r in found if r.refund_ref == refund_id]
+            if made:
+                return self._record(order, made[0], cause)
+            code = refusal.code or "refused"
+            news = self.ledger.refuse_merchant_refund(order.id, refund_id, code, cause)
+            if news.events:
+                REFUNDS.labels(outcome=RefundStatus.FAILED).inc()
+                log.error(
+                    "merchant_refund_failed",
+                    order_id=str(order.id),
+                    refund_id=refund_id,
+                    code=code,
+                    error=str(refusal),
+                )
+            return news.order
         return self._record(order, refund, f"stripe:{refund.refund_id}")
 
     def follow(self, refund_id: str, cause: str) -> Outcome:
@@ -135,7 +180,7 @@ class Refunds:
                 f"refund_{outcome}",
                 order_id=str(order.id),
                 refund_id=refund.refund_id,
-                code=order.refund_failure,
+                code=order.refund_failure or refund.failure_reason,
             )
         return order
 
@@ -148,13 +193,15 @@ class Refunds:
 
 
 def _outcome(events: tuple[str, ...]) -> RefundStatus | None:
-    """The step of the order's refund that these events record, counted in the metrics:
-    Stripe took it (and it has not settled yet), it succeeded, or it failed."""
-    if "RefundFailed" in events:
+    """The step of a refund (the order's own, or the merchant's) that these events record,
+    counted in the metrics: Stripe took it (and it has not settled yet), it succeeded, or it
+    failed."""
+    named = {e.removeprefix("Merchant") for e in events}
+    if "RefundFailed" in named:
         return RefundStatus.FAILED
-    if "RefundIssued" in events:
+    if named & {"RefundIssued", "RefundSucceeded"}:
         return RefundStatus.SUCCEEDED
-    if "RefundSubmitted" in events:
+    if "RefundSubmitted" in named:
         return RefundStatus.PENDING
     return None
 

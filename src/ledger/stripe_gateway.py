@@ -29,6 +29,9 @@ READ_TIMEOUT_SECONDS = 1.5
 NETWORK_RETRIES = 1
 
 _TRANSIENT = (stripe.APIConnectionError, stripe.RateLimitError, stripe.APIError)
+# Refusals that only say "not now": another request with the same idempotency key is under way
+# (a worker and a request making the same refund), or an object was locked.
+_BUSY_CODES = frozenset({"idempotency_key_in_use", "lock_timeout"})
 
 
 class StripeGateway:
@@ -133,14 +136,27 @@ class StripeGateway:
             customer_email=details.email if (details := session.customer_details) else None,
         )
 
-    def refund(self, payment_intent: str, order_id: str, idempotency_key: str) -> Refund:
+    def refund(
+        self,
+        payment_intent: str,
+        order_id: str,
+        idempotency_key: str,
+        *,
+        amount: int | None = None,
+        refund_ref: str | None = None,
+    ) -> Refund:
+        params: dict[str, Any] = {
+            "payment_intent": payment_intent,
+            "reason": "requested_by_customer",
+            "metadata": {"order_id": order_id},
+        }
+        if amount is not None:
+            params["amount"] = amount
+        if refund_ref is not None:
+            params["metadata"]["refund_id"] = refund_ref
         with _translated_errors():
             refund = self.client.v1.refunds.create(
-                params={
-                    "payment_intent": payment_intent,
-                    "reason": "requested_by_customer",
-                    "metadata": {"order_id": order_id},
-                },
+                params=params,  # type: ignore[arg-type]
                 options={"idempotency_key": idempotency_key},
             )
         return _refund(refund)
@@ -208,6 +224,7 @@ def _refund(refund: Any) -> Refund:
         payment_intent=_id_of(refund.payment_intent),
         order_id=metadata.get("order_id"),
         failure_reason=getattr(refund, "failure_reason", None),
+        refund_ref=metadata.get("refund_id"),
     )
 
 
@@ -232,6 +249,7 @@ def _translated_errors(*, fetching: bool = False) -> Iterator[None]:
         code = error.code or ("resource_missing" if status == 404 else None)
         if (
             isinstance(error, _TRANSIENT)
+            or code in _BUSY_CODES
             or status >= 500
             or status in (401, 403)
             or (fetching and code != "resource_missing")

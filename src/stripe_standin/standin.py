@@ -215,11 +215,12 @@ class StripeStandIn:
         with self._cv:
             self._world.authorizations.lapse(session_id)
 
-    def dashboard_refund(self, session_id: str) -> dict[str, Any]:
-        """Refund all that is left of the session's payment as a person does in Stripe's
-        Dashboard (no metadata, no idempotency key); emits refund.created, charge.refunded."""
+    def dashboard_refund(self, session_id: str, amount: int | None = None) -> dict[str, Any]:
+        """Refund `amount` (all that is left when None) of the session's payment as a person
+        does in Stripe's Dashboard (no metadata, no idempotency key); emits refund.created,
+        charge.refunded."""
         with self._cv:
-            return self._world.refunds.dashboard_refund(session_id)
+            return self._world.refunds.dashboard_refund(session_id, amount)
 
     def hold_refunds(self, session_id: str, hold: bool = True) -> None:
         """Whether new refunds of this session's payment stay pending, whatever
@@ -267,6 +268,11 @@ class StripeStandIn:
         failure = InjectedFailure(status, after_processing, path, code, error_type)
         with self._cv:
             self._api.failures.add(count, failure)
+
+    def clear_failures(self) -> None:
+        """Forget the failures `fail_next` queued and no call has answered yet."""
+        with self._cv:
+            self._api.failures.clear()
 
     def build_event(
         self, type: str, object_id: str, *, timestamp: int | None = None

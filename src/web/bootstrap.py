@@ -11,6 +11,7 @@ from ledger.captures import Captures
 from ledger.checkout import Checkout
 from ledger.customer_keys import PostgresCustomerKeys
 from ledger.disputes import Disputes
+from ledger.merchant_requests import MerchantRequests
 from ledger.payments import PaymentGateway
 from ledger.personal_data import PersonalData
 from ledger.refunds import Refunds
@@ -66,12 +67,14 @@ class Services:
     webhook_secrets: list[str]
     store_breaker: StoreBreaker
     read_store: ReadStore
+    merchant_requests: MerchantRequests
     stand_in: StripeStandIn | None = None
 
     def close(self) -> None:
         if self.stand_in is not None:
             self.stand_in.close()
         self.read_store.close()
+        self.merchant_requests.close()
         self.customer_keys.close()
         self.ledger.close()
 
@@ -148,6 +151,7 @@ def bootstrap(
         webhook_secrets=webhook_secrets,
         store_breaker=StoreBreaker(database),
         read_store=read_store,
+        merchant_requests=MerchantRequests(database, ledger.locks),
         stand_in=stand_in,
     )
 

@@ -19,9 +19,11 @@ from ledger.domain.errors import (
     InsufficientStock,
     InvalidProduct,
     InvalidQuantity,
+    InvalidRefund,
     TooManyLines,
     UnknownCart,
     UnknownCheckoutSession,
+    UnknownOrder,
     UnknownProduct,
 )
 from ledger.storage import StoreUnavailable
@@ -83,6 +85,7 @@ _DOMAIN_STATUS: dict[type[DomainError], int] = {
     UnknownProduct: 404,
     UnknownCart: 404,
     UnknownCheckoutSession: 404,
+    UnknownOrder: 404,
     CartClosed: 409,
     InsufficientStock: 409,
     CurrencyMismatch: 409,
@@ -90,7 +93,14 @@ _DOMAIN_STATUS: dict[type[DomainError], int] = {
     InvalidQuantity: 422,
     InvalidProduct: 422,
     TooManyLines: 422,
+    InvalidRefund: 422,
 }
+
+
+def domain_status(refusal: DomainError) -> int:
+    """The HTTP status of a refusal: 409 unless the contract says otherwise."""
+    return next((s for t, s in _DOMAIN_STATUS.items() if isinstance(refusal, t)), 409)
+
 
 _HTTP_CODES = {
     400: "bad_request",
@@ -117,8 +127,7 @@ async def _api_error(request: Request, exc: Exception) -> Response:
 
 async def _domain_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, DomainError)
-    status = next((s for t, s in _DOMAIN_STATUS.items() if isinstance(exc, t)), 409)
-    return error_response(status, exc.code, quote_inputs_briefly(str(exc), request))
+    return error_response(domain_status(exc), exc.code, quote_inputs_briefly(str(exc), request))
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -146,15 +146,19 @@ class Restocked(ResponseBody):
 
 
 class OrderRefund(ResponseBody):
-    refund_id: str = Field(description="Stripe's refund id.")
+    refund_id: str = Field(
+        description="The merchant's refunds: the ledger's id (sent to Stripe as"
+        " `metadata[refund_id]`); others: Stripe's refund id."
+    )
     amount: int
     status: RefundStatusWord = Field(
         description="As Stripe reports it: `pending` (also Stripe's `requires_action`),"
         " `succeeded`, `failed` (also `canceled`)."
     )
     reason: str | None = Field(
-        description="Why: the order's rejection (`out_of_stock`, ...) for its own refund;"
-        " null for one made outside the ledger (Stripe's Dashboard)."
+        description="Why: the merchant's reason for theirs; the order's rejection"
+        " (`out_of_stock`, ...) for its own refund; null for one made outside the ledger"
+        " (Stripe's Dashboard)."
     )
     restocked: list[Restocked] = Field(description="What the refund returned to stock.")
     created_at: datetime = Field(description="When the ledger first recorded it.")

@@ -53,3 +53,26 @@ class CartBody(Strict):
 
 class CartLineBody(Strict):
     quantity: Annotated[int, Field(ge=0, le=MAX_LINE_QUANTITY)]
+
+
+# The merchant's reason for a refund or a cancellation: Stripe keeps 500 characters of metadata.
+Reason = Annotated[str, StringConstraints(max_length=500, pattern=TEXT)]
+
+
+class CancelBody(Strict):
+    reason: Reason | None = None
+    restock: bool = Field(True, description="Put the quantities not refunded yet back on hand.")
+
+
+class RefundLineBody(Strict):
+    sku: Annotated[str, StringConstraints(pattern=SKU_PATTERN)]
+    quantity: Annotated[int, Field(ge=1, le=MAX_LINE_QUANTITY)]
+
+
+class RefundBody(Strict):
+    """Either `lines` (with `restock`) or `amount`."""
+
+    lines: Annotated[list[RefundLineBody], Field(min_length=1, max_length=100)] | None = None
+    amount: Annotated[int, Field(gt=0, le=MAX_UNIT_AMOUNT * MAX_LINE_QUANTITY)] | None = None
+    restock: bool = Field(True, description="With `lines`: put them back on hand.")
+    reason: Reason | None = None

@@ -26,13 +26,17 @@ class PaymentNewsCommands(DecidingApplication):
     def record_refund(
         self, order_id: UUID, refund: Refund, cause: str, *, adopt: bool = False
     ) -> Recorded:
-        """Records what Stripe says of a refund of the order's payment: the order's own refund
-        (`Order.owns_refund`) moves the order on; any other is recorded as a refund made
-        outside the ledger."""
+        """Records what Stripe says of a refund of the order's payment: one of the merchant's
+        refunds (named by its metadata) or the order's own refund (`Order.owns_refund`) moves
+        the order on; any other is recorded as a refund made outside the ledger."""
 
         def decide() -> Recorded:
             order = self._require_order(order_id)
-            if order.owns_refund(refund.refund_id, refund.order_id, refund.succeeded, adopt):
+            if refund.refund_ref is not None and refund.refund_ref in order.book.merchant:
+                order.follow_merchant_refund(
+                    refund.refund_ref, refund.refund_id, refund.status, refund.failure_reason, cause
+                )
+            elif order.owns_refund(refund.refund_id, refund.order_id, refund.succeeded, adopt):
                 order.follow_refund(
                     refund.refund_id, refund.status, refund.amount, refund.failure_reason, cause
                 )
@@ -51,6 +55,18 @@ class PaymentNewsCommands(DecidingApplication):
             order = self._require_order(order_id)
             if order.status == OrderStatus.REFUND_PENDING and order.refund_id is None:
                 order.refuse_refund(code, cause)
+            return self._save_news(order)
+
+        return self._decide([order_id], decide)
+
+    def refuse_merchant_refund(
+        self, order_id: UUID, refund_id: str, code: str, cause: str
+    ) -> Recorded:
+        """Stripe refused to make one of the merchant's refunds at all (`code`: its error)."""
+
+        def decide() -> Recorded:
+            order = self._require_order(order_id)
+            order.refuse_merchant_refund(refund_id, code, cause)
             return self._save_news(order)
 
         return self._decide([order_id], decide)

@@ -107,12 +107,13 @@ class Refunds:
         store.evict(keep=session.id)
         return copy.deepcopy(refund)
 
-    def dashboard_refund(self, session_id: str) -> dict[str, Any]:
-        """A full refund made in Stripe's Dashboard: no metadata, no idempotency key."""
+    def dashboard_refund(self, session_id: str, amount: int | None = None) -> dict[str, Any]:
+        """A refund made in Stripe's Dashboard (of all that is left when `amount` is None): no
+        metadata, no idempotency key."""
         session = self._store.control_session(session_id)
         try:
             return self.create(
-                session, amount=None, reason=None, metadata={}, idempotency_key=None, ref=None
+                session, amount=amount, reason=None, metadata={}, idempotency_key=None, ref=None
             )
         except StripeError as refused:
             raise ValueError(refused.message) from refused

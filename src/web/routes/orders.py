@@ -43,7 +43,7 @@ def decode_after(raw: str) -> int | None:
     return min(int(raw, 16), MAX_POSITION)
 
 
-def _admin(request: Request) -> None:
+def admin_only(request: Request) -> None:
     token = services(request).settings.admin_token
     require_bearer(request, [token.get_secret_value()] if token else [], "admin")
 
@@ -158,7 +158,7 @@ _PAGING = (
     " decided before the first page was read exactly once, while others are placed.",
 )
 async def list_orders(request: Request) -> JSONResponse:
-    _admin(request)
+    admin_only(request)
     status = _status(request)
     user_id = _user_id(request.query_params.get("user_id"), "user_id")
     return await _page(request, status=status, user_id=user_id)
@@ -177,7 +177,7 @@ async def list_orders(request: Request) -> JSONResponse:
     security="admin",
 )
 async def get_order(request: Request) -> JSONResponse:
-    _admin(request)
+    admin_only(request)
     order = await in_store(request, services(request).orders.get, order_id_of(request))
     if order is None:
         raise unknown_order(request)
