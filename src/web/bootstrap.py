@@ -11,6 +11,7 @@ from ledger.captures import Captures
 from ledger.checkout import Checkout
 from ledger.customer_keys import PostgresCustomerKeys
 from ledger.disputes import Disputes
+from ledger.merchant_desk import MerchantDesk
 from ledger.merchant_requests import MerchantRequests
 from ledger.payments import PaymentGateway
 from ledger.personal_data import PersonalData
@@ -68,6 +69,7 @@ class Services:
     store_breaker: StoreBreaker
     read_store: ReadStore
     merchant_requests: MerchantRequests
+    merchant_desk: MerchantDesk
     stand_in: StripeStandIn | None = None
 
     def close(self) -> None:
@@ -152,6 +154,7 @@ def bootstrap(
         store_breaker=StoreBreaker(database),
         read_store=read_store,
         merchant_requests=MerchantRequests(database, ledger.locks),
+        merchant_desk=MerchantDesk(ledger, refunds),
         stand_in=stand_in,
     )
 

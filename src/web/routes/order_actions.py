@@ -1,10 +1,5 @@
-"""The merchant's actions on an order (`LEDGER_ADMIN_TOKEN`): cancel it, refund part of it.
-
-Each POST needs an `Idempotency-Key` (`ledger.merchant_requests`). The decision is committed
-first (`ledger.commands.after_sale`); the refund is then asked of Stripe at once, so the answer
-shows Stripe's word on it; when Stripe cannot answer now, the refund worker asks again later
-with the same key, and the answer says `pending`.
-"""
+"""The merchant's actions on an order (`LEDGER_ADMIN_TOKEN`): cancel it, refund part of it
+(`ledger.merchant_desk`). Each POST needs an `Idempotency-Key` (`ledger.merchant_requests`)."""
 
 from __future__ import annotations
 
@@ -15,7 +10,6 @@ from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
-import structlog
 from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -24,7 +18,6 @@ from starlette.routing import Route
 from ledger.commands.after_sale import request_id_for
 from ledger.domain.errors import DomainError
 from ledger.merchant_requests import Answer
-from ledger.payments import PaymentProviderUnavailable
 from ledger.storage import StoreUnavailable
 from web.context import cause_of, in_store, order_id_of, services
 from web.errors import ApiError, domain_status
@@ -34,8 +27,6 @@ from web.route_docs import BODY_ERRORS, UNAUTHORIZED, UNAVAILABLE, documented, e
 from web.route_docs import Answer as Documented
 from web.routes.orders import admin_only
 from web.schemas import CancelBody, RefundBody
-
-log = structlog.get_logger("web.order_actions")
 
 # Stripe's rule: 1 to 255 printable ASCII characters.
 _KEY = re.compile(r"[\x20-\x7e]{1,255}")
@@ -86,14 +77,6 @@ async def _once(
     return JSONResponse(answer.body, status_code=answer.status)
 
 
-def _send(request: Request, order_id: UUID, refund_id: str) -> None:
-    """Asks Stripe for the refund now; when it cannot answer, the refund worker will."""
-    try:
-        services(request).refunds.issue_merchant(order_id, refund_id, cause_of(request))
-    except PaymentProviderUnavailable as unavailable:
-        log.warning("merchant_refund_deferred", order_id=str(order_id), error=str(unavailable))
-
-
 def _order_view(request: Request, order_id: UUID) -> dict[str, Any]:
     view = services(request).orders.get(order_id)
     if view is None:  # its outcome is recorded: only a read model far behind shows nothing
@@ -133,12 +116,9 @@ async def cancel_order(request: Request) -> JSONResponse:
     request_id = request_id_for(order_id, key)
 
     def act() -> Answer:
-        ledger = services(request).ledger
-        order = ledger.cancel_order(
+        services(request).merchant_desk.cancel(
             order_id, request_id, restock=body.restock, reason=body.reason, cause=cause_of(request)
         )
-        if request_id in order.book.merchant:
-            _send(request, order_id, request_id)
         return Answer(200, _order_view(request, order_id))
 
     return await _once(request, body, key, act)
@@ -179,7 +159,7 @@ async def refund_order(request: Request) -> JSONResponse:
             lines[line.sku] = lines.get(line.sku, 0) + line.quantity
 
     def act() -> Answer:
-        services(request).ledger.refund_order(
+        services(request).merchant_desk.refund(
             order_id,
             refund_id,
             lines=lines,
@@ -188,7 +168,6 @@ async def refund_order(request: Request) -> JSONResponse:
             reason=body.reason,
             cause=cause_of(request),
         )
-        _send(request, order_id, refund_id)
         view = _order_view(request, order_id)
         for refund in view["refunds"]:
             if refund["refund_id"] == refund_id:
