@@ -186,6 +186,19 @@ def money(count: int, amount: int) -> dict[str, int]:
     return {"count": count, "amount": amount}
 
 
+# A currency's figures after the sale when the merchant neither refunded nor cancelled.
+NO_AFTER_SALE: dict[str, Any] = {
+    "merchant_refunds": {
+        **money(0, 0),
+        "succeeded": money(0, 0),
+        "pending": money(0, 0),
+        "failed": money(0, 0),
+    },
+    "merchant_refunds_by_reason": {},
+    "cancellations": {"count": 0, "released": 0},
+}
+
+
 def named(violations: list[Violation], check: str) -> list[Violation]:
     return [v for v in violations if v.check == check]
 
@@ -509,6 +522,7 @@ def test_the_report_s_per_currency_figures_and_its_capture_failed_list() -> None
         "released": money(0, 0),
         "awaiting_capture": money(0, 0),
         "capture_failed": money(0, 0),
+        **NO_AFTER_SALE,
     }
     assert eur == {
         "payments": money(1, 1000),
@@ -524,6 +538,7 @@ def test_the_report_s_per_currency_figures_and_its_capture_failed_list() -> None
         "released": money(1, 300),
         "awaiting_capture": money(1, 2000),
         "capture_failed": money(1, 700),
+        **NO_AFTER_SALE,
     }
     assert report["capture_failed"] == [
         {

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from ledger.storage import Database
     from projections.audit.invariants import Balance, Money
     from projections.audit.replay import Replay
+    from projections.audit.report import CurrencyReport, RefundsByStatus
 
 
 def add_audit_commands(commands: Subcommands) -> None:
@@ -160,6 +161,7 @@ def report(args: argparse.Namespace) -> int:
         for currency, r in built.currencies.items():
             outside = f"{r.outside_refunds.count} / {r.outside_refunds.amount}"
             print(f"{currency:<9} {r.disputes:>9} {r.disputes_lost:>6} {outside:>22}")
+        _after_sale_lines(built.currencies)
     else:
         print("no payments in that period")
     print()
@@ -168,6 +170,13 @@ def report(args: argparse.Namespace) -> int:
         print(
             f"  order {order.order_id}  session {order.session_id}"
             f"  {order.amount} {order.currency}  {order.refund_failure}"
+        )
+    failed = built.merchant_refunds_failed
+    print(f"merchant refunds Stripe refused or failed: {len(failed)}")
+    for f in failed:
+        print(
+            f"  order {f.order.order_id}  refund {f.refund.refund_id}"
+            f"  {f.refund.amount} {f.refund.currency}  {f.refund.code}"
         )
     print(f"captures Stripe refused (capture_failed): {len(built.capture_failed)}")
     for order in built.capture_failed:
@@ -212,6 +221,33 @@ def _authorization_table(paid: dict[str, Balance]) -> None:
             f"{currency}: authorizations {_figure(b.authorizations)} = "
             + " + ".join(f"{name} {_figure(m)}" for name, m in parts)
         )
+
+
+def _after_sale_lines(currencies: dict[str, CurrencyReport]) -> None:
+    """The merchant's refunds and cancellations, per currency, only when there are some (a
+    shop that never refunds sees what it always saw): a line of totals by status, a line per
+    reason, then the cancellations."""
+    after_sale = {
+        c: r for c, r in currencies.items() if r.merchant_refunds.total.count or r.cancellations
+    }
+    if not after_sale:
+        return
+    print()
+    print("after the sale (count / amount in minor units; refunds as Stripe last reported them)")
+    for currency, r in after_sale.items():
+        print(f"{currency}: merchant refunds {_by_status(r.merchant_refunds)}")
+        for reason, refunds in sorted(r.refund_reasons.items()):
+            print(f"  reason {reason!r}: {_by_status(refunds)}")
+        print(
+            f"{currency}: cancellations {r.cancellations}"
+            f" ({r.cancellations_released} released an authorization instead of a refund)"
+        )
+
+
+def _by_status(refunds: RefundsByStatus) -> str:
+    states = (RefundStatus.SUCCEEDED, RefundStatus.PENDING, RefundStatus.FAILED)
+    parts = ", ".join(f"{state} {_figure(refunds.by_status[state])}" for state in states)
+    return f"{_figure(refunds.total)} ({parts})"
 
 
 def _figure(money: Money) -> str:

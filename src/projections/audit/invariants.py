@@ -9,8 +9,12 @@
   authorization released;
 - per currency, in Stripe's amounts: payments captured = orders kept + refunds (issued,
   pending or failed); authorizations = captured + released + capture failed + awaiting capture;
-- each authorization captured or released once, and a capture Stripe refused returns the
-  order's stock, each line once;
+- each authorization captured or released once (a cancel before the capture releases it), and
+  a capture Stripe refused returns the order's stock, each line once;
+- per order, its refunds that have not failed (the merchant's, those made in Stripe's Dashboard
+  and its own refund when rejected) never add up to more than was captured;
+- per order and product, stock put back (StockReturned for the order) never above what the
+  order took (its StockReserved of that product);
 - every read model equals what a fresh replay of the log produces.
 """
 
@@ -35,6 +39,8 @@ BALANCE = "payments = orders + refunds"
 AUTHORIZATIONS = "authorized = captured + released + failed + awaiting"
 CAPTURE = "one capture or release per authorization"
 RETURNED = "a failed capture returns its stock"
+REFUNDED = "refunds never above what was captured"
+RESTOCKED = "restocks never above what the order took"
 READ_MODELS = "read models equal a fresh replay"
 CHECKS = (
     STOCK,
@@ -45,6 +51,8 @@ CHECKS = (
     AUTHORIZATIONS,
     CAPTURE,
     RETURNED,
+    REFUNDED,
+    RESTOCKED,
     READ_MODELS,
 )
 CHAIN = "hash chain"  # checked by projections.audit.chain
@@ -134,6 +142,9 @@ def _authorization(order: OrderFacts, balance: Balance, by_currency: dict[str, B
     if not order.release_failed:  # else it was captured after all (counted below)
         for _ in order.release_requested:
             balance.released = balance.released + one
+        # Cancelled before its capture: released instead (`awaiting_capture` is false then).
+        for _ in (c for c in order.cancellations if c.release):
+            balance.released = balance.released + one
     for _ in order.capture_failed:
         balance.capture_failed = balance.capture_failed + one
     if order.awaiting_capture:
@@ -175,6 +186,8 @@ def check_replay(replay: Replay) -> list[Violation]:
             found.extend(_capture_violations(order))
         if order.capture_failed or order.returned:
             found.extend(_return_violations(order))
+        found.extend(_refund_violations(order))
+        found.extend(_restock_violations(order))
     for position, cart_id, order_id in replay.reopened:
         reopened_for = replay.orders.get(order_id)
         if reopened_for is None or not reopened_for.capture_failed:
@@ -229,6 +242,9 @@ def _capture_violations(order: OrderFacts) -> list[Violation]:
     def violation(positions: list[int], message: str) -> None:
         found.append(Violation(CAPTURE, tuple(sorted(positions)), f"{about}: {message}"))
 
+    # A cancel before the capture asks for the release too, but as the merchant's decision
+    # after the order was placed (its capture requested): not a second decision of the payment.
+    asked_release = bool(order.release_requested) or order.cancel_released
     decided = order.capture_requested + order.release_requested
     if len(decided) > 1:
         violation(decided, "capture or release requested more than once")
@@ -238,7 +254,7 @@ def _capture_violations(order: OrderFacts) -> list[Violation]:
         violation(order.release_requested, "release requested, never rejected")
     if order.release_requested and order.refund_positions and not order.release_failed:
         violation(order.refund_positions, "a refund of an authorization that was released")
-    if order.release_failed and not order.release_requested:
+    if order.release_failed and not asked_release:
         violation(order.release_failed, "release refused, never asked for")
     outcomes = captures + order.capture_failed
     # A release Stripe refused because the payment was captured elsewhere records that
@@ -252,7 +268,7 @@ def _capture_violations(order: OrderFacts) -> list[Violation]:
         if order.authorization is not None and (amount, currency) != order.authorization:
             authorized, authorized_in = order.authorization
             violation([position], f"captured {amount} {currency} of {authorized} {authorized_in}")
-    if order.released and not (order.release_requested or order.capture_failed):
+    if order.released and not (asked_release or order.capture_failed):
         violation(order.released, "authorization released, never asked to be")
     return found
 
@@ -286,6 +302,76 @@ def _return_violations(order: OrderFacts) -> list[Violation]:
                 f"{about}: {sku} returned, not a line of the order",
             )
         )
+    return found
+
+
+def captured(order: OrderFacts) -> int:
+    """What Stripe holds of the order's payment, all a refund may give back: a charge as
+    charged; an authorization only once captured (its captures: a second one is the capture
+    check's to report); nothing for a payment never taken."""
+    if order.captures:
+        return sum(amount for _, amount, _ in order.captures)
+    if order.authorized or not (order.confirmed or order.rejected):
+        return 0
+    return order.amount
+
+
+def _refund_violations(order: OrderFacts) -> list[Violation]:
+    """The order's refunds that have not failed, in the order they were asked for, never
+    add up to more than was captured: the first one that goes over is named. Their last
+    status counts (a refund Stripe failed later gave nothing back), so a refund asked for
+    while another was on its way, and refused by Stripe since, is no violation."""
+    refunds: list[tuple[int, str, int]] = [
+        (r.position, f"merchant refund {r.refund_id}", r.amount)
+        for r in order.merchant_refunds.values()
+        if r.status != RefundStatus.FAILED
+    ]
+    refunds += [
+        (order.outside_refunded_at[refund_id], f"refund {refund_id} made outside", amount)
+        for refund_id, (status, amount) in order.outside_refunds.items()
+        if RefundStatus.of(status) != RefundStatus.FAILED
+    ]
+    if order.rejected and order.refund_positions and refund_state(order) != RefundStatus.FAILED:
+        # Its own refund (owed when rejected): all of the payment, as charged or captured.
+        refunds.append((order.refund_positions[0], "its own refund", order.amount))
+    if not refunds:
+        return []
+    limit, total = captured(order), 0
+    about = f"order {order.order_id} (session {order.session_id})"
+    for position, what, amount in sorted(refunds):
+        total += amount
+        if total > limit:
+            return [
+                Violation(
+                    REFUNDED,
+                    (position,),
+                    f"{about}: {what} of {amount} brings its refunds to {total}"
+                    f" {order.currency}, {limit} captured",
+                )
+            ]
+    return []
+
+
+def _restock_violations(order: OrderFacts) -> list[Violation]:
+    """Per product, what came back for the order (the merchant's restocks and a failed
+    capture's return, together) never exceeds what the order took: the first StockReturned
+    that goes over is named."""
+    found = []
+    about = f"order {order.order_id} (session {order.session_id})"
+    for sku in sorted(order.restocked.keys() | order.returned.keys()):
+        back = sorted(order.restocked.get(sku, []) + order.returned.get(sku, []))
+        took, total = order.taken.get(sku, 0), 0
+        for position, quantity in back:
+            total += quantity
+            if total > took:
+                found.append(
+                    Violation(
+                        RESTOCKED,
+                        (position,),
+                        f"{about}: {sku} back {total}, {took} taken",
+                    )
+                )
+                break
     return found
 
 

@@ -43,6 +43,28 @@ class StockFacts:
 
 
 @dataclass(slots=True)
+class MerchantRefundFacts:
+    """One refund the merchant asked for (MerchantRefundRequested), and where it stands."""
+
+    refund_id: str
+    position: int  # of MerchantRefundRequested
+    amount: int
+    currency: str
+    reason: str | None
+    status: RefundStatus = RefundStatus.PENDING
+    code: str | None = None  # MerchantRefundFailed's code
+
+
+@dataclass(frozen=True, slots=True)
+class CancelFacts:
+    """The merchant cancelled the order (OrderCancelled)."""
+
+    position: int
+    reason: str | None
+    release: bool  # an authorization not captured yet was released instead of refunded
+
+
+@dataclass(slots=True)
 class OrderFacts:
     order_id: str
     session_id: str
@@ -55,11 +77,13 @@ class OrderFacts:
     rejected: list[tuple[int, datetime]] = field(default_factory=list)
     payment_failed: int | None = None
     reserved: dict[str, list[int]] = field(default_factory=dict)  # sku -> positions
+    taken: dict[str, int] = field(default_factory=dict)  # sku -> units StockReserved took
     refund: RefundStatus | None = None  # requested counts as pending
     refund_failure: str | None = None
     refund_positions: list[int] = field(default_factory=list)
     disputes: dict[str, str] = field(default_factory=dict)
     outside_refunds: dict[str, tuple[str, int]] = field(default_factory=dict)  # id: status, amount
+    outside_refunded_at: dict[str, int] = field(default_factory=dict)  # id: first position
     # Manual capture. An order with CaptureRequested or ReleaseRequested was paid by an
     # authorization (`authorized`): what Stripe authorized, as (amount, currency).
     authorization: tuple[int, str] | None = None
@@ -73,6 +97,17 @@ class OrderFacts:
     # (its PaymentCaptured and RefundRequested follow in the same commit).
     release_failed: list[int] = field(default_factory=list)
     returned: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # sku -> pos, qty
+    # After the sale: the merchant's refunds (by refund id, in the order they were asked
+    # for), cancellation, and the stock they put back (StockReturned "refunded" or
+    # "cancelled": not a failed capture's, which `returned` holds).
+    merchant_refunds: dict[str, MerchantRefundFacts] = field(default_factory=dict)
+    cancellations: list[CancelFacts] = field(default_factory=list)
+    restocked: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # sku -> pos, qty
+
+    @property
+    def cancel_released(self) -> bool:
+        """Cancelled before its capture: the authorization is released, never captured."""
+        return any(c.release for c in self.cancellations)
 
     @property
     def authorized(self) -> bool:
@@ -81,8 +116,13 @@ class OrderFacts:
 
     @property
     def awaiting_capture(self) -> bool:
-        """Capture requested, and Stripe has said nothing of it yet."""
-        return bool(self.capture_requested) and not (self.captures or self.capture_failed)
+        """Capture requested, and Stripe has said nothing of it yet (nor was the order
+        cancelled meanwhile: its authorization is released then, not captured)."""
+        return (
+            bool(self.capture_requested)
+            and not (self.captures or self.capture_failed)
+            and not self.cancel_released
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,8 +164,8 @@ class Replay:
     # the order's cart once the log is read (the order may be stored after the take).
     hold_takes: list[tuple[int, str, str | None, str]] = field(default_factory=list)
     # Reservations stored before their order's OrderPlaced (in the same commit): order id ->
-    # (sku, position).
-    _unplaced: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+    # (sku, position, quantity).
+    _unplaced: dict[str, list[tuple[str, int, int]]] = field(default_factory=dict)
 
     def read(self, rows: Iterable[Row], progress: Progress | None = None) -> Replay:
         for row in rows:
@@ -133,7 +173,7 @@ class Replay:
             if progress is not None and self.events % 10_000 == 0:
                 progress(self.events, self.head)
         for order_id, reservations in self._unplaced.items():  # never placed, after all
-            self.strays.extend((position, order_id) for _, position in reservations)
+            self.strays.extend((position, order_id) for _, position, _ in reservations)
         self._unplaced.clear()
         self._check_hold_takes()
         return self
@@ -222,9 +262,9 @@ class Replay:
         if order is None:
             # One commit may store an item's reservation before the order it is for (several
             # orders decided together): it waits for the order's OrderPlaced.
-            self._unplaced.setdefault(e["order_id"], []).append((sku, position))
+            self._unplaced.setdefault(e["order_id"], []).append((sku, position, e["quantity"]))
         else:
-            order.reserved.setdefault(sku, []).append(position)
+            _took(order, sku, position, e["quantity"])
 
     def _held(self, position: int, item: str, e: dict[str, Any]) -> None:
         facts = self.stock.setdefault(item, StockFacts(item))
@@ -261,7 +301,10 @@ class Replay:
         order = self._order(position, e["order_id"])
         if order is not None:
             sku = self.stock[item].sku
-            order.returned.setdefault(sku, []).append((position, e["quantity"]))
+            # Put back by the merchant's refund or cancellation, or by a failed capture (its
+            # own check: every line back once).
+            back = order.restocked if e.get("reason") in _AFTER_SALE else order.returned
+            back.setdefault(sku, []).append((position, e["quantity"]))
 
     # ---- carts ------------------------------------------------------------------------------
 
@@ -286,8 +329,8 @@ class Replay:
             placed_at=position,
             cart_id=e.get("cart_id"),
         )
-        for sku, reserved_at in self._unplaced.pop(order_id, ()):
-            order.reserved.setdefault(sku, []).append(reserved_at)
+        for sku, reserved_at, quantity in self._unplaced.pop(order_id, ()):
+            _took(order, sku, reserved_at, quantity)
 
     def _confirmed(self, position: int, order_id: str, e: dict[str, Any]) -> None:
         order = self._order(position, order_id)
@@ -356,6 +399,37 @@ class Replay:
         order = self._order(position, order_id)
         if order is not None:
             order.outside_refunds[e["refund_id"]] = (e["status"], e["amount"])
+            order.outside_refunded_at.setdefault(e["refund_id"], position)
+
+    # ---- after the sale: the merchant's refunds and cancellation ----------------------------
+
+    def _merchant_refund_requested(self, position: int, order_id: str, e: dict[str, Any]) -> None:
+        order = self._order(position, order_id)
+        if order is not None:
+            order.merchant_refunds[e["refund_id"]] = MerchantRefundFacts(
+                e["refund_id"], position, e["amount"], e["currency"], e.get("reason")
+            )
+
+    def _merchant_refund_succeeded(self, position: int, order_id: str, e: dict[str, Any]) -> None:
+        refund = self._merchant_refund(position, order_id, e)
+        if refund is not None:
+            refund.status = RefundStatus.SUCCEEDED
+
+    def _merchant_refund_failed(self, position: int, order_id: str, e: dict[str, Any]) -> None:
+        refund = self._merchant_refund(position, order_id, e)
+        if refund is not None:
+            refund.status, refund.code = RefundStatus.FAILED, e.get("code")
+
+    def _merchant_refund(
+        self, position: int, order_id: str, e: dict[str, Any]
+    ) -> MerchantRefundFacts | None:
+        order = self._order(position, order_id)
+        return None if order is None else order.merchant_refunds.get(e["refund_id"])
+
+    def _cancelled(self, position: int, order_id: str, e: dict[str, Any]) -> None:
+        order = self._order(position, order_id)
+        if order is not None:
+            order.cancellations.append(CancelFacts(position, e.get("reason"), bool(e["release"])))
 
     def _dispute(self, position: int, order_id: str, e: dict[str, Any]) -> None:
         order = self._order(position, order_id)
@@ -370,6 +444,14 @@ class Replay:
 
 
 _Handler = Callable[[Replay, int, str, dict[str, Any]], None]
+
+# StockReturned's reasons for stock the merchant put back (RestockReason), as recorded.
+_AFTER_SALE = frozenset({"refunded", "cancelled"})
+
+
+def _took(order: OrderFacts, sku: str, position: int, quantity: int) -> None:
+    order.reserved.setdefault(sku, []).append(position)
+    order.taken[sku] = order.taken.get(sku, 0) + quantity
 
 
 def _refund_step(step: RefundStatus) -> _Handler:
@@ -415,4 +497,9 @@ _HANDLERS: dict[tuple[str | None, str], _Handler] = {
     ("order", "OutsideRefundRecorded"): Replay._outside_refund,
     ("order", "DisputeOpened"): Replay._dispute,
     ("order", "DisputeClosed"): Replay._dispute,
+    # After the sale (stored under AfterSale's topics: records.STREAMS names them the order's).
+    ("order", "MerchantRefundRequested"): Replay._merchant_refund_requested,
+    ("order", "MerchantRefundSucceeded"): Replay._merchant_refund_succeeded,
+    ("order", "MerchantRefundFailed"): Replay._merchant_refund_failed,
+    ("order", "OrderCancelled"): Replay._cancelled,
 }
