@@ -4,6 +4,7 @@ rest, Stripe's news moves each refund on once, and the same request again change
 
 from __future__ import annotations
 
+from typing import Any
 from uuid import uuid4
 
 import pytest
@@ -18,7 +19,7 @@ from ledger.domain.errors import (
 from ledger.domain.vocabulary import OrderStatus, RefundStatus
 from tests.test_domain import names
 
-LINES = [
+LINES: list[dict[str, Any]] = [
     {"sku": "mug", "name": "Mug", "quantity": 2, "unit_amount": 1200, "currency": "usd"},
     {"sku": "tea", "name": "Tea", "quantity": 1, "unit_amount": 800, "currency": "usd"},
 ]
