@@ -18,10 +18,13 @@ from eventsourcing.utils import get_topic
 from psycopg import sql
 
 from ledger.domain import Cart, InventoryItem, Order
+from ledger.domain.after_sale import AfterSale
 from projections.log import EVENTS_TABLE
 
 # Stored topics are "<module>:<Aggregate>.<Event>": the aggregate's topic names its stream.
 STREAMS = {get_topic(kind): kind.STREAM for kind in (Cart, Order, InventoryItem)}
+# An order's events declared in `AfterSale` (which `Order` inherits) are stored under its topic.
+STREAMS[get_topic(AfterSale)] = Order.STREAM
 # Fields every stored event carries for the library, not for the domain.
 _LIBRARY_FIELDS = frozenset({"timestamp", "originator_topic", "class_version"})
 
