@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Route, ViewportSize, expect
 
+from ledger.domain import InventoryItem
 from ledger.storage import Database
 from tests.browser import DESKTOP, MOBILE, PageWatch, chromium, screenshot
 from tests.shop import Shop, running_shop
@@ -186,6 +187,52 @@ def test_success_page_shows_a_refund_when_the_stock_was_gone(
     expect(page.get_by_test_id("order-id")).to_have_text(order_id)
     (refund,) = shop.stripe.refunds()
     assert refund["status"] == "succeeded"
+    assert watch.errors == []
+    screenshot(page, request.node.name)
+
+
+def test_success_page_shows_the_merchants_partial_refund_and_cancellation(
+    shop: Shop, open_page: OpenPage, request: pytest.FixtureRequest
+) -> None:
+    shop.product("mug", unit_amount=1250, stock=5)
+    session_id = shop.checkout(shop.cart(mug=2))
+    shop.stripe.complete(session_id, "pay")
+    wait_until(lambda: shop.status(session_id) == "confirmed", 20)
+    ledger = shop.services.ledger
+
+    def merchant(decision: Callable[[Any, dict[str, Any]], object]) -> None:
+        """The merchant's decision on the order, saved with the stock it returns (as the
+        merchant's commands do)."""
+        order = shop.order(session_id)
+        items: dict[str, Any] = {"mug": ledger.repository.get(InventoryItem.create_id("mug"))}
+        decision(order, items)
+        ledger.save(order, *items.values())
+
+    merchant(
+        lambda order, items: order.refund(
+            "mr_1", lines={"mug": 1}, amount=None, restock=True, reason=None, items=items, cause="t"
+        )
+    )
+    page, watch = open_page()
+    page.goto(success_url(shop, session_id))
+    status = page.locator("[data-status]")
+    expect(status).to_have_attribute("data-status", "partially_refunded")
+    expect(status.get_by_role("heading", level=1)).to_have_text(
+        "Part of your payment has been refunded"
+    )
+    expect(status).to_contain_text("part of your payment of $25.00")
+    expect(page.get_by_test_id("order-id")).to_have_text(str(shop.order(session_id).id))
+
+    merchant(
+        lambda order, items: order.cancel(
+            "cancel_1", restock=True, reason=None, items=items, cause="t"
+        )
+    )
+    page.reload()  # the page stopped asking: a partial refund is final for it
+    expect(status).to_have_attribute("data-status", "cancelled")
+    expect(status.get_by_role("heading", level=1)).to_have_text("Your order has been cancelled")
+    expect(status).to_contain_text("is being refunded")
+    expect(status.get_by_role("link", name="Continue shopping")).to_be_visible()
     assert watch.errors == []
     screenshot(page, request.node.name)
 

@@ -15,6 +15,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from ledger.domain import Cart, Order, order_id_for
+from ledger.domain.after_sale import AfterSale
 from ledger.domain.vocabulary import WITH_ORDER, OrderStatus
 from projections.base import (
     LIVE_SCHEMA,
@@ -33,8 +34,9 @@ class OrderStatusProjection(Projection):
     name = "order_status"
     tables = ("order_status", "payment_disputes")
     # 3: amounts as Stripe charged them (RefundRequested); 4: released authorizations, and a
-    # rejected session's status from the order's request (a refund, or a release)
-    version = 4
+    # rejected session's status from the order's request (a refund, or a release); 5: a placed
+    # order's status after the merchant's refunds, its cancellation or a Dashboard refund
+    version = 5
 
     def create_tables(self, db: Writer) -> None:
         db.execute(
@@ -154,6 +156,12 @@ class OrderStatusProjection(Projection):
     @handles(Order, "RefundFailed")
     def _refund_failed(self, db: Writer, e: DomainEvent, position: int) -> None:
         self._set_order(db, e, OrderStatus.REFUND_FAILED, position)
+
+    @handles(AfterSale, "OrderStatusChanged")
+    def _status_changed(self, db: Writer, e: DomainEvent, position: int) -> None:
+        # A placed order's refunds and cancellation come to one status, which the order
+        # records itself: the storefront shows the same word as the merchant's list.
+        self._set_order(db, e, OrderStatus(e.status), position)
 
     @handles(Order, "DisputeOpened")
     @handles(Order, "DisputeClosed")

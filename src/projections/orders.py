@@ -13,14 +13,23 @@ Tables:
 - `order_drafts`: what an order placed but not decided yet holds (`OrderPlaced`), moved into
   `orders` when its outcome is recorded;
 - `orders`: the listed orders;
-- `order_refunds`: each refund of an order's payment by its Stripe id, once (the order's own
-  refund and refunds made outside the ledger); `amount_refunded` is the sum of those that
-  succeeded.
+- `order_refunds`: each refund of an order's payment, once: the order's own refund and refunds
+  made outside the ledger by their Stripe id, the merchant's refunds by the ledger's own
+  `refund_id` (the one the merchant's request answered with); `amount_refunded` is the sum of
+  those that succeeded. Only a merchant refund by lines may have `restocked` lines (what went
+  back on hand in the commit that recorded it); each item's `quantity_refunded` counts the
+  merchant refunds of its line, failed ones too (the order's refund book keeps them refunded:
+  their stock went back and must not go back twice).
 
 Status follows the same events as `order_status` (`projections.order_status`), in the words of
-`OrderStatus`. Amounts are what Stripe charged (`Order.charged`): as priced for a confirmed
-order, the amount of `RefundRequested` / `ReleaseRequested` for a rejected one, and
-`PaymentCaptured`'s once a manual capture is taken.
+`OrderStatus`; a placed order's status after its refunds or cancellation is the order's own
+`OrderStatusChanged`. A cancellation has no row of its own: the rest of the money it refunds is
+a merchant refund (under the cancel's request id), and what it puts back on hand without a
+refund (a released authorization, nothing left to refund) is in the audit history, not here.
+
+Amounts are what Stripe charged (`Order.charged`): as priced for a confirmed order, the amount
+of `RefundRequested` / `ReleaseRequested` for a rejected one, and `PaymentCaptured`'s once a
+manual capture is taken.
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from ledger.domain import Cart, Order
+from ledger.domain.after_sale import AfterSale
 from ledger.domain.vocabulary import OrderStatus, RefundStatus
 from projections.base import LIVE_SCHEMA, DomainEvent, Projection, Writer, handles, storable
 from projections.store import CONSISTENT_READ_WAIT_SECONDS, ReadStore
@@ -43,7 +53,8 @@ from projections.store import CONSISTENT_READ_WAIT_SECONDS, ReadStore
 class OrdersProjection(Projection):
     name = "orders"
     tables = ("order_carts", "order_drafts", "orders", "order_refunds")
-    version = 1
+    # 2: the merchant's refunds (restocked lines, quantity_refunded), OrderStatusChanged
+    version = 2
 
     def create_tables(self, db: Writer) -> None:
         db.execute("CREATE TABLE {order_carts} (cart_id uuid PRIMARY KEY, user_id text NOT NULL)")
@@ -82,6 +93,8 @@ class OrdersProjection(Projection):
             " amount bigint NOT NULL,"
             " status text NOT NULL,"
             " reason text,"
+            # [{sku, quantity}]: only a merchant refund by lines restocks anything.
+            " restocked jsonb NOT NULL DEFAULT '[]',"
             " created_at timestamptz NOT NULL,"
             " position bigint NOT NULL,"
             " PRIMARY KEY (order_id, refund_id))"
@@ -241,6 +254,67 @@ class OrdersProjection(Projection):
         )
         self._sum_refunds(db, e.originator_id)
 
+    # ---- the merchant's refunds and cancellation of a placed order ---------------------------
+
+    @handles(AfterSale, "MerchantRefundRequested")
+    def _merchant_refund_requested(self, db: Writer, e: DomainEvent, position: int) -> None:
+        # Pending until Stripe says otherwise; a cancel with money left records one too (under
+        # its request id), so the cancel's refund and its restocked lines are listed here.
+        db.execute(
+            "INSERT INTO {order_refunds} (order_id, refund_id, amount, status, reason, restocked,"
+            " created_at, position) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (order_id, refund_id) DO NOTHING",
+            (
+                e.originator_id,
+                e.refund_id,
+                e.amount,
+                RefundStatus.PENDING,
+                e.reason,
+                Jsonb([{"sku": r["sku"], "quantity": r["quantity"]} for r in e.restocked]),
+                e.timestamp,
+                position,
+            ),
+        )
+        if e.lines:  # a refund by amount refunds no line
+            db.execute(
+                # Each item's quantity_refunded plus this refund's quantity of its sku, the
+                # items kept in their order.
+                "UPDATE {orders} o SET items = (SELECT jsonb_agg(CASE WHEN r.quantity IS NULL"
+                " THEN i.item ELSE i.item || jsonb_build_object('quantity_refunded',"
+                " (i.item->>'quantity_refunded')::bigint + r.quantity) END ORDER BY i.n)"
+                " FROM jsonb_array_elements(o.items) WITH ORDINALITY AS i(item, n)"
+                " LEFT JOIN jsonb_to_recordset(%s) AS r(sku text, quantity bigint)"
+                " ON r.sku = i.item->>'sku')"
+                " WHERE o.order_id = %s",
+                (Jsonb(list(e.lines)), e.originator_id),
+            )
+
+    @handles(AfterSale, "MerchantRefundSucceeded")
+    def _merchant_refund_succeeded(self, db: Writer, e: DomainEvent, position: int) -> None:
+        self._merchant_refund_is(db, e, RefundStatus.SUCCEEDED)
+
+    @handles(AfterSale, "MerchantRefundFailed")
+    def _merchant_refund_failed(self, db: Writer, e: DomainEvent, position: int) -> None:
+        # Also when Stripe refused to make it at all: the refund was listed when requested.
+        self._merchant_refund_is(db, e, RefundStatus.FAILED)
+
+    # MerchantRefundSubmitted is not applied: it gives the refund its Stripe id, which the
+    # contract's refund does not show, and its status is the order's to decide; the order
+    # records MerchantRefundSucceeded or MerchantRefundFailed (in the same commit) whenever
+    # that status changes the refund. So a refund's status here is always the order's own.
+
+    @handles(AfterSale, "OrderStatusChanged")
+    def _status_changed(self, db: Writer, e: DomainEvent, position: int) -> None:
+        self._set_status(db, e, OrderStatus(e.status))
+
+    @staticmethod
+    def _merchant_refund_is(db: Writer, e: DomainEvent, status: RefundStatus) -> None:
+        db.execute(
+            "UPDATE {order_refunds} SET status = %s WHERE order_id = %s AND refund_id = %s",
+            (status, e.originator_id, e.refund_id),
+        )
+        OrdersProjection._sum_refunds(db, e.originator_id)
+
     @staticmethod
     def _own_refund(
         db: Writer, e: DomainEvent, position: int, status: RefundStatus, amount: int | None
@@ -288,7 +362,7 @@ _COLUMNS = (
     "order_id, checkout_session_id, user_id, status, created_at, currency, amount_total,"
     " amount_captured, amount_refunded, items, position"
 )
-_REFUND_COLUMNS = "r.refund_id, r.amount, r.status, r.reason, r.created_at"
+_REFUND_COLUMNS = "r.refund_id, r.amount, r.status, r.reason, r.restocked, r.created_at"
 _ORDERS_COUNT = len(_COLUMNS.split(","))
 
 
@@ -386,7 +460,7 @@ class Orders:
             order_id = row[0]
             if order_id not in orders:
                 orders[order_id] = _view(row[:_ORDERS_COUNT], [])
-            refund_id, amount, status, reason, created_at = row[_ORDERS_COUNT:]
+            refund_id, amount, status, reason, restocked, created_at = row[_ORDERS_COUNT:]
             if refund_id is None:  # an order without refunds
                 continue
             orders[order_id]["refunds"].append(
@@ -395,7 +469,7 @@ class Orders:
                     "amount": int(amount),
                     "status": status,
                     "reason": reason,
-                    "restocked": [],
+                    "restocked": restocked,
                     "created_at": _utc(created_at),
                 }
             )

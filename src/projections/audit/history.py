@@ -4,7 +4,8 @@ read by index instead of by scanning the log.
 The read model keeps one row per (order, position): every event of the order's own stream,
 the cart events of its checkout session (they carry `session_id`, and the order's id is
 `order_id_for(session_id)`) and the stock taken for it or given back (`StockReserved`,
-`StockReturned`: they carry `order_id`). The
+`StockReturned`, whatever returned it: a failed capture, the merchant's refund or
+cancellation; they carry `order_id`). The
 query joins those positions with the events table and answers the events as recorded.
 """
 
@@ -24,20 +25,32 @@ from projections.log import EVENTS_TABLE
 from projections.store import CONSISTENT_READ_WAIT_SECONDS, ReadStore
 
 
-def _order_event_names() -> tuple[str, ...]:
-    # Found on the class rather than listed, so that an event added to Order later is in
-    # every order's history without anyone remembering to add it here. `Event` and `Created`
-    # are the library's base classes, never recorded themselves.
-    return tuple(
-        name
-        for name, value in vars(Order).items()
-        if isinstance(value, type)
-        and issubclass(value, Aggregate.Event)
-        and name not in ("Event", "Created")
-    )
+def _order_events() -> tuple[tuple[type[Aggregate], str], ...]:
+    """Each event an order records, named through the class that declares it.
+
+    Found on the class rather than listed, so that an event added to Order later is in every
+    order's history without anyone remembering to add it here. `Event` and `Created` are the
+    library's base classes, never recorded themselves. An event declared in a class `Order`
+    inherits from (`AfterSale`) is recorded under that class's topic: the library also makes
+    `Order.<Name>` for it, whose topic is never stored, so it is named through the base."""
+    declared_in = [
+        kind
+        for kind in reversed(Order.__mro__)
+        if isinstance(kind, type) and issubclass(kind, Aggregate) and kind is not Aggregate
+    ]
+    found: dict[str, type[Aggregate]] = {}
+    for kind in declared_in:  # the most basic class first: the one that declares the event
+        for name, value in vars(kind).items():
+            if (
+                isinstance(value, type)
+                and issubclass(value, Aggregate.Event)
+                and name not in ("Event", "Created")
+            ):
+                found.setdefault(name, kind)
+    return tuple((kind, name) for name, kind in found.items())
 
 
-ORDER_EVENTS = _order_event_names()
+ORDER_EVENTS = _order_events()
 # The cart events of one checkout session: each carries `session_id`.
 SESSION_CART_EVENTS = (
     "CheckoutStarted",
@@ -53,7 +66,9 @@ SESSION_CART_EVENTS = (
 class OrderHistoryProjection(Projection):
     name = "order_history"
     tables = ("order_history",)
-    version = 2  # 2: StockReturned and CartReopened (manual capture)
+    # 2: StockReturned and CartReopened (manual capture); 3: the order's events declared in
+    # `AfterSale` (the merchant's refunds and cancellation), under their stored topics
+    version = 3
 
     def create_tables(self, db: Writer) -> None:
         db.execute(
@@ -66,8 +81,9 @@ class OrderHistoryProjection(Projection):
     def _order_event(self, db: Writer, e: DomainEvent, position: int) -> None:
         self._add(db, e.originator_id, position)
 
-    for _name in ORDER_EVENTS:
-        _order_event = handles(Order, _name)(_order_event)
+    for _kind, _name in ORDER_EVENTS:
+        _order_event = handles(_kind, _name)(_order_event)
+    del _kind
 
     def _session_event(self, db: Writer, e: DomainEvent, position: int) -> None:
         self._add(db, order_id_for(e.session_id), position)

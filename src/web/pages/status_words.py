@@ -109,22 +109,44 @@ def words(shown: Shown) -> Words:
                 Tone.CAUTION,
                 when_given_up="Your refund is under way.",
             )
+        # Refunded and refund_failed say nothing of why: an order the shop could not fulfil
+        # and one the merchant refunded (or whose refund failed) later come to the same word.
         case OrderStatus.REFUNDED:
             return Words(
                 "Your payment has been refunded",
-                "We couldn't fulfil this order, so we refunded the full {amount} to your "
-                "payment method. Depending on your bank, it shows up within 5 to 10 business "
-                "days.",
+                "We refunded the full {amount} to your payment method. Depending on your "
+                "bank, it shows up within 5 to 10 business days.",
                 NextStep.CONTINUE_SHOPPING,
                 Tone.GOOD,
             )
         case OrderStatus.REFUND_FAILED:
+            # No amount: a merchant refund that failed may be of part of the payment.
             return Words(
                 "We're sorry: your refund needs a person",
-                "We couldn't fulfil this order, and the payment provider could not refund the "
-                "{amount} automatically. The shop has been alerted and will return your money "
-                "by hand. If you want to follow up, contact its support and quote: {reference}",
+                "The payment provider could not complete a refund of this order automatically. "
+                "The shop has been alerted and will return your money by hand. If you want to "
+                "follow up, contact its support and quote: {reference}",
                 NextStep.CONTINUE_SHOPPING,
+            )
+        case OrderStatus.PARTIALLY_REFUNDED:
+            # No amount either: the status body says what was charged, not what was refunded.
+            return Words(
+                "Part of your payment has been refunded",
+                "The shop refunded part of your payment of {amount} to your payment method; "
+                "the rest of your order stands. Depending on your bank, the refund shows up "
+                "within 5 to 10 business days.",
+                NextStep.CONTINUE_SHOPPING,
+                Tone.GOOD,
+            )
+        case OrderStatus.CANCELLED:
+            return Words(
+                "Your order has been cancelled",
+                "The shop cancelled this order. Any part of your payment of {amount} not "
+                "refunded yet is being refunded to your payment method, usually within 5 to 10 "
+                "business days; if your card was only authorized, the authorization has been "
+                "cancelled and you will not be charged.",
+                NextStep.CONTINUE_SHOPPING,
+                Tone.CAUTION,
             )
         case OrderStatus.RELEASED:
             return Words(
