@@ -14,9 +14,10 @@ from typing import Any
 import httpx
 import pytest
 
+from ledger.domain import order_id_for
 from ledger.storage import Database
 from tests.shop import ADMIN, Shop, running_shop
-from tests.test_orders_read_model import order, place, status_of
+from tests.test_orders_read_model import cart_of, checkout, order, place, status_of
 from tests.test_stock_holds import audit_verifies
 from tests.waiting import wait_until
 
@@ -202,9 +203,15 @@ def test_cancelling_after_a_partial_refund_refunds_the_rest_and_restocks_the_res
 def test_cancelling_before_capture_releases_the_authorization(database: Database) -> None:
     with running_shop(database, LEDGER_CAPTURE="manual") as shop:
         shop.product("mug", unit_amount=1200, stock=5)
-        shop.stripe.fail_next(1000, 503, path="/v1/payment_intents/")  # no capture for now
-        order_id = place(shop, "alice", mug=1)
-        assert order(shop, order_id)["amount_captured"] == 0
+        session_id = checkout(shop.api, cart_of(shop.api, "alice", mug=1))
+        shop.stripe.webhook_url = None  # the payment's news is delivered below, by hand
+        shop.stripe.complete(session_id, "pay")
+        intent = shop.stripe.payment_intent_of(session_id)
+        # Stripe cannot capture for now (the cancel, at its own path, goes through).
+        shop.stripe.fail_next(1000, 503, path=f"/v1/payment_intents/{intent}/capture")
+        assert shop.deliver("checkout.session.completed", session_id).status_code == 200
+        order_id = str(order_id_for(session_id))
+        assert order(shop, order_id)["amount_captured"] == 0  # authorized only, for now
         r = refund(shop, order_id, {"amount": 100})
         assert r.status_code == 409 and "not captured" in r.json()["error"]["message"]
 
@@ -212,8 +219,6 @@ def test_cancelling_before_capture_releases_the_authorization(database: Database
         assert r.status_code == 200, r.text
         assert r.json()["status"] == "cancelled"
         assert shop.available("mug") == 5
-        shop.stripe.clear_failures()
-        intent = shop.stripe.payment_intent_of(r.json()["checkout_session_id"])
 
         def released() -> bool:
             return any(
@@ -235,7 +240,8 @@ def test_a_refund_stripe_refuses_for_good_flags_the_order_and_holds_back_no_othe
     shop.product("mug", unit_amount=1200, stock=5)
     refused_id = place(shop, "alice", mug=1)
     other_id = place(shop, "bob", mug=1)
-    shop.stripe.fail_next(1, 400, path="/v1/refunds", code="charge_disputed")
+    # Stripe refuses every refund of a disputed charge (and keeps that answer for the key).
+    dispute = shop.stripe.open_dispute(order(shop, refused_id)["checkout_session_id"])
     r = refund(shop, refused_id, {"amount": 500})
     assert r.status_code == 201, r.text
     assert r.json()["status"] == "failed"
@@ -245,7 +251,8 @@ def test_a_refund_stripe_refuses_for_good_flags_the_order_and_holds_back_no_othe
     assert (r.status_code, r.json()["status"]) == (201, "succeeded")
     assert order(shop, other_id)["status"] == "partially_refunded"
 
-    # The merchant acts again: a new refund clears the flag.
+    # The bank decides for the shop; the merchant acts again: a new refund clears the flag.
+    shop.stripe.close_dispute(dispute["id"], "won")
     r = refund(shop, refused_id, {"amount": 500})
     assert (r.status_code, r.json()["status"]) == (201, "succeeded")
     assert order(shop, refused_id)["status"] == "partially_refunded"

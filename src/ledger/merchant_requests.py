@@ -22,7 +22,7 @@ from typing import Any
 from uuid import UUID, uuid5
 
 import psycopg
-from psycopg.types.json import Jsonb
+from psycopg.types.json import Json
 from psycopg_pool import ConnectionPool
 
 from ledger.domain.errors import DomainError
@@ -34,7 +34,9 @@ _CREATE = (
     " idempotency_key text PRIMARY KEY,"
     " fingerprint text NOT NULL,"
     " status integer,"
-    " body jsonb,"
+    # json, not jsonb: the first answer is kept as it was written, its keys in their order,
+    # so every answer to the key is the same text.
+    " body json,"
     " created_at timestamptz NOT NULL DEFAULT now())"
 )
 _FIND = "SELECT fingerprint, status, body FROM merchant_requests WHERE idempotency_key = %s"
@@ -93,7 +95,7 @@ class MerchantRequests:
             answer = act()
             if answer.status < 500:
                 with self._cursor() as cur:
-                    cur.execute(_ANSWER, (answer.status, Jsonb(answer.body), key))
+                    cur.execute(_ANSWER, (answer.status, Json(answer.body), key))
             return answer
 
     def close(self) -> None:

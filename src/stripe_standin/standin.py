@@ -269,11 +269,6 @@ class StripeStandIn:
         with self._cv:
             self._api.failures.add(count, failure)
 
-    def clear_failures(self) -> None:
-        """Forget the failures `fail_next` queued and no call has answered yet."""
-        with self._cv:
-            self._api.failures.clear()
-
     def build_event(
         self, type: str, object_id: str, *, timestamp: int | None = None
     ) -> tuple[bytes, str]:

@@ -33,7 +33,7 @@ class AfterSale(Aggregate):
         book: RefundBook
         placed: bool
         cancelled_by: str | None
-        refund_flagged: bool
+        flagged_by: str | None
 
     @property
     def captured(self) -> int:
@@ -135,7 +135,7 @@ class AfterSale(Aggregate):
             refund_id, amount, _counted(lines), _counted(restocked), reason
         )
         self.book.add_restocked(_counted(restocked))
-        self.refund_flagged = False
+        self.flagged_by = None
 
     @event("OrderCancelled")
     def _cancelled(
@@ -200,6 +200,8 @@ class AfterSale(Aggregate):
     @event("MerchantRefundSucceeded")
     def _merchant_refund_succeeded(self, refund_id: str, amount: int, cause: str) -> None:
         self.book.merchant[refund_id].status = RefundStatus.SUCCEEDED
+        if self.flagged_by == refund_id:  # it went through after all: nothing left to act on
+            self.flagged_by = None
 
     @event("MerchantRefundFailed")
     def _merchant_refund_failed(
@@ -207,14 +209,14 @@ class AfterSale(Aggregate):
     ) -> None:
         """Its amount remains to refund; its restocked lines stay back on hand."""
         self.book.merchant[refund_id].status = RefundStatus.FAILED
-        self.refund_flagged = True
+        self.flagged_by = refund_id
 
     def _settle(self, cause: str) -> None:
         """Records the status a placed order's refunds and cancellation come to, when it
         changed: one event, so every read model shows the same status as the order."""
         if not self.placed:
             return
-        if self.refund_flagged:
+        if self.flagged_by is not None:
             status = OrderStatus.REFUND_FAILED
         elif self.cancelled_by is not None:
             status = OrderStatus.CANCELLED

@@ -93,8 +93,9 @@ class Order(AfterSale):
         self.book = RefundBook.of(lines)
         self.placed = False
         self.cancelled_by: str | None = None
-        # A merchant refund failed for good: a person must act (another refund clears it).
-        self.refund_flagged = False
+        # The merchant refund that failed for good: a person must act (another refund, or
+        # news that this one went through after all, clears it).
+        self.flagged_by: str | None = None
         # Rejected: all of the payment is owed back, by the order's own refund.
         self.owes_refund = False
 

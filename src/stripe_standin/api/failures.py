@@ -55,9 +55,6 @@ class FailureQueue:
     def add(self, count: int, failure: InjectedFailure) -> None:
         self._queue.extend([failure] * count)
 
-    def clear(self) -> None:
-        self._queue.clear()
-
     def take(self, path: str) -> InjectedFailure | None:
         for failure in self._queue:
             if failure.path is None or path.startswith(failure.path):
