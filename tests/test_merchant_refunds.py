@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -282,3 +283,18 @@ def test_a_dashboard_partial_refund_moves_the_status_without_restocking(shop: Sh
     r = refund(shop, order_id, {"amount": 2200})
     assert r.status_code == 201, r.text
     assert order(shop, order_id)["status"] == "refunded"
+
+
+def test_the_resync_settles_a_merchant_refund_whose_news_never_came(shop: Shop) -> None:
+    order_id = two_line_order(shop)
+    shop.stripe.webhook_url = None  # Stripe's events are lost from here on
+    shop.stripe.refund_status = "pending"
+    r = refund(shop, order_id, {"amount": 700})
+    assert (r.status_code, r.json()["status"]) == (201, "pending")
+    [made] = stripe_refunds(shop, order_id)
+    shop.stripe.settle_refund(made["id"], "succeeded")
+
+    report = shop.services.resync.run_once(older_than=timedelta(0))
+    assert report.outcomes["merchant_refunds"] == {"partially_refunded": 1}
+    body = order(shop, order_id)
+    assert (body["amount_refunded"], body["refunds"][0]["status"]) == (700, "succeeded")

@@ -120,6 +120,18 @@ class Refunds:
             return news.order
         return self._record(order, refund, f"stripe:{refund.refund_id}")
 
+    def follow_merchant(self, order_id: UUID, refund_id: str, cause: str) -> Outcome:
+        """Asks Stripe how one of the merchant's refunds stands (the resync): made, it is
+        followed; not made yet (Stripe could not answer), it is asked for again."""
+        order = self.ledger.get_order(order_id)
+        wanted = None if order is None else order.book.merchant.get(refund_id)
+        if wanted is not None and wanted.stripe_refund_id is not None:
+            return self.follow(wanted.stripe_refund_id, cause)
+        order = self.issue_merchant(order_id, refund_id, cause)
+        if order is None:
+            return _anomaly("unknown_order", order_id=str(order_id))
+        return Outcome(order.checkout_session_id, order.status, order.id)
+
     def follow(self, refund_id: str, cause: str) -> Outcome:
         """Records what Stripe says of the refund now (its events, and the resync)."""
         refund = self.gateway.retrieve_refund(refund_id)

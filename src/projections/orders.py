@@ -54,7 +54,7 @@ class OrdersProjection(Projection):
     name = "orders"
     tables = ("order_carts", "order_drafts", "orders", "order_refunds")
     # 2: the merchant's refunds (restocked lines, quantity_refunded), OrderStatusChanged
-    version = 2
+    version = 3
 
     def create_tables(self, db: Writer) -> None:
         db.execute("CREATE TABLE {order_carts} (cart_id uuid PRIMARY KEY, user_id text NOT NULL)")
@@ -95,9 +95,15 @@ class OrdersProjection(Projection):
             " reason text,"
             # [{sku, quantity}]: only a merchant refund by lines restocks anything.
             " restocked jsonb NOT NULL DEFAULT '[]',"
+            # One the merchant asked for (its id is the ledger's, not Stripe's).
+            " merchant boolean NOT NULL DEFAULT false,"
             " created_at timestamptz NOT NULL,"
             " position bigint NOT NULL,"
             " PRIMARY KEY (order_id, refund_id))"
+        )
+        # The resync's question: which of the merchant's refunds are still pending.
+        db.execute(
+            "CREATE INDEX ON {order_refunds} (created_at) WHERE merchant AND status = 'pending'"
         )
 
     # ---- who ordered, and what -----------------------------------------------------------
@@ -262,7 +268,7 @@ class OrdersProjection(Projection):
         # its request id), so the cancel's refund and its restocked lines are listed here.
         db.execute(
             "INSERT INTO {order_refunds} (order_id, refund_id, amount, status, reason, restocked,"
-            " created_at, position) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+            " merchant, created_at, position) VALUES (%s, %s, %s, %s, %s, %s, true, %s, %s)"
             " ON CONFLICT (order_id, refund_id) DO NOTHING",
             (
                 e.originator_id,

@@ -1,5 +1,5 @@
-"""Queries over the order-status read model for Stripe's payment news: which order a payment
-belongs to, and what is still waiting for news from Stripe (for the resync)."""
+"""Queries over the order-status and orders read models for Stripe's payment news: which order
+a payment belongs to, and what is still waiting for news from Stripe (for the resync)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,13 @@ from uuid import UUID
 
 import psycopg
 
-from ledger.domain.vocabulary import DISPUTE_CLOSED, IN_FLIGHT, OrderStatus
+from ledger.domain.vocabulary import DISPUTE_CLOSED, IN_FLIGHT, OrderStatus, RefundStatus
 from projections.base import LIVE_SCHEMA, compose, storable
 from projections.order_status import OrderStatusProjection
+from projections.orders import OrdersProjection
 from projections.store import CONSISTENT_READ_WAIT_SECONDS, ReadStore
+
+_TABLES = (*OrderStatusProjection.tables, *OrdersProjection.tables)
 
 
 class Payments:
@@ -67,6 +70,18 @@ class Payments:
             )
         ]
 
+    def pending_merchant_refunds(self, older_than: timedelta, limit: int) -> list[tuple[UUID, str]]:
+        """(order id, refund id) of the merchant's refunds still pending, recorded more than
+        `older_than` ago, the oldest first."""
+        return [
+            (row[0], str(row[1]))
+            for row in self._rows(
+                "SELECT order_id, refund_id FROM {order_refunds} WHERE status = %s AND merchant"
+                " AND created_at < now() - %s ORDER BY created_at LIMIT %s",
+                (RefundStatus.PENDING, older_than, limit),
+            )
+        ]
+
     def open_disputes(self, older_than: timedelta, limit: int) -> list[str]:
         """Disputes not closed yet, unchanged for `older_than`."""
         return [
@@ -87,7 +102,9 @@ class Payments:
         return rows[0][0] if rows else None
 
     def _rows(self, query: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        text = compose(query, LIVE_SCHEMA, OrderStatusProjection.tables)
+        text = compose(
+            query, LIVE_SCHEMA, (*OrderStatusProjection.tables, *OrdersProjection.tables)
+        )
         with self.store.cursor() as cursor:
             try:
                 return [tuple(row) for row in cursor.execute(text, params).fetchall()]

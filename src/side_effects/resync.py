@@ -1,7 +1,7 @@
 """The resync: what Stripe never told us, asked for. Sessions still processing or awaiting
-payment, refunds still pending and disputes still open are re-fetched from Stripe and decided
-exactly as their webhooks would have been, so an event Stripe never delivered (or gave up on
-after three days of retries) still settles."""
+payment, refunds (the orders' own and the merchant's) still pending and disputes still open
+are re-fetched from Stripe and decided exactly as their webhooks would have been, so an event
+Stripe never delivered (or gave up on after three days of retries) still settles."""
 
 from __future__ import annotations
 
@@ -35,6 +35,9 @@ class Unsettled(Protocol):
 
     def unsettled_sessions(self, older_than: timedelta, limit: int) -> list[str]: ...
     def unsettled_refunds(self, older_than: timedelta, limit: int) -> list[UUID]: ...
+    def pending_merchant_refunds(
+        self, older_than: timedelta, limit: int
+    ) -> list[tuple[UUID, str]]: ...
     def open_disputes(self, older_than: timedelta, limit: int) -> list[str]: ...
 
 
@@ -92,6 +95,9 @@ class Resync:
             )
         for order_id in self.unsettled.unsettled_refunds(age, BATCH_LIMIT):
             self._one(report, "refunds", partial(self._refund, order_id, cause))
+        for order_id, refund_id in self.unsettled.pending_merchant_refunds(age, BATCH_LIMIT):
+            follow = partial(self.refunds.follow_merchant, order_id, refund_id, cause)
+            self._one(report, "merchant_refunds", follow)
         for dispute_id in self.unsettled.open_disputes(age, BATCH_LIMIT):
             self._one(report, "disputes", partial(self.disputes.follow, dispute_id, cause))
         return report
