@@ -15,6 +15,7 @@ from web.routes import (
     carts,
     catalog,
     checkout,
+    demo_orders,
     operations,
     order_actions,
     orders,
@@ -40,6 +41,9 @@ ROUTES: tuple[BaseRoute, ...] = (
 def create_app(services: Services) -> Starlette:
     routes: list[BaseRoute] = list(ROUTES)
     if services.stand_in is not None:
+        # The demo's pages that need no token, because nothing real is paid: the stand-in's
+        # pay page, and the merchant page of a demo order. With real Stripe, neither exists.
+        routes.append(demo_orders.mount)
         routes.append(Mount(STAND_IN_PREFIX, app=services.stand_in.app))
     app = Starlette(
         routes=routes,

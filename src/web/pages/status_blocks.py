@@ -12,6 +12,7 @@ from typing import Any, assert_never
 
 from ledger.domain.vocabulary import FINAL, OrderStatus
 from ledger.money import format_amount
+from web.pages.demo_order import order_path
 from web.pages.status_words import NextStep, PageState, Shown, words
 
 # What the page may show while it still asks, so may give up after.
@@ -29,6 +30,15 @@ class Checkout:
     session_id: str
     timeout: float  # seconds the page asks before it gives up
     check_again_url: str  # this page afresh, its give-up clock reset
+    # The Stripe stand-in runs (the demo): a placed order links to its merchant page.
+    demo_merchant: bool = False
+
+
+# The statuses of a placed order whose block links to the demo merchant page: the order a
+# person can refund or cancel there, and what it comes to afterwards.
+MERCHANT_LINKED: frozenset[Shown] = frozenset(
+    {OrderStatus.CONFIRMED, OrderStatus.PARTIALLY_REFUNDED, OrderStatus.CANCELLED}
+)
 
 
 def _amount_of(body: dict[str, Any] | None) -> str | None:
@@ -115,6 +125,12 @@ def status_block(
         parts.append(
             '<p class="order-id">Order number: '
             f'<code data-testid="order-id">{html.escape(str(body["order_id"]))}</code></p>'
+        )
+    if checkout.demo_merchant and body and body.get("order_id") and shown in MERCHANT_LINKED:
+        parts.append(
+            '<p class="note demo-note">Demo: <a data-testid="merchant-page" '
+            f'href="{html.escape(order_path(str(body["order_id"])))}">refund or cancel this '
+            "order as the merchant</a>, and see the stock come back.</p>"
         )
     parts.append(_next_step(said.next_step, checkout))
     return "".join(parts)

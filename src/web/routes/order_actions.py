@@ -29,7 +29,7 @@ from web.routes.orders import admin_only
 from web.schemas import CancelBody, RefundBody
 
 # Stripe's rule: 1 to 255 printable ASCII characters.
-_KEY = re.compile(r"[\x20-\x7e]{1,255}")
+IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,255}")
 _KEY_ERRORS = {
     400: error(
         "`idempotency_key_required`: no `Idempotency-Key`, or not 1 to 255 printable"
@@ -40,7 +40,7 @@ _KEY_ERRORS = {
 
 def _idempotency_key(request: Request) -> str:
     key = request.headers.get("idempotency-key")
-    if key is None or not _KEY.fullmatch(key):
+    if key is None or not IDEMPOTENCY_KEY.fullmatch(key):
         raise ApiError(
             400,
             "idempotency_key_required",
@@ -60,10 +60,11 @@ def _fingerprint(request: Request, body: BaseModel) -> str:
     return hashlib.sha256(json.dumps(asked, sort_keys=True).encode()).hexdigest()
 
 
-async def _once(
+async def answer_once(
     request: Request, body: BaseModel, key: str, act: Callable[[], Answer]
-) -> JSONResponse:
-    """Answers `act()` once per key; refusals are answers too, kept like the rest."""
+) -> Answer:
+    """`act()`'s answer, once per key (the API's and the demo page's requests alike);
+    refusals are answers too, kept like the rest."""
 
     def guarded() -> Answer:
         try:
@@ -73,7 +74,13 @@ async def _once(
             return Answer(domain_status(refusal), refused)
 
     answers = services(request).merchant_requests
-    answer = await in_store(request, answers.answer, key, _fingerprint(request, body), guarded)
+    return await in_store(request, answers.answer, key, _fingerprint(request, body), guarded)
+
+
+async def _once(
+    request: Request, body: BaseModel, key: str, act: Callable[[], Answer]
+) -> JSONResponse:
+    answer = await answer_once(request, body, key, act)
     return JSONResponse(answer.body, status_code=answer.status)
 
 

@@ -111,7 +111,12 @@ async def success_page(request: Request) -> HTMLResponse:
             '<noscript><p class="note" data-testid="refresh-note">This page checks again '
             f"every {NO_JS_REFRESH_SECONDS} seconds by itself.</p></noscript>"
         )
-    checkout = Checkout(session_id, timeout, check_again_url=_success_url(session_id))
+    checkout = Checkout(
+        session_id,
+        timeout,
+        check_again_url=_success_url(session_id),
+        demo_merchant=services(request).stand_in is not None,
+    )
     page_body = template("success.html").substitute(
         status=html.escape(shown),
         panel_class=html.escape(panel_class(shown)),
