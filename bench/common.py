@@ -8,6 +8,7 @@ starts its Stripe stand-in from its own script, and that process has no use for 
 
 from __future__ import annotations
 
+import random
 import statistics
 import subprocess
 import sys
@@ -214,5 +215,124 @@ def seed_log(
     return {
         "events": written,
         "seconds": round(seconds, 2),
+        "events_per_s": round(written / seconds, 1) if seconds else None,
+    }
+
+
+# ---- orders of several users, with a mix of outcomes ----------------------------------------
+
+# Of every `len(SEED_ORDER_MIX)` orders, in turn, what becomes of each (see `seed_orders`).
+SEED_ORDER_MIX = (
+    *(("confirmed",) * 16),
+    "confirmed_manual",  # authorized only: confirmed, its capture requested (captured 0)
+    "refund_pending",  # paid, not fulfillable (amount mismatch): its refund owed
+    "refunded",  # the same, then Stripe's refund succeeded (a row in its `refunds`)
+    "released",  # authorized only, not fulfillable: the authorization released
+)
+SEED_GUEST_EVERY = 10  # one order in 10 (at random) is a guest's: its cart has no user_id
+
+
+def seed_orders(
+    database: Database,
+    orders: int,
+    users: int,
+    order_chunk: int = SEED_ORDER_CHUNK,
+) -> dict[str, Any]:
+    """Adds `orders` decided orders to the log on `database`, through the application service
+    (`Ledger`, no HTTP, no workers): real domain events, saved in batches. Returns `orders`,
+    `events` (written), `seconds`, `orders_per_s`, `events_per_s`, and `statuses` (how many
+    orders end in each status) and `users`.
+
+    One product (`SEED_SKU`), given stock for every order. Each order's cart belongs to one of
+    `bench-user-0` .. `bench-user-{users - 1}`, drawn at random (seeded: the same users every
+    run), or to a guest (no user_id, one in `SEED_GUEST_EVERY`); it holds 1 to 3 units
+    and a started checkout; carts are saved `SEED_CART_CHUNK` to a commit, their orders decided
+    with `place_orders` `order_chunk` to a commit. Outcomes follow `SEED_ORDER_MIX` in turn:
+    confirmed (automatic or manual capture); paid a cent more than priced, so rejected with its
+    refund owed (`refund_pending`) or, authorized only, its authorization released
+    (`released`); and `refunded`: rejected, then Stripe's refund followed to success on the
+    order (`Order.follow_refund`), those orders saved together in one more commit.
+    """
+    from ledger.application import Ledger
+    from ledger.domain import Cart, Order, PaidSession
+
+    draw = random.Random(17)
+
+    def outcome(i: int) -> str:
+        return SEED_ORDER_MIX[i % len(SEED_ORDER_MIX)]
+
+    def carts_with_checkout(first: int, count: int) -> tuple[list[Cart], list[PaidSession]]:
+        carts: list[Cart] = []
+        paid: list[PaidSession] = []
+        for i in range(first, first + count):
+            guest = draw.randrange(SEED_GUEST_EVERY) == 0
+            user = draw.randrange(users)
+            cart = Cart(user_id=None if guest else f"bench-user-{user}", cause="bench")
+            quantity = 1 + i % 3
+            cart.set_line(SEED_SKU, quantity, "bench")
+            session_id = f"cs_bench_{uuid.uuid4().hex}"
+            amount = quantity * SEED_UNIT_AMOUNT
+            lines = [
+                {
+                    "sku": SEED_SKU,
+                    "name": SEED_NAME,
+                    "quantity": quantity,
+                    "unit_amount": SEED_UNIT_AMOUNT,
+                }
+            ]
+            cart.start_checkout(
+                session_id, lines=lines, amount_total=amount, currency="usd", cause="bench"
+            )
+            carts.append(cart)
+            kind = outcome(i)
+            paid.append(
+                PaidSession(
+                    session_id,
+                    cart.id,
+                    amount + 1 if kind in ("refund_pending", "refunded", "released") else amount,
+                    "usd",
+                    f"pi_bench_{i}",
+                    authorized_only=kind in ("confirmed_manual", "released"),
+                )
+            )
+        return carts, paid
+
+    started = time.perf_counter()
+    statuses: dict[str, int] = {}
+    ledger = Ledger(env=database.eventsourcing_env())  # creates the log's table when missing
+    before = count_events(database)
+    try:
+        ledger.put_product(SEED_SKU, SEED_NAME, SEED_UNIT_AMOUNT, "usd", "bench")
+        ledger.adjust_stock(SEED_SKU, 3 * orders, "bench", "bench")
+        last_report = time.monotonic()
+        for first in range(0, orders, SEED_CART_CHUNK):
+            carts, paid = carts_with_checkout(first, min(SEED_CART_CHUNK, orders - first))
+            ledger.save(*carts)
+            refunded: list[Order] = []
+            for start in range(0, len(paid), order_chunk):
+                placed = ledger.place_orders(paid[start : start + order_chunk], cause="bench")
+                for offset, order in enumerate(placed):
+                    if outcome(first + start + offset) == "refunded":
+                        amount, _ = order.charged
+                        order.follow_refund(
+                            f"re_bench_{order.id.hex}", "succeeded", amount, None, "bench"
+                        )
+                        refunded.append(order)
+                    statuses[str(order.status)] = statuses.get(str(order.status), 0) + 1
+            ledger.save(*refunded)
+            if time.monotonic() - last_report >= 2:
+                last_report = time.monotonic()
+                progress(f"  seeded {first + len(carts):,}/{orders:,} orders")
+    finally:
+        ledger.close()
+    seconds = time.perf_counter() - started
+    written = count_events(database) - before
+    return {
+        "orders": orders,
+        "events": written,
+        "users": users,
+        "statuses": dict(sorted(statuses.items())),
+        "seconds": round(seconds, 2),
+        "orders_per_s": round(orders / seconds, 1) if seconds else None,
         "events_per_s": round(written / seconds, 1) if seconds else None,
     }
