@@ -326,7 +326,8 @@ def test_disputes_and_dashboard_refunds_are_recorded_on_the_order_once(
     assert before.count("OutsideRefundRecorded") == 1
     order = shop.order(session_id)
     assert order.disputes == {dispute["id"]: "won"}
-    assert shop.status(session_id) == "confirmed"  # neither reverses the order or its stock
+    # The Dashboard gave all of it back: refunded; but neither reverses the order's stock.
+    assert shop.status(session_id) == "refunded"
     assert shop.available("mug") == 3
     assert metric(shop, "ledger_disputes_total", status="needs_response") == disputes_before + 1
 

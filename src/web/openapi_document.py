@@ -156,7 +156,7 @@ def _parameters(documented: DocumentedOperation) -> list[dict[str, Any]]:
             "in": "header",
             "required": h.required,
             "description": h.description,
-            "schema": _schema(str),
+            "schema": _schema(h.type),
         }
         for h in op.headers
     ]

@@ -46,6 +46,7 @@ class Header:
     name: str
     description: str
     required: bool = True
+    type: Any = str
 
 
 # Compared by identity: each is declared once, beside its handler.

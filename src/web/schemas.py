@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, RootModel, StringConstraints
 
 from ledger.domain.cart import MAX_LINE_QUANTITY
 
@@ -69,10 +69,38 @@ class RefundLineBody(Strict):
     quantity: Annotated[int, Field(ge=1, le=MAX_LINE_QUANTITY)]
 
 
-class RefundBody(Strict):
-    """Either `lines` (with `restock`) or `amount`."""
-
-    lines: Annotated[list[RefundLineBody], Field(min_length=1, max_length=100)] | None = None
-    amount: Annotated[int, Field(gt=0, le=MAX_UNIT_AMOUNT * MAX_LINE_QUANTITY)] | None = None
-    restock: bool = Field(True, description="With `lines`: put them back on hand.")
+class RefundByLines(Strict):
+    lines: Annotated[list[RefundLineBody], Field(min_length=1, max_length=100)]
+    restock: bool = Field(True, description="Put them back on hand.")
     reason: Reason | None = None
+
+
+class RefundByAmount(Strict):
+    amount: Annotated[int, Field(gt=0, le=MAX_UNIT_AMOUNT * MAX_LINE_QUANTITY)]
+    reason: Reason | None = None
+
+
+class RefundBody(RootModel[RefundByLines | RefundByAmount]):
+    """Either `lines` (with `restock`) or an `amount`."""
+
+    @property
+    def lines(self) -> dict[str, int] | None:
+        """The quantities to refund by sku (a sku named twice, summed), or None by amount."""
+        if not isinstance(self.root, RefundByLines):
+            return None
+        quantities: dict[str, int] = {}
+        for line in self.root.lines:
+            quantities[line.sku] = quantities.get(line.sku, 0) + line.quantity
+        return quantities
+
+    @property
+    def amount(self) -> int | None:
+        return self.root.amount if isinstance(self.root, RefundByAmount) else None
+
+    @property
+    def restock(self) -> bool:
+        return isinstance(self.root, RefundByLines) and self.root.restock
+
+    @property
+    def reason(self) -> str | None:
+        return self.root.reason

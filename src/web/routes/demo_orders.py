@@ -32,7 +32,7 @@ from web.pages.demo_order import Notice, minor_units, order_page_body, order_pat
 from web.pages.layout import render_page
 from web.requests import read_limited
 from web.routes.order_actions import IDEMPOTENCY_KEY, answer_once
-from web.schemas import CancelBody, RefundBody, RefundLineBody
+from web.schemas import CancelBody, RefundBody, RefundByLines, RefundLineBody
 
 # The forms send a key, a sku, a quantity, a checkbox and an amount: a few hundred bytes.
 MAX_FORM_BYTES = 16 * 1024
@@ -137,7 +137,7 @@ def _refund_body(form: dict[str, str], currency: str) -> RefundBody:
     try:
         if "sku" in form:
             line = RefundLineBody(sku=form["sku"], quantity=int(form.get("quantity") or "1"))
-            return RefundBody(lines=[line], restock=restock)
+            return RefundBody(RefundByLines(lines=[line], restock=restock))
         amount = minor_units(form.get("amount", ""), currency)
         if amount is None:
             raise _Refused(422, f"Type an amount above zero, such as 5.00, in {currency.upper()}.")
@@ -177,13 +177,12 @@ async def refund(request: Request) -> Response:
     except _Refused as refused:
         return await _page(request, order_id, Notice(str(refused), refused=True), refused.status)
     refund_id = request_id_for(order_id, key)
-    lines = {line.sku: line.quantity for line in body.lines or []}
 
     def act() -> Answer:
         services(request).merchant_desk.refund(
             order_id,
             refund_id,
-            lines=lines or None,
+            lines=body.lines,
             amount=body.amount,
             restock=body.restock,
             reason=body.reason,

@@ -7,10 +7,10 @@ import hashlib
 import json
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import BaseModel
+from pydantic import BaseModel, StringConstraints
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -23,13 +23,22 @@ from web.context import cause_of, in_store, order_id_of, services
 from web.errors import ApiError, domain_status
 from web.requests import parse_json
 from web.responses import Order, OrderRefund, checked
-from web.route_docs import BODY_ERRORS, UNAUTHORIZED, UNAVAILABLE, documented, error
+from web.route_docs import BODY_ERRORS, UNAUTHORIZED, UNAVAILABLE, Header, documented, error
 from web.route_docs import Answer as Documented
 from web.routes.orders import admin_only
 from web.schemas import CancelBody, RefundBody
 
 # Stripe's rule: 1 to 255 printable ASCII characters.
 IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,255}")
+# As documented: no space at either end either, since HTTP drops a header value's outer spaces.
+_KEY_HEADER = Header(
+    "Idempotency-Key",
+    "1 to 255 printable ASCII characters naming this request: the same on every retry of it, a"
+    " new one for each new request.",
+    type=Annotated[
+        str, StringConstraints(pattern=r"^[\x21-\x7e]([\x20-\x7e]{0,253}[\x21-\x7e])?$")
+    ],
+)
 _KEY_ERRORS = {
     400: error(
         "`idempotency_key_required`: no `Idempotency-Key`, or not 1 to 255 printable"
@@ -113,6 +122,7 @@ _ORDER_ERRORS = {
         **_ORDER_ERRORS,
     },
     body=CancelBody,
+    headers=(_KEY_HEADER,),
     security="admin",
 )
 async def cancel_order(request: Request) -> JSONResponse:
@@ -144,32 +154,21 @@ async def cancel_order(request: Request) -> JSONResponse:
         **_ORDER_ERRORS,
     },
     body=RefundBody,
+    headers=(_KEY_HEADER,),
     security="admin",
 )
 async def refund_order(request: Request) -> JSONResponse:
     admin_only(request)
     key = _idempotency_key(request)
     body = await parse_json(request, RefundBody)
-    if (body.lines is None) == (body.amount is None):
-        raise ApiError(
-            422,
-            "validation_error",
-            "Some fields are missing or invalid.",
-            fields=[{"field": "body", "message": "give either `lines` or `amount`"}],
-        )
     order_id = order_id_of(request)
     refund_id = request_id_for(order_id, key)
-    lines: dict[str, int] | None = None
-    if body.lines is not None:
-        lines = {}
-        for line in body.lines:
-            lines[line.sku] = lines.get(line.sku, 0) + line.quantity
 
     def act() -> Answer:
         services(request).merchant_desk.refund(
             order_id,
             refund_id,
-            lines=lines,
+            lines=body.lines,
             amount=body.amount,
             restock=body.restock,
             reason=body.reason,
