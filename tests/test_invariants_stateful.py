@@ -757,7 +757,9 @@ class ShopInvariants(RuleBasedStateMachine):
                 continue
             # Each paid session ends in exactly one outcome.
             assert status in WITH_ORDER, f"paid session {s.sid} has no outcome: {status}"
-            if status != "confirmed":
+            if _state_of(status, self._placed(s)) == "confirmed":
+                status = "confirmed"  # refunded from the Dashboard after the sale, say
+            else:
                 status = self._refund_outcome(s)
             self._check_history(s, status)
             count = totals.setdefault(s.currency, Counter())
