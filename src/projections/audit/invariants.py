@@ -337,13 +337,12 @@ class Verification:
 
 def verify_ledger(
     database: Database,
-    replay: Replay | Callable[[], Replay],
+    replay: Replay,
     progress: Callable[[str], None] = lambda _: None,
 ) -> Verification:
-    """Checks every invariant on a replay of the log (`replay`, already read, or a callable
-    that returns it once read: the read models are compared meanwhile) and the read models
-    against a fresh replay of their own."""
+    """Checks every invariant on a replay of the log (`replay`, already read) and the read
+    models against a fresh replay of their own."""
+    violations = check_replay(replay)
     progress("comparing the read models with a fresh replay")
-    read_models = check_read_models(database)
-    read = replay if isinstance(replay, Replay) else replay()
-    return Verification(read, check_replay(read) + read_models)
+    violations += check_read_models(database)
+    return Verification(replay, violations)
