@@ -78,19 +78,19 @@ class EventLog:
             "SELECT h.head, e.notification_id, e.originator_id, e.originator_version, e.topic,"
             " e.state FROM (SELECT coalesce(max(notification_id), 0) AS head FROM {table}) h"
             " LEFT JOIN LATERAL (SELECT * FROM {table} WHERE notification_id > %(after)s"
-            " AND notification_id <= least(h.head, coalesce(%(stop)s, h.head)) {topics}"
+            " AND notification_id <= least(h.head, coalesce(%(stop)s, h.head)) {only}"
             " ORDER BY notification_id LIMIT %(limit)s) e ON true ORDER BY e.notification_id"
         )
         return {
             "head": sql.SQL("SELECT coalesce(max(notification_id), 0) FROM {}")
             .format(table)
             .as_bytes(None),
-            "read": read.format(table=table, topics=sql.SQL("")).as_bytes(None),
+            "read": read.format(table=table, only=sql.SQL("")).as_bytes(None),
             "read_topics": read.format(
-                table=table, topics=sql.SQL("AND topic = ANY(%(topics)s)")
+                table=table, only=sql.SQL("AND topic = ANY(%(topics)s)")
             ).as_bytes(None),
             "window": read.format(
-                table=table, topics=sql.SQL("AND notification_id <= %(after)s::bigint + %(limit)s")
+                table=table, only=sql.SQL("AND notification_id <= %(after)s::bigint + %(limit)s")
             ).as_bytes(None),
         }
 
