@@ -10,8 +10,9 @@ import time
 from eventsourcing.postgres import PostgresApplicationRecorder
 
 from ledger.application import Ledger
+from ledger.domain import InventoryItem
 from ledger.storage import Database
-from projections.base import LIVE_SCHEMA
+from projections.base import LIVE_SCHEMA, topic_of
 from projections.log import EVENTS_TABLE, EventLog
 
 _WAITING_WRITER = (
@@ -52,3 +53,50 @@ def test_a_writer_waits_for_the_events_table_before_drawing_positions(
             holder.rollback()
             writer.join(30)
     assert ledger.get_product("cup").name == "Cup"
+
+
+def _positions(log: EventLog, database: Database, topics: list[str], *, scan: bool) -> list[int]:
+    """Every position a pass of small reads yields, checking `more` and `upto` on the way."""
+    seen: list[int] = []
+    with database.connect() as conn:
+        cur = conn.cursor()
+        after = 0
+        while True:
+            batch = log.read(cur, after, topics, 3, scan=scan)
+            assert all(after < p <= batch.upto for p, _ in batch.events)
+            assert batch.upto >= after
+            seen += [p for p, _ in batch.events]
+            after = batch.upto
+            if not batch.more:
+                break
+        assert after == log.head(cur)
+    return seen
+
+
+def test_a_scanning_read_yields_what_a_filtered_read_does_across_gaps(
+    database: Database, ledger: Ledger
+) -> None:
+    log = EventLog.of(database)
+    for i in range(4):
+        ledger.put_product(f"cup{i}", "Cup", 500, "eur", "test")
+        ledger.adjust_stock(f"cup{i}", 5, None, "test")
+        with database.connect() as conn:  # positions drawn and never used: gaps in the log
+            conn.execute(
+                "SELECT nextval(pg_get_serial_sequence('ledger_events', 'notification_id'))"
+                " FROM generate_series(1, %s)",
+                (i * 2,),
+            )
+    stock = [topic_of(InventoryItem, "StockReceived")]
+    everything = _positions(log, database, [], scan=False)
+    assert len(everything) == 8
+    assert _positions(log, database, [], scan=True) == everything
+    received = _positions(log, database, stock, scan=False)
+    assert len(received) == 4
+    assert _positions(log, database, stock, scan=True) == received
+    with database.connect() as conn:
+        stopped = log.read(conn.cursor(), 0, stock, 100, stop=everything[3], scan=True)
+    assert ([p for p, _ in stopped.events], stopped.upto, stopped.more) == (
+        received[:2],
+        everything[3],
+        False,
+    )

@@ -234,7 +234,7 @@ def replay_together(
                     conn, log, cur, position, topics, batch, stop, targets, writers
                 )
             else:
-                events = log.read(cur, position, topics, batch, stop)
+                events = log.read(cur, position, topics, batch, stop, scan=True)
                 _apply(events, targets, writers)
                 held = [writer.take() for writer in writers]
                 if writing is not None:
@@ -244,7 +244,7 @@ def replay_together(
             for target in targets:
                 reached = position if target.stop is None else min(position, target.stop)
                 target.position = max(target.position, reached)
-            if len(events.events) < batch:
+            if not events.more:
                 break
             if time.monotonic() - last_report >= PROGRESS_EVERY_SECONDS:
                 last_report = time.monotonic()
@@ -268,7 +268,7 @@ def _read_and_apply(
 ) -> Batch:
     """One batch read and written in one transaction, on one connection."""
     with conn.transaction():
-        events = log.read(cur, position, topics, batch, stop)
+        events = log.read(cur, position, topics, batch, stop, scan=True)
         _apply(events, targets, writers)
         for writer in writers:
             writer.flush()
