@@ -31,7 +31,7 @@ from web.errors import ApiError
 from web.pages.demo_order import Notice, minor_units, order_page_body, order_path
 from web.pages.layout import render_page
 from web.requests import read_limited
-from web.routes.order_actions import IDEMPOTENCY_KEY, answer_once
+from web.routes.order_actions import IDEMPOTENCY_KEY, answer_once, make_refund
 from web.schemas import CancelBody, RefundBody, RefundByLines, RefundLineBody
 
 # The forms send a key, a sku, a quantity, a checkbox and an amount: a few hundred bytes.
@@ -179,15 +179,7 @@ async def refund(request: Request) -> Response:
     refund_id = request_id_for(order_id, key)
 
     def act() -> Answer:
-        services(request).merchant_desk.refund(
-            order_id,
-            refund_id,
-            lines=body.lines,
-            amount=body.amount,
-            restock=body.restock,
-            reason=body.reason,
-            cause=cause_of(request),
-        )
+        make_refund(request, order_id, refund_id, body)
         # What the page needs to go on: the read model shows the refund itself.
         return Answer(201, {"refund_id": refund_id})
 
