@@ -5,9 +5,11 @@ real HTTP servers on a scratch database, then for each of N paid checkouts: post
 `checkout.session.completed`, and as soon as it answers 200 polls the storefront's status
 endpoint until it shows `confirmed`. Light load: one checkout at a time, at a steady rate.
 Prints JSON with the webhook's latency and the time from its 200 to the poll showing the order.
+`--stripe-delay 0.25` makes every Stripe call of the timed part take 250 ms (a realistic Stripe;
+the set-up runs without it): the webhook's latency then includes its re-fetch from Stripe.
 
     python bench/webhook_to_status.py [--url postgresql://postgres@127.0.0.1:5432/postgres]
-                                      [--checkouts 200] [--rate 20]
+                                      [--checkouts 200] [--rate 20] [--stripe-delay 0.25]
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ def main() -> None:
     parser.add_argument("--url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--checkouts", type=int, default=200)
     parser.add_argument("--rate", type=float, default=20.0, help="checkouts per second")
+    parser.add_argument(
+        "--stripe-delay", type=float, default=0.0, help="seconds each webhook's Stripe call takes"
+    )
     args = parser.parse_args()
     configure_logging("WARNING")  # stdout carries the JSON result alone
 
@@ -53,9 +58,12 @@ def main() -> None:
                 payload, signature = shop.stripe.build_event(
                     "checkout.session.completed", session_id
                 )
+                # Only the webhook's own calls wait: the checkout above is set-up.
+                shop.stripe.delay_seconds = args.stripe_delay
                 sent = time.perf_counter()
                 assert shop.post_webhook(payload, signature).status_code == 200
                 answered = time.perf_counter()
+                shop.stripe.delay_seconds = 0.0
                 count = 0
                 while True:
                     count += 1
@@ -77,6 +85,7 @@ def main() -> None:
                 "bench": "webhook_to_status",
                 "checkouts": args.checkouts,
                 "rate_per_s": args.rate,
+                "stripe_delay_s": args.stripe_delay,
                 "webhook_latency": percentiles(webhook),
                 "webhook_200_to_status_visible": percentiles(visible),
                 "polls_needed_max": max(polls),

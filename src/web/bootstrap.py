@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+import anyio
 
 from ledger.application import Ledger
 from ledger.captures import Captures
@@ -38,7 +40,7 @@ from side_effects.resync import Resync
 from side_effects.sent_messages import SentMessages
 from stripe_standin import StripeStandIn
 from web.order_status_poll import OrderStatusReader, PollFulfillment
-from web.store_calls import StoreBreaker
+from web.store_calls import StoreBreaker, stripe_bound_limiter
 from workers import Processor, Workers
 
 STAND_IN_PREFIX = "/_stripe"
@@ -71,8 +73,12 @@ class Services:
     merchant_requests: MerchantRequests
     merchant_desk: MerchantDesk
     stand_in: StripeStandIn | None = None
+    # The threads of requests' calls that wait on Stripe, apart from the store's reads.
+    stripe_bound_calls: anyio.CapacityLimiter = field(default_factory=stripe_bound_limiter)
 
     def close(self) -> None:
+        # First: a look at Stripe still under way commits through the ledger closed below.
+        self.poll_fulfillment.close()
         if self.stand_in is not None:
             self.stand_in.close()
         self.read_store.close()

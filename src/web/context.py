@@ -29,6 +29,17 @@ async def in_store(
     return await call_store(services(request).store_breaker, fn, *args, budget=budget)
 
 
+async def calling_stripe(
+    request: Request, fn: Callable[..., T], *args: Any, budget: float = REQUEST_BUDGET_SECONDS
+) -> T:
+    """`in_store` for a call that waits on Stripe too (it may also use the store): its thread
+    comes from the Stripe-bound limiter, so a slow Stripe takes none from the store's reads."""
+    svc = services(request)
+    return await call_store(
+        svc.store_breaker, fn, *args, budget=budget, limiter=svc.stripe_bound_calls
+    )
+
+
 def cause_of(request: Request) -> str:
     """What an event records as its cause: the HTTP request that led to it."""
     return f"http:{request.state.request_id}"

@@ -5,6 +5,11 @@ vanished database would otherwise hang for most of a minute. A request gets a bu
 past it, or while a recent probe says the store is down, it answers a retryable 503 at once.
 Running out of budget while the store answers (a queue of writers on a hot product) is
 contention, not an outage: that request answers "busy" and the breaker stays closed.
+
+Bulkheads: store and read-model calls share anyio's default pool of worker threads (40). A call
+that waits on Stripe (a webhook's re-fetch, a checkout's new session) runs under its own
+limiter instead (`stripe_bound_limiter`), so that a slow or hung Stripe holds none of the
+threads catalog, cart and status reads need.
 """
 
 from __future__ import annotations
@@ -27,6 +32,17 @@ T = TypeVar("T")
 
 REQUEST_BUDGET_SECONDS = 4.0
 PROBE_INTERVAL_SECONDS = 0.5
+# Calls that wait on Stripe at once while serving requests. Sized for Stripe's latency, not for
+# the store's: at 250 ms per Stripe call 256 threads carry about 1,000 calls/s, well past the
+# store's own limits, while they cost only memory. (A thread abandoned past its budget gives
+# its token back, and ends when the SDK's timeouts give up, within seconds.)
+STRIPE_BOUND_CALLS = 256
+
+
+def stripe_bound_limiter(total: int = STRIPE_BOUND_CALLS) -> anyio.CapacityLimiter:
+    """A limiter for the threads of calls that wait on Stripe, apart from the default one.
+    Made per app (anyio binds it to the event loop that first uses it)."""
+    return anyio.CapacityLimiter(total)
 
 
 class StoreBreaker:
@@ -77,15 +93,19 @@ async def call_store(
     fn: Callable[..., T],
     *args: Any,
     budget: float = REQUEST_BUDGET_SECONDS,
+    limiter: anyio.CapacityLimiter | None = None,
 ) -> T:
-    """Runs a blocking store call in a worker thread, bounded by `budget` seconds."""
+    """Runs a blocking store call in a worker thread, bounded by `budget` seconds; under
+    `limiter` when given (a call that waits on Stripe), else in the default pool."""
     if breaker.open and await anyio.to_thread.run_sync(breaker.is_down):
         raise StoreUnavailable("the store is not answering")
     try:
         with anyio.fail_after(budget):
             # The thread is abandoned, not killed, past the budget: it ends on its own when
             # the library gives up, and whatever it was doing commits whole or not at all.
-            return await anyio.to_thread.run_sync(partial(fn, *args), abandon_on_cancel=True)
+            return await anyio.to_thread.run_sync(
+                partial(fn, *args), abandon_on_cancel=True, limiter=limiter
+            )
     except TimeoutError:
         if await anyio.to_thread.run_sync(breaker.report_failure):
             raise StoreUnavailable("the store did not answer in time") from None

@@ -12,7 +12,7 @@ from starlette.routing import Route
 from ledger.domain.pricing import OutOfStock
 from ledger.domain.vocabulary import IN_FLIGHT
 from ledger.payments import PaymentProviderRefused, PaymentProviderUnavailable
-from web.context import cause_of, in_store, services
+from web.context import calling_stripe, cause_of, in_store, services
 from web.errors import ApiError, error_response
 from web.responses import CheckoutCreated, OrderStatus, checked
 from web.route_docs import UNAVAILABLE, Answer, documented, error
@@ -39,7 +39,7 @@ async def begin_checkout(request: Request) -> JSONResponse:
     # (answered 503) then lets go of what it holds instead of holding it for no one.
     answered = threading.Event()
     try:
-        created = await in_store(
+        created = await calling_stripe(
             request, checkout.begin, cart_id, cause_of(request), answered.is_set
         )
     except OutOfStock as short:
@@ -76,18 +76,17 @@ async def begin_checkout(request: Request) -> JSONResponse:
 
 
 async def current_order_status(request: Request, session_id: str) -> dict[str, Any] | None:
-    """The order status of a session (None when this ledger never created it): the read
-    model, after a rate-limited look at Stripe for a session still in flight."""
+    """The order status of a session (None when this ledger never created it), from the read
+    model at once. For a session still in flight, Stripe is asked in the background (at most
+    every few seconds per session): a later poll shows what it said, and a slow Stripe never
+    holds up this answer."""
     svc = services(request)
     body = await in_store(request, svc.order_status.get, session_id)
     # Only news of the checkout session can still change these; a refund moves on through the
     # refund worker, not through the session.
     if body is not None and body["status"] in IN_FLIGHT:
-        asked = await in_store(
-            request, svc.poll_fulfillment.maybe_fulfill, session_id, cause_of(request)
-        )
-        if asked:
-            body = await in_store(request, svc.order_status.get, session_id) or body
+        # Non-blocking (a lock and a queue): no worker thread is needed to schedule it.
+        svc.poll_fulfillment.request_refresh(session_id, cause_of(request))
     return body
 
 

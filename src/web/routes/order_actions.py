@@ -19,7 +19,7 @@ from ledger.commands.after_sale import request_id_for
 from ledger.domain.errors import DomainError
 from ledger.merchant_requests import Answer
 from ledger.storage import StoreUnavailable
-from web.context import cause_of, in_store, order_id_of, services
+from web.context import calling_stripe, cause_of, order_id_of, services
 from web.errors import ApiError, domain_status
 from web.requests import parse_json
 from web.responses import Order, OrderRefund, checked
@@ -83,7 +83,8 @@ async def answer_once(
             return Answer(domain_status(refusal), refused)
 
     answers = services(request).merchant_requests
-    return await in_store(request, answers.answer, key, _fingerprint(request, body), guarded)
+    # A refund or a cancel asks Stripe for its refund within the request: a Stripe-bound call.
+    return await calling_stripe(request, answers.answer, key, _fingerprint(request, body), guarded)
 
 
 async def _once(

@@ -26,7 +26,7 @@ from ledger.metrics import STRIPE_FETCH_FAILURES
 from ledger.payments import PaymentProviderRefused, PaymentProviderUnavailable
 from ledger.storage import StoreUnavailable
 from ledger.stripe_events import HANDLED
-from web.context import in_store, services
+from web.context import calling_stripe, services
 from web.errors import ApiError, error_response
 from web.metrics import ANOMALIES, WEBHOOK_LATENCY, WEBHOOK_OUTCOMES
 from web.requests import read_limited
@@ -157,7 +157,8 @@ async def _handle(request: Request) -> tuple[JSONResponse, str]:
     about = "session_id" if event_type.startswith("checkout.session.") else "object_id"
     structlog.contextvars.bind_contextvars(**{about: object_id})
     try:
-        result: Outcome = await in_store(
+        # The decision re-fetches the object from Stripe: its thread is a Stripe-bound one.
+        result: Outcome = await calling_stripe(
             request,
             _decide_and_wait,
             svc,
