@@ -45,9 +45,11 @@ def create_app(services: Services) -> Starlette:
         # pay page, and the merchant page of a demo order. With real Stripe, neither exists.
         routes.append(demo_orders.mount)
         routes.append(Mount(STAND_IN_PREFIX, app=services.stand_in.app))
+    # Traced, the request's span wraps the request id middleware, so its log line is inside it.
+    traced = services.tracing.middleware() if services.tracing is not None else []
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(RequestIdMiddleware)],
+        middleware=[*traced, Middleware(RequestIdMiddleware)],
         exception_handlers=exception_handlers(),
     )
     # No redirect from `/api/products/` to `/api/products`: Starlette builds its absolute URL from

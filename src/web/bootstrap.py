@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
@@ -43,6 +43,9 @@ from web.order_status_poll import OrderStatusReader, PollFulfillment
 from web.store_calls import StoreBreaker, stripe_bound_limiter
 from workers import Processor, Workers
 
+if TYPE_CHECKING:
+    from web.tracing import Tracing
+
 STAND_IN_PREFIX = "/_stripe"
 
 
@@ -75,6 +78,9 @@ class Services:
     stand_in: StripeStandIn | None = None
     # The threads of requests' calls that wait on Stripe, apart from the store's reads.
     stripe_bound_calls: anyio.CapacityLimiter = field(default_factory=stripe_bound_limiter)
+    # Set when OTEL_EXPORTER_OTLP_ENDPOINT asks for traces (web.tracing): the app, the commits
+    # and the workers are then traced. The process that started it shuts it down.
+    tracing: Tracing | None = None
 
     def close(self) -> None:
         # First: a look at Stripe still under way commits through the ledger closed below.
@@ -92,6 +98,7 @@ def bootstrap(
     database: Database | None = None,
     *,
     listen_url: str = "http://127.0.0.1:8000",
+    tracing: Tracing | None = None,
 ) -> Services:
     """Connects to the store (starting the embedded one when none is configured) and wires
     the payment gateway: Stripe itself, or the built-in stand-in served at /_stripe.
@@ -102,6 +109,8 @@ def bootstrap(
     database = database or resolve_database(settings.database_url, settings.data_dir)
     database.check()
     ledger = Ledger(env=database.eventsourcing_env())
+    if tracing is not None:
+        tracing.instrument_ledger(ledger)
     public_url = (settings.public_url or listen_url).rstrip("/")
     stand_in: StripeStandIn | None = None
     if settings.stripe_api_key is None:
@@ -162,6 +171,7 @@ def bootstrap(
         merchant_requests=MerchantRequests(database, ledger.locks),
         merchant_desk=MerchantDesk(ledger, refunds),
         stand_in=stand_in,
+        tracing=tracing,
     )
 
 
@@ -215,6 +225,9 @@ def notification_worker(services: Services) -> NotificationWorker:
 def background_workers(services: Services) -> Workers:
     """The workers of `ledger serve` and `ledger work`. The read store waits on them for the
     read models they run here, woken by their commits instead of polling."""
-    workers = Workers(services.database, processors(services))
+    running = processors(services)
+    if services.tracing is not None:
+        services.tracing.instrument_side_effects(running)
+    workers = Workers(services.database, running)
     services.read_store.wait_on(workers)
     return workers

