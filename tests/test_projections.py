@@ -676,7 +676,7 @@ def test_a_failing_side_effect_is_retried_on_its_own_schedule_and_holds_back_no_
         deadline = time.monotonic() + 5
         while len(stuck.calls) < 4 and time.monotonic() < deadline:
             time.sleep(0.01)
-    failing = stuck.calls[0]
+    failing = first_new
     assert failing not in stuck.sent and stuck.sent == [head(database)]
     assert query(database, "SELECT position FROM projection_tracking WHERE name = 'mailer'") == [
         (head(database),)

@@ -130,26 +130,28 @@ class Attempts:
                     out.append(self._live.pop(position))
                 elif attempt.deadline <= now:
                     attempt.abandoned = True
-                    attempt.error = (
-                        f"TimeoutError: no answer within {self.timeout:g}s; abandoned"
-                        " (retried on its own schedule)"
-                    )
+                    attempt.error = _timed_out(self.timeout)
                     self._abandoned[position] = self._live.pop(position)
                     out.append(attempt)
         return sorted(out, key=lambda a: a.position)
 
-    def drain(self) -> None:
-        """Waits for the attempts in flight to end or reach their deadline, and forgets them:
-        the side effect stops here (stopping, or no longer ours), and no call it made should
-        outlive its lock longer than its deadline."""
+    def settle(self) -> None:
+        """Waits for the attempts in flight to end or reach their deadline: afterwards
+        `finished` returns every one of them (those past their deadline as failed)."""
         while True:
+            now = time.monotonic()
             with self._lock:
-                running = [a for a in self._live.values() if not a.done]
+                running = [a for a in self._live.values() if not a.done and a.deadline > now]
             if not running:
-                break
+                return
             first = min(running, key=lambda a: a.deadline)
-            if not first.ended.wait(max(0.0, first.deadline - time.monotonic())):
-                self.finished()  # past its deadline: abandoned
+            first.ended.wait(max(0.0, first.deadline - now))
+
+    def drain(self) -> None:
+        """`settle`, then forgets the attempts: the side effect stops here (stopping, or no
+        longer ours), and no call it made should outlive its lock longer than its deadline."""
+        self.settle()
+        self.finished()  # those past their deadline are kept as abandoned until they end
         with self._lock:
             self._live.clear()
 
@@ -185,6 +187,10 @@ class Attempts:
                 attempt.error = error
                 attempt.done = True
         attempt.ended.set()
+
+
+def _timed_out(timeout: float) -> str:
+    return f"TimeoutError: no answer within {timeout:g}s; abandoned (retried on its own schedule)"
 
 
 __all__ = ["Attempt", "Attempts"]

@@ -96,22 +96,11 @@ class SideEffectSteps:
             return False
         if self._base != position:  # the first step, or the position was read again
             self._restart(position)
-        finished = self.attempts.finished()
         if not track.running():
-            self.halt()  # stopping, or no longer ours: these events are handled again
+            # Stopping: the workers `finish` (record what ended, while the lock is ours);
+            # no longer ours: they `halt` (what was not recorded is handled again).
             return False
-        for attempt in finished:
-            if attempt.error is not None:
-                track.last_error = attempt.error
-            if attempt.from_log:
-                if attempt.position in self._started:
-                    self._started[attempt.position] = attempt
-            elif attempt.error is None:
-                retries.done(cur, name, attempt.position)
-            else:
-                assert attempt.retried is not None
-                self._schedule(cur, name, attempt.position, attempt.retried + 1, attempt.error)
-        moved = self._record(conn, track, position)
+        moved = self._collect(conn, track, position)
         if moved is None:
             return self._moved(track)
         self._start_retries(cur, name)
@@ -119,6 +108,18 @@ class SideEffectSteps:
         if self._record(conn, track, moved) is None:  # past events of other topics, if any
             return self._moved(track)
         return not more
+
+    def finish(self, conn: psycopg.Connection[Any], track: EffectTrack) -> None:
+        """The workers stop while this process still holds the side effect's lock: waits for
+        the attempts in flight (each until its deadline at most) and records what they did,
+        so that a restart does not do it again; then `halt`."""
+        try:
+            if self._base is not None and track.position == self._base:
+                self.attempts.settle()
+                if self._collect(conn, track, self._base) is None:
+                    track.moved()
+        finally:
+            self.halt()
 
     def next_deadline(self) -> float | None:
         """When the earliest attempt in flight runs out of time (time.monotonic()), if any:
@@ -135,6 +136,27 @@ class SideEffectSteps:
         self._started.clear()
 
     # ---- recording -----------------------------------------------------------------------
+
+    def _collect(
+        self, conn: psycopg.Connection[Any], track: EffectTrack, position: int
+    ) -> int | None:
+        """Records the attempts that ended or ran out of time: a retried event's in the
+        retry schedule at once, a new event's with the position (`_record`). The new
+        position; None when it moved elsewhere."""
+        cur = conn.cursor()
+        for attempt in self.attempts.finished():
+            if attempt.error is not None:
+                track.last_error = attempt.error
+            if attempt.from_log:
+                if attempt.position in self._started:
+                    self._started[attempt.position] = attempt
+            elif attempt.error is None:
+                retries.done(cur, track.name, attempt.position)
+            else:
+                assert attempt.retried is not None
+                failures = attempt.retried + 1
+                self._schedule(cur, track.name, attempt.position, failures, attempt.error)
+        return self._record(conn, track, position)
 
     def _record(
         self, conn: psycopg.Connection[Any], track: EffectTrack, position: int

@@ -297,9 +297,23 @@ class Workers:
                     conn = None
                 self._stopping.wait(self._pause(slot.failures))
         if isinstance(slot.steps, SideEffectSteps):
-            slot.steps.halt()  # a side effect in progress finishes its call (or its time)
+            self._finish(slot, slot.steps, conn)
         if conn is not None:
             close_quietly(conn)
+
+    def _finish(
+        self, slot: Slot, steps: SideEffectSteps, conn: psycopg.Connection[Any] | None
+    ) -> None:
+        """Stopping: a side effect's attempts in flight finish their calls (or their time),
+        and what they did is recorded while the lock is still ours (`stop` releases it
+        after), so that the next runner does not do it again."""
+        if conn is None or not slot.owned.is_set():
+            steps.halt()
+            return
+        try:
+            steps.finish(conn, slot)
+        except Exception as error:  # recorded or not, the events are handled again at worst
+            logger.warning("worker %s: could not record its last attempts: %s", slot.name, error)
 
     def _idle(self, steps: ProjectionSteps | SideEffectSteps) -> float:
         """How long a caught-up processor waits for its wake event: the poll interval, or
