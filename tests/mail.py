@@ -18,18 +18,27 @@ from aiosmtpd.controller import Controller
 class Mailbox:
     """An aiosmtpd handler that keeps every message it accepts; while `refusing`, it refuses
     every recipient for good (550), as a server does for an address that does not exist.
-    Each accepted message takes `delay` seconds to answer, as a real server's may."""
+    Each accepted message takes `delay` seconds to answer, as a real server's may. While an
+    address is in `stalling`, the answer to RCPT TO for it does not come (the server hangs on
+    that recipient; other connections go on); `stalled` counts those hung RCPTs."""
 
     def __init__(self, delay: float = 0.0) -> None:
         self.delay = delay
         self.messages: list[EmailMessage] = []
         self.refused: list[str] = []
         self.refusing = False
+        self.stalling: set[str] = set()
+        self.stalled = 0
         self._lock = threading.Lock()
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
     ) -> str:
+        if address in self.stalling:
+            with self._lock:
+                self.stalled += 1
+            while address in self.stalling:  # the client gives up meanwhile, or not
+                await asyncio.sleep(0.05)
         if self.refusing:
             with self._lock:
                 self.refused.append(address)

@@ -4,6 +4,7 @@ reaches the event log."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -14,19 +15,33 @@ from ledger.settings import Settings, SmtpServer, parse_smtp_url
 from ledger.storage import Database
 from tests.mail import Mailbox, smtp_server, smtp_url
 from tests.shop import Shop, eventually, free_port, running_shop
-from tests.waiting import wait_at_rest
+from tests.waiting import wait_at_rest, wait_until
 
 CUSTOMER = "customer@example.com"  # what the stand-in puts in `customer_details.email`
 
 
-def paid_order(shop: Shop, sku: str = "mug", quantity: int = 2) -> tuple[str, str]:
-    """A paid checkout: (session id, order id) once the order is recorded."""
+def paid_order(
+    shop: Shop, sku: str = "mug", quantity: int = 2, email: str = CUSTOMER
+) -> tuple[str, str]:
+    """A paid checkout (the customer's address `email`): (session id, order id) once the order
+    is recorded."""
     session_id = shop.checkout(shop.cart(**{sku: quantity}))
-    shop.stripe.complete(session_id, "pay")
+    shop.stripe.complete(session_id, "pay", email=email)
     eventually(lambda: shop.status(session_id) not in ("processing", "awaiting_payment"))
     order = shop.order(session_id)
     assert order is not None
     return session_id, str(order.id)
+
+
+def seconds_to_mail(shop: Shop, mailbox: Mailbox, address: str) -> float:
+    """An order paid by `address`: seconds from its confirmation to its e-mail's arrival."""
+    _, order_id = paid_order(shop, "mug", 1, email=address)
+    confirmed = time.monotonic()
+    mid = f"<confirmation.{order_id}@ledger>"
+    wait_until(lambda: len(mailbox.with_id(mid)) == 1, timeout=30)
+    waited = time.monotonic() - confirmed
+    assert mailbox.with_id(mid)[0]["To"] == address
+    return waited
 
 
 def emails(kind: str, outcome: str) -> float:
@@ -120,6 +135,34 @@ def test_a_mail_server_down_delays_the_mail_never_the_order(
             (message,) = mailbox.received()
             assert message["Message-ID"] == f"<confirmation.{order_id}@ledger>"
             eventually(lambda: scalar(database, pending) == 0)
+
+
+def test_a_recipient_the_server_stalls_on_holds_back_no_other_email(
+    database: Database, mailbox: Mailbox, smtp_port: int
+) -> None:
+    """The SMTP server hangs on one recipient: every other e-mail arrives within seconds,
+    the stalled one fails its attempt (the mailer's timeout) and is retried on its own
+    schedule, and once the server answers it arrives: one e-mail per Message-ID."""
+    stalled = "stalled@example.com"
+    mailbox.stalling.add(stalled)
+    with running_shop(database, LEDGER_SMTP_URL=smtp_url(smtp_port)) as shop:
+        shop.product("mug", stock=10)
+        _, stuck = paid_order(shop, "mug", 1, email=stalled)
+        wait_until(lambda: mailbox.stalled == 1)  # the worker's attempt hangs on it now
+        # Each of these is confirmed while that attempt hangs (it would for 5 s): its e-mail
+        # still arrives at once.
+        waited = [seconds_to_mail(shop, mailbox, f"customer{n}@example.com") for n in range(4)]
+        assert max(waited) < 3.0, waited  # a sanity bound: one stalled attempt lasts 5 s
+        assert mailbox.with_id(f"<confirmation.{stuck}@ledger>") == []
+        pending = "SELECT count(*) FROM side_effect_retries WHERE name = 'notifications'"
+        wait_until(lambda: scalar(database, pending) == 1, timeout=30)  # failed, to be retried
+
+        mailbox.stalling.clear()  # the server answers again: the retry delivers it
+        wait_until(lambda: len(mailbox.with_id(f"<confirmation.{stuck}@ledger>")) == 1, 30)
+        wait_at_rest(database, "notifications", timeout=30)
+        counts = mailbox.message_ids()
+        assert len(counts) == 5 and set(counts.values()) == {1}, counts
+        assert mailbox.with_id(f"<confirmation.{stuck}@ledger>")[0]["To"] == stalled
 
 
 def test_a_refused_recipient_is_recorded_and_skipped(

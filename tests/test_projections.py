@@ -618,26 +618,26 @@ def test_a_read_model_whose_layout_changed_is_rebuilt_when_its_runner_starts(
 
 class FlakyMailer:
     """A side effect that fails a few times on one event: the runner must retry that event,
-    in order, and never skip it."""
+    and never skip it. Called from several threads at once (the workers' attempts), so what
+    it notes is noted under a lock."""
 
     name = "mailer"
     topics = topics_of(Cart, "CartCreated")
 
-    def __init__(self, fail_on: int, failures: int) -> None:
-        self.fail_on = fail_on  # the index of the event (0-based) that fails
+    def __init__(self, fail_at: int | None, failures: int) -> None:
+        self.fail_at = fail_at  # the position of the event that fails
         self.failures = failures
         self.calls: list[int] = []
         self.sent: list[int] = []
-        self.seen: list[int] = []
+        self._lock = threading.Lock()
 
     def handle(self, event: DomainEvent, position: int) -> None:
-        self.calls.append(position)
-        if position not in self.seen:
-            self.seen.append(position)
-        if self.seen.index(position) == self.fail_on and self.failures > 0:
-            self.failures -= 1
-            raise ConnectionError("the mail server said no")
-        self.sent.append(position)
+        with self._lock:
+            self.calls.append(position)
+            if position == self.fail_at and self.failures > 0:
+                self.failures -= 1
+                raise ConnectionError("the mail server said no")
+            self.sent.append(position)
 
 
 def test_a_failing_side_effect_is_retried_on_its_own_schedule_and_holds_back_no_other(
@@ -648,41 +648,101 @@ def test_a_failing_side_effect_is_retried_on_its_own_schedule_and_holds_back_no_
         p for (p,) in query(database, "SELECT notification_id FROM ledger_events ORDER BY 1")
     ]
     assert len(positions) == len(carts)
-    mailer = FlakyMailer(fail_on=1, failures=3)
+    mailer = FlakyMailer(fail_at=positions[1], failures=3)
     with workers(database, [mailer], retry_backoff=(0.01, 0.05)) as runner:
         assert runner.wait_until_processed("mailer", positions[-1], timeout=5)
         deadline = time.monotonic() + 5
         while len(mailer.sent) < 3 and time.monotonic() < deadline:
             time.sleep(0.01)
     # The failing event did not hold back the one after it, and was tried until it worked.
-    assert mailer.calls[:3] == positions
+    # The three are handled at once, so in no particular order among themselves.
+    assert sorted(mailer.calls[:3]) == positions
     assert mailer.calls.count(positions[1]) == 4
     assert sorted(mailer.sent) == positions
-    assert mailer.sent[:2] == [positions[0], positions[2]]
+    assert sorted(mailer.sent[:2]) == [positions[0], positions[2]]
     assert query(database, "SELECT count(*) FROM side_effect_retries") == [(0,)]
 
     # Stopped while one keeps failing: the position moves on past it, the item waits in the
     # schedule, and a restart (a new process, with its own code) picks it up again.
     more = [ledger.create_cart(None, "test") for _ in range(2)]
     assert more
-    stuck = FlakyMailer(fail_on=0, failures=10**6)
+    ((first_new,),) = query(
+        database,
+        "SELECT min(notification_id) FROM ledger_events WHERE notification_id > %s",
+        positions[-1],
+    )
+    stuck = FlakyMailer(fail_at=first_new, failures=10**6)
     with workers(database, [stuck], retry_backoff=(0.01, 0.02)):
         deadline = time.monotonic() + 5
         while len(stuck.calls) < 4 and time.monotonic() < deadline:
             time.sleep(0.01)
-    failing = stuck.calls[0]
+    failing = first_new
     assert failing not in stuck.sent and stuck.sent == [head(database)]
     assert query(database, "SELECT position FROM projection_tracking WHERE name = 'mailer'") == [
         (head(database),)
     ]
     assert query(database, "SELECT position FROM side_effect_retries") == [(failing,)]
-    healed = FlakyMailer(fail_on=0, failures=0)
+    healed = FlakyMailer(fail_at=None, failures=0)
     with workers(database, [healed], retry_backoff=(0.01, 0.02)):
         deadline = time.monotonic() + 5
         while not healed.sent and time.monotonic() < deadline:
             time.sleep(0.01)
     assert healed.sent == [failing]
     assert query(database, "SELECT count(*) FROM side_effect_retries") == [(0,)]
+
+
+class HangingEffect:
+    """A side effect whose call on one event hangs until `release` (a client without a
+    timeout of its own); the others it handles at once. Each attempt may take 0.3 s."""
+
+    name = "hanger"
+    topics = topics_of(Cart, "CartCreated")
+    concurrency = 2
+    attempt_timeout = 0.3
+
+    def __init__(self, hang_at: int) -> None:
+        self.hang_at = hang_at
+        self.release = threading.Event()
+        self.calls: list[int] = []
+        self.done: list[int] = []
+        self._lock = threading.Lock()
+
+    def handle(self, event: DomainEvent, position: int) -> None:
+        with self._lock:
+            self.calls.append(position)
+        if position == self.hang_at:
+            self.release.wait(30)
+        with self._lock:
+            self.done.append(position)
+
+
+def test_an_attempt_past_its_deadline_fails_and_holds_back_no_other(
+    database: Database, ledger: Ledger
+) -> None:
+    for _ in range(4):
+        ledger.create_cart(None, "test")
+    positions = [
+        p for (p,) in query(database, "SELECT notification_id FROM ledger_events ORDER BY 1")
+    ]
+    hung = positions[0]  # the first: the one the recorded position would wait on
+    hanger = HangingEffect(hung)
+    retry = "SELECT attempts, last_error FROM side_effect_retries WHERE name = 'hanger'"
+    with workers(database, [hanger], retry_backoff=(0.05, 0.1)) as runner:
+        # The others are handled, and the position goes past the hung one: at its deadline it
+        # counted as failed and joined the retry schedule.
+        assert runner.wait_until_processed("hanger", positions[-1], timeout=10)
+        assert sorted(hanger.done) == positions[1:]
+        ((attempts, error),) = query(database, retry)
+        assert attempts == 1 and error.startswith("TimeoutError")
+        # Its retry is due long since, but its first attempt still runs: never two at once.
+        due = "SELECT count(*) FROM side_effect_retries WHERE due_at < now() - interval '1 s'"
+        wait_until(lambda: query(database, due) == [(1,)])
+        assert hanger.calls.count(hung) == 1
+
+        hanger.release.set()  # the call returns at last: the retry runs, and succeeds
+        wait_until(lambda: query(database, "SELECT count(*) FROM side_effect_retries") == [(0,)])
+    assert hanger.calls.count(hung) == 2
+    assert sorted(hanger.done) == sorted([*positions, hung])
 
 
 # ---- the worker process ------------------------------------------------------------------------

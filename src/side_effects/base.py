@@ -30,6 +30,13 @@ class SideEffect(Protocol):
     and none holds back the next. `topics` selects the events it is given (see `reacts_to`);
     empty means every event.
 
+    `handle` is called from several threads at once, on different events (never on one event
+    twice at once): up to the optional class attribute `concurrency` (default
+    `CONCURRENCY`), each attempt given `attempt_timeout` seconds (default `ATTEMPT_TIMEOUT`),
+    after which it counts as failed and its place goes to the next; see `side_effects.attempts`.
+    Give the clients it calls timeouts of their own, shorter than that: an attempt abandoned
+    at its deadline keeps its thread until its call returns.
+
     A new side effect starts at the beginning of the log, so no event is skipped (refunds).
     One that sets the optional class attribute `start_at_head = True` starts at the log's
     head instead, when it has no tracking position yet (e-mail: a fresh deployment must not
@@ -42,9 +49,29 @@ class SideEffect(Protocol):
     def handle(self, event: DomainEvent, position: int) -> None: ...
 
 
+# Attempts in flight per side effect unless it says otherwise: enough that a few hung calls
+# leave room for the rest, few enough not to crowd the database pools the effects share with
+# the requests (each attempt may hold one connection at a time).
+CONCURRENCY = 4
+# Seconds an attempt may run before it counts as failed unless the side effect says otherwise:
+# longer than its clients' own timeouts (Stripe's gives up on a call after two tries of 1 s to
+# connect and 1.5 s to read, about 5.5 s in all), so that this only catches what they miss.
+ATTEMPT_TIMEOUT = 10.0
+
+
 def starts_at_head(effect: object) -> bool:
     """Whether a side effect without a tracking position yet starts at the log's head."""
     return getattr(effect, "start_at_head", False) is True
+
+
+def concurrency_of(effect: object) -> int:
+    """How many of its events a side effect handles at once (its `concurrency`, at least 1)."""
+    return max(1, int(getattr(effect, "concurrency", CONCURRENCY)))
+
+
+def attempt_timeout_of(effect: object) -> float:
+    """Seconds one attempt of a side effect may take before it counts as failed."""
+    return float(getattr(effect, "attempt_timeout", ATTEMPT_TIMEOUT))
 
 
 @runtime_checkable

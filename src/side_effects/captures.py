@@ -16,9 +16,10 @@ from side_effects.base import reacts_to
 
 
 class CaptureWorker:
-    """Follows the log for captures and releases to make. Each failed event gets its own retry
-    schedule, so one payment Stripe cannot take now holds back no other; the idempotency keys
-    derived from the order make every retry the same capture or cancellation."""
+    """Follows the log for captures and releases to make, several at once (the workers'
+    default `concurrency`). Each failed event gets its own retry schedule, so one payment
+    Stripe cannot take now (or hangs on) holds back no other; the idempotency keys derived
+    from the order make every retry the same capture or cancellation."""
 
     name = "captures"
     topics: Sequence[str] = reacts_to(

@@ -15,7 +15,10 @@ from ledger.settings import Settings, SmtpServer
 # Every log line's `logger` field: kept across the move out of ledger, for searches on it.
 log = structlog.get_logger("ledger.notifications")
 
-SMTP_TIMEOUT_SECONDS = 15.0
+# Seconds to connect, and to wait for each answer, per attempt: a server that stalls (on one
+# recipient, say) fails that attempt within seconds, to be retried on its own schedule, instead
+# of holding a place of the notifications worker for long (see `side_effects.attempts`).
+SMTP_TIMEOUT_SECONDS = 5.0
 
 
 class RecipientRefused(Exception):

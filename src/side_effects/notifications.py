@@ -32,7 +32,7 @@ from ledger.metrics import EMAILS
 from ledger.money import format_amount
 from ledger.personal_data import PersonalData
 from side_effects.base import reacts_to
-from side_effects.mailers import Mailer, RecipientRefused
+from side_effects.mailers import SMTP_TIMEOUT_SECONDS, Mailer, RecipientRefused
 
 # Every log line's `logger` field: kept across the move out of ledger, for searches on it.
 log = structlog.get_logger("ledger.notifications")
@@ -144,6 +144,12 @@ class NotificationWorker:
         Order.RefundIssued,  # type: ignore[attr-defined]
     )
     start_at_head = True  # a fresh deployment does not mail every past customer
+    # Several e-mails at once, so that one recipient the server stalls on holds back no other;
+    # few, as mail servers limit connections per client.
+    concurrency = 4
+    # An SMTP conversation is a handful of exchanges, each bounded by the mailer's timeout: an
+    # attempt slower than two of those is stuck (a server trickling its answers), and fails.
+    attempt_timeout = 2 * SMTP_TIMEOUT_SECONDS
 
     def __init__(self, notifications: Notifications) -> None:
         self.notifications = notifications

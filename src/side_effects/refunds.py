@@ -15,9 +15,10 @@ from side_effects.base import reacts_to
 
 
 class RefundWorker:
-    """Follows the log for RefundRequested and issues each refund. Each failed event gets its
-    own retry schedule, so one refund Stripe cannot take now holds back no other; the
-    idempotency key derived from the order makes every retry the same refund."""
+    """Follows the log for RefundRequested and issues each refund, several at once (the
+    workers' default `concurrency`), so one refund Stripe hangs on holds back no other. Each
+    failed event (an attempt that raised, or ran past its deadline) gets its own retry
+    schedule; the idempotency key derived from the order makes every retry the same refund."""
 
     name = "refunds"
     topics: Sequence[str] = reacts_to(

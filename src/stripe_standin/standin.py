@@ -9,6 +9,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 
+from stripe_standin.api.delays import Delay
 from stripe_standin.api.failures import InjectedFailure
 from stripe_standin.api.intents import IntentEndpoints
 from stripe_standin.api.payments import PaymentEndpoints
@@ -35,7 +36,8 @@ class StripeStandIn:
 
     Attributes a test may change at any time: `webhook_url` (None: events are recorded as
     undelivered), `webhook_secret`, `public_base_url` (where `app` is served, for the pay
-    page links), `delay_seconds` (every /v1 call sleeps this long first), `retry_delays`
+    page links), `delay_seconds` (every /v1 call sleeps this long first; `delay_calls` slows
+    down only some), `retry_delays`
     (pauses between webhook attempts; attempts = len + 1), `delivery_timeout` (seconds per
     webhook POST), `refund_status` ("succeeded", or "pending": new refunds wait for
     `settle_refund`).
@@ -268,6 +270,20 @@ class StripeStandIn:
         failure = InjectedFailure(status, after_processing, path, code, error_type)
         with self._cv:
             self._api.failures.add(count, failure)
+
+    def delay_calls(
+        self, seconds: float, *, path: str | None = None, payment_intent: str | None = None
+    ) -> None:
+        """The /v1 calls under `path` (e.g. "/v1/refunds") and about `payment_intent` (in
+        the path, as a capture names it, or the `payment_intent` parameter, as a refund does)
+        sleep `seconds` before they are carried out; other calls answer as usual. Stripe hung
+        on one payment: the client times out, and the call still happens when it wakes.
+        `seconds=0` lifts the delay given with the same `path` and `payment_intent`, and the
+        calls sleeping in it go on at once."""
+        delays = self._api.delays
+        delays.lift(path, payment_intent)
+        if seconds > 0:
+            delays.add(Delay(seconds, path, payment_intent))
 
     def build_event(
         self, type: str, object_id: str, *, timestamp: int | None = None

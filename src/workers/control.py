@@ -6,8 +6,9 @@ Each processor runs in a thread of its own, with a connection of its own. A noti
 the processors at once, and each polls every `poll_interval` seconds anyway, so a lost
 notification (library issue #305) delays nothing by more than that. A failed step is tried
 again after `backoff`. How a step goes is the processor's own: a read model's batch in one
-transaction (`projections.stepping`), a side effect's events one at a time with their retry
-schedule (`side_effects.stepping`); a periodic task is run every `interval` seconds.
+transaction (`projections.stepping`), a side effect's events several at once, each in a thread
+of its own with its deadline, and their retry schedule (`side_effects.stepping`: an attempt
+that ends wakes the processor's thread); a periodic task is run every `interval` seconds.
 """
 
 from __future__ import annotations
@@ -260,6 +261,10 @@ class Workers:
         conn: psycopg.Connection[Any] | None = None
         while not self._stopping.is_set():
             if not slot.owned.is_set():
+                if isinstance(slot.steps, SideEffectSteps):
+                    # No longer ours: its attempts in flight end (by their deadline at most)
+                    # before another process may take the same events over.
+                    slot.steps.halt()
                 slot.wake.wait(self.poll_interval)
                 slot.wake.clear()
                 continue
@@ -280,7 +285,7 @@ class Workers:
                 caught_up = slot.steps.step(conn, slot)
                 slot.failures = 0
                 if caught_up:
-                    slot.wake.wait(self.poll_interval)
+                    slot.wake.wait(self._idle(slot.steps))
             except Exception as error:
                 slot.failures += 1
                 slot.last_error = f"{type(error).__name__}: {error}"
@@ -291,8 +296,33 @@ class Workers:
                     close_quietly(conn)
                     conn = None
                 self._stopping.wait(self._pause(slot.failures))
+        if isinstance(slot.steps, SideEffectSteps):
+            self._finish(slot, slot.steps, conn)
         if conn is not None:
             close_quietly(conn)
+
+    def _finish(
+        self, slot: Slot, steps: SideEffectSteps, conn: psycopg.Connection[Any] | None
+    ) -> None:
+        """Stopping: a side effect's attempts in flight finish their calls (or their time),
+        and what they did is recorded while the lock is still ours (`stop` releases it
+        after), so that the next runner does not do it again."""
+        if conn is None or not slot.owned.is_set():
+            steps.halt()
+            return
+        try:
+            steps.finish(conn, slot)
+        except Exception as error:  # recorded or not, the events are handled again at worst
+            logger.warning("worker %s: could not record its last attempts: %s", slot.name, error)
+
+    def _idle(self, steps: ProjectionSteps | SideEffectSteps) -> float:
+        """How long a caught-up processor waits for its wake event: the poll interval, or
+        less when a side effect's attempt in flight reaches its deadline sooner (it is then
+        counted failed, and its place goes to the next event)."""
+        deadline = steps.next_deadline() if isinstance(steps, SideEffectSteps) else None
+        if deadline is None:
+            return self.poll_interval
+        return max(0.0, min(self.poll_interval, deadline - time.monotonic() + 0.01))
 
     def _pause(self, failures: int) -> float:
         first, longest = self.backoff

@@ -20,6 +20,7 @@ from starlette.routing import Route
 
 from stripe_standin.api.auth import check_auth
 from stripe_standin.api.call import Call, Handler
+from stripe_standin.api.delays import Delays
 from stripe_standin.api.failures import FailureQueue
 from stripe_standin.api.idempotency import IdempotencyCache
 from stripe_standin.api.intents import IntentEndpoints
@@ -67,6 +68,7 @@ class Api:
             max_request_bytes=limits.max_idempotent_request_bytes,
         )
         self.failures = FailureQueue()
+        self.delays = Delays()
         s, i, p = sessions, intents, payments
         self.routes = [
             Route("/v1/checkout/sessions", self._api(s.create), methods=["POST"]),
@@ -106,6 +108,11 @@ class Api:
                 body: bytes | None = await read_body(request, self._limits.max_request_bytes)
             except BodyTooLarge:
                 body = None
+            # Before anything is carried out: a hung call, once the client gave up, still
+            # happens when it wakes (as at Stripe), which its Idempotency-Key makes harmless.
+            await self.delays.sleep(
+                route_path(request), dict(request.path_params), body, request.url.query
+            )
             return self._handle(request, body, handler)
 
         return endpoint
