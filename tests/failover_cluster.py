@@ -227,6 +227,11 @@ class FailoverCluster:
         node.keeper = None
         _kill_leftovers(node.pgdata)
 
+    def switchover(self) -> None:
+        """A planned switchover: the monitor has the standby promoted and the primary demoted
+        (`pg_autoctl perform switchover`, which returns once it is done)."""
+        self._autoctl("perform", "switchover", "--pgdata", str(self.root / "monitor"), timeout=90)
+
     def restart(self, node: Node) -> None:
         """The node's machine is back: its keeper starts again (and rejoins as a standby)."""
         node.keeper = self._run(node.pgdata, node.name)

@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -73,6 +74,116 @@ def orders_placed(database: Database) -> set[str]:
     return {str(row[0]) for row in rows}
 
 
+class WebhookLoad:
+    """Stripe delivering the sessions' events without pause from `senders` threads, round and
+    round (each session delivered again and again, as Stripe retries), every answer recorded
+    with its session."""
+
+    def __init__(self, stand_in: Any, base: str, sessions: list[str], senders: int) -> None:
+        self.stand_in, self.base = stand_in, base
+        self.answers: list[tuple[str, Answer]] = []
+        self._stop = threading.Event()
+        self._turns = itertools.cycle(sessions)
+        self._turns_lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._send, daemon=True) for _ in range(senders)]
+
+    def _send(self) -> None:
+        with httpx.Client(timeout=WEBHOOK_ANSWER_BOUND_SECONDS + 10) as client:
+            while not self._stop.is_set():
+                with self._turns_lock:
+                    session_id = next(self._turns)
+                started = time.monotonic()
+                try:
+                    status: int | None = deliver(client, self.stand_in, self.base, session_id)
+                    error = ""
+                except Exception as e:  # no answer: recorded, and the test fails
+                    status, error = None, f"{type(e).__name__}: {e}"
+                self.answers.append((session_id, Answer(started, time.monotonic(), status, error)))
+                if status != 200:
+                    time.sleep(0.05)  # as Stripe backs off; leaves the CPU to the rest
+
+    def received_since(self, since: float) -> int:
+        return sum(1 for _, a in list(self.answers) if a.status == 200 and a.started > since)
+
+    def wait_for_receipts(self, since: float, count: int, timeout: float = 30) -> None:
+        wait_until(
+            lambda: self.received_since(since) >= count,
+            timeout,
+            lambda: Counter(a.status for _, a in self.answers if a.started > since),
+        )
+
+    def __enter__(self) -> WebhookLoad:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=WEBHOOK_ANSWER_BOUND_SECONDS + 15)
+        assert not any(thread.is_alive() for thread in self._threads)
+
+
+def redeliver_until_received(stand_in: Any, base: str, sessions: list[str]) -> None:
+    """Stripe redelivers each session's event until it is answered 200."""
+    deadline = time.monotonic() + 45
+    with (
+        httpx.Client(timeout=WEBHOOK_ANSWER_BOUND_SECONDS + 10) as client,
+        ThreadPoolExecutor(6) as pool,
+    ):
+        retried = list(
+            pool.map(
+                lambda sid: deliver_until_received(client, stand_in, base, sid, deadline),
+                sessions,
+            )
+        )
+    assert all(r[-1] == 200 for r in retried), [r for r in retried if r[-1] != 200]
+
+
+def test_a_planned_switchover_under_webhook_load_answers_no_request_with_an_error(
+    tmp_path: Path, cluster: FailoverCluster
+) -> None:
+    sessions_count, units, senders = 40, 25, 4
+    url = cluster.url
+    database = Database.from_url(url)
+    with stripe_stand_in() as (stand_in, stripe_url):
+        env = ledger_env(url, stripe_url)
+        with (
+            serving(tmp_path, "--no-workers", **env) as base,
+            working(tmp_path, **env) as worker,
+            httpx.Client(base_url=base, timeout=30) as api,
+        ):
+            add_product(api, units)
+            wait_for_workers(api)
+            sessions = [paid_session(api, stand_in, "print") for _ in range(sessions_count)]
+            old_primary = cluster.primary()
+            with WebhookLoad(stand_in, base, sessions, senders) as load:
+                load.wait_for_receipts(0.0, senders)
+                started = time.monotonic()
+                cluster.switchover()
+                switched = time.monotonic()
+                load.wait_for_receipts(switched, senders)
+            print(f"switchover: took {switched - started:.2f} s")
+            summary = Counter(a.status for _, a in load.answers)
+            caught = [
+                (round(a.started - started, 2), a.status, a.error)
+                for _, a in load.answers
+                if a.status != 200
+            ]
+            print(f"switchover: answers {dict(summary)}; not 200: {caught[:10]}")
+            assert cluster.primary() is not old_primary
+            assert worker.poll() is None, "ledger work exited"
+            # Nothing lost either way, and the processes went on.
+            redeliver_until_received(stand_in, base, sessions)
+            assert_one_outcome_each(database, api, stand_in, sessions, units)
+            # The contract: a planned switchover answers no request with an error. Not yet
+            # so: a request caught by it answers 503 at once (the store breaker in
+            # web/store_calls.py) instead of waiting within its budget for the new primary.
+            # Everything above holds; this is reported as an expected failure until fixed.
+            if caught:
+                pytest.xfail(f"a planned switchover answered {len(caught)} requests 503: {summary}")
+
+
 def test_a_failover_under_webhook_load_loses_no_acknowledged_outcome(
     tmp_path: Path, cluster: FailoverCluster
 ) -> None:
@@ -90,60 +201,16 @@ def test_a_failover_under_webhook_load_loses_no_acknowledged_outcome(
             wait_for_workers(api)
             sessions = [paid_session(api, stand_in, "print") for _ in range(sessions_count)]
 
-            answers: list[tuple[str, Answer]] = []
-            stop = threading.Event()
-            turns = itertools.cycle(sessions)
-            turns_lock = threading.Lock()
-
-            def send_continuously() -> None:
-                with httpx.Client(timeout=WEBHOOK_ANSWER_BOUND_SECONDS + 10) as client:
-                    while not stop.is_set():
-                        with turns_lock:
-                            session_id = next(turns)
-                        started = time.monotonic()
-                        try:
-                            status: int | None = deliver(client, stand_in, base, session_id)
-                            error = ""
-                        except Exception as e:  # no answer: recorded, and the test fails
-                            status, error = None, f"{type(e).__name__}: {e}"
-                        answer = Answer(started, time.monotonic(), status, error)
-                        answers.append((session_id, answer))
-                        if status != 200:
-                            time.sleep(0.05)  # as Stripe backs off; keeps the CPU for the rest
-
-            threads = [
-                threading.Thread(target=send_continuously, daemon=True) for _ in range(senders)
-            ]
-            for thread in threads:
-                thread.start()
-            try:
-                wait_until(
-                    lambda: sum(1 for _, a in list(answers) if a.status == 200) >= senders,
-                    30,
-                    lambda: Counter(a.status for _, a in answers),
-                )
+            with WebhookLoad(stand_in, base, sessions, senders) as load:
+                load.wait_for_receipts(0.0, senders)
                 old_primary = cluster.primary()
                 cluster.kill(old_primary)
                 killed_at = time.monotonic()
                 # The moment the standby, promoted, takes writes: polled from outside.
                 wait_until(lambda: accepts_writes(url), 60, cluster.states, interval=0.05)
                 writable_at = time.monotonic()
-
-                def received_since_promotion() -> int:
-                    return sum(
-                        1 for _, a in list(answers) if a.status == 200 and a.started > writable_at
-                    )
-
-                wait_until(
-                    lambda: received_since_promotion() >= senders,
-                    30,
-                    lambda: Counter(a.status for _, a in answers if a.started > writable_at),
-                )
-            finally:
-                stop.set()
-                for thread in threads:
-                    thread.join(timeout=WEBHOOK_ANSWER_BOUND_SECONDS + 15)
-            assert not any(thread.is_alive() for thread in threads)
+                load.wait_for_receipts(writable_at, senders)
+            answers = load.answers
             print(f"failover: writes accepted {writable_at - killed_at:.2f} s after the kill")
 
             outcomes = [a for _, a in answers]
@@ -174,18 +241,7 @@ def test_a_failover_under_webhook_load_loses_no_acknowledged_outcome(
             assert not lost, f"{len(lost)} acknowledged sessions without their order"
 
             # Stripe redelivers until answered 200: each session's event once more.
-            deadline = time.monotonic() + 45
-            with (
-                httpx.Client(timeout=WEBHOOK_ANSWER_BOUND_SECONDS + 10) as client,
-                ThreadPoolExecutor(6) as pool,
-            ):
-                retried = list(
-                    pool.map(
-                        lambda sid: deliver_until_received(client, stand_in, base, sid, deadline),
-                        sessions,
-                    )
-                )
-            assert all(r[-1] == 200 for r in retried), [r for r in retried if r[-1] != 200]
+            redeliver_until_received(stand_in, base, sessions)
             # One outcome each, one refund per refunded order, made by `ledger work`'s refund
             # worker, which went on by itself after the failover.
             assert_one_outcome_each(database, api, stand_in, sessions, units)
