@@ -48,6 +48,9 @@ ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN}"}
 # Stripe waits about ten seconds for an answer; no delivery may take longer, outage or not.
 WEBHOOK_ANSWER_BOUND_SECONDS = 10.0
 FINAL = ("confirmed", "refunded", "refund_failed")
+# The contract gives 1 s from a restarted server accepting connections to requests succeeding;
+# the tests allow more, for a loaded machine, and print what they measured.
+RESTART_RECOVERY_BOUND_SECONDS = 3.0
 
 
 # ------------------------------------------------------------------ the Stripe stand-in
@@ -447,6 +450,12 @@ def test_a_postgresql_restart_during_webhook_load_loses_nothing(
             assert summary[("away", 200)] == 0, summary
             assert sum(n for (when, _), n in summary.items() if when == "away") > 0, summary
             assert summary[("before", 200)] > 0 and summary[("after", 200)] > 0, summary
+            # The contract: requests succeed again within 1 s of the server accepting
+            # connections (`pg_ctl start -w` returns once it does). The bound is looser so a
+            # busy machine does not fail the test; the figure is printed for the record.
+            recovered = min(a.ended for a in answers if a.status == 200 and a.ended > restarted_at)
+            print(f"first 200 after the restart ({stop_mode}): {recovered - restarted_at:.2f} s")
+            assert recovered - restarted_at < RESTART_RECOVERY_BOUND_SECONDS, summary
 
             # Stripe retries every event until it is answered 200: each session's, once more.
             deadline = time.monotonic() + 45

@@ -3,6 +3,7 @@ in how eventsourcing (9.5.6) builds its pool: an upgrade that changes it fails h
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,8 +11,18 @@ import pytest
 from psycopg_pool import ConnectionPool
 
 from ledger.application import Ledger
-from ledger.psycopg_pool_adapter import connection_params, update_connection_params
-from ledger.storage import LOCK_TIMEOUT_SECONDS, Database, LedgerPostgresFactory
+from ledger.psycopg_pool_adapter import (
+    connection_params,
+    shorten_reconnect,
+    update_connection_params,
+)
+from ledger.storage import (
+    LOCK_TIMEOUT_SECONDS,
+    RECONNECT_TIMEOUT_SECONDS,
+    Database,
+    LedgerPostgresFactory,
+)
+from tests.shop import free_port
 
 
 def setting(conn: Any, name: str) -> str:
@@ -93,3 +104,29 @@ def test_the_urls_parameters_and_the_timeouts_reach_the_stores_and_the_locks_con
             locks.close()
     finally:
         app.close()
+
+
+def test_a_pool_with_a_short_reconnect_timeout_frees_the_slot_of_a_connection_it_cannot_make() -> (
+    None
+):
+    # So that, once the server is back, the next request grows the pool with a fresh connection
+    # at once instead of waiting for a replacement's next try (1, 2, 4, 8 s apart by default).
+    dead = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres?connect_timeout=1"
+    pool: ConnectionPool[Any] = ConnectionPool(dead, min_size=1, max_size=2, open=False)
+    shorten_reconnect(pool, 0.2)
+    pool.open(wait=False)
+    try:
+        deadline = time.monotonic() + 5
+        while pool.get_stats()["pool_size"] > 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert pool.get_stats()["pool_size"] == 0
+    finally:
+        pool.close()
+
+
+def test_the_event_stores_pool_gives_up_a_lost_connection_soon(database: Database) -> None:
+    factory = LedgerPostgresFactory(database.eventsourcing_env())
+    try:
+        assert factory.datastore.pool.reconnect_timeout == RECONNECT_TIMEOUT_SECONDS
+    finally:
+        factory.close()

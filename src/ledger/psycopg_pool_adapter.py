@@ -14,6 +14,13 @@ Changing `ConnectionPool.kwargs` after the pool was made
     public attribute, but that changing it after construction takes effect is not documented.
     psycopg_pool 3.3 also takes `kwargs` as a callable, but the pool is eventsourcing's to
     build, and the ledger still allows psycopg_pool 3.2.
+
+Changing `ConnectionPool.reconnect_timeout` after the pool was made
+    eventsourcing builds its pool with psycopg_pool's default (five minutes of retries with a
+    backoff doubling from 1 s), and a replacement being retried keeps its slot in the pool.
+    `_add_connection` reads `reconnect_timeout` when each replacement starts (it is a public
+    attribute, set from the constructor's argument), so a value set before the first
+    connection is lost governs every replacement.
 """
 
 from __future__ import annotations
@@ -39,3 +46,9 @@ def update_connection_params(pool: ConnectionPool[Any], changes: Mapping[str, An
         raise TypeError(f"the pool's connection parameters are a {type(kwargs).__name__}")
     # In place: the library's pool subclass writes the password into this very dict.
     kwargs.update(changes)
+
+
+def shorten_reconnect(pool: ConnectionPool[Any], seconds: float) -> None:
+    """`pool` gives up replacing a lost connection after `seconds` (and so frees its slot for a
+    fresh attempt on the next request) instead of retrying with a growing backoff."""
+    pool.reconnect_timeout = seconds

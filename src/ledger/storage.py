@@ -18,12 +18,23 @@ from psycopg.abc import Query
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
 
-from ledger.psycopg_pool_adapter import connection_params, update_connection_params
+from ledger.psycopg_pool_adapter import (
+    connection_params,
+    shorten_reconnect,
+    update_connection_params,
+)
 
 # A stuck lock or a runaway query turns into an error a caller can retry, never a hang.
 LOCK_TIMEOUT_SECONDS = 5
 STATEMENT_TIMEOUT_MS = 10_000
 CONNECT_TIMEOUT_SECONDS = 5
+# How long a pool keeps trying to replace a connection the database dropped before it gives the
+# slot up. psycopg_pool retries with a backoff that doubles from 1 s (1, 2, 4, 8 s ... for five
+# minutes by default), and a pending replacement keeps its slot: after an outage of a few
+# seconds every slot waited up to 8 s for its next try, and requests for 5-6 s after the server
+# was back. Given up this soon, a slot is free again and the pool grows on demand with a fresh
+# connection at once, so the first request after the server is back gets one.
+RECONNECT_TIMEOUT_SECONDS = 0.5
 # The advisory lock under which a starting process creates the log's tables ("ledger" in
 # ASCII), and how long it waits for another process doing so.
 _SCHEMA_LOCK = 0x6C6564676572
@@ -117,6 +128,7 @@ class Database:
             timeout=CONNECT_TIMEOUT_SECONDS,
             configure=_bound_statements,
             check=ConnectionPool.check_connection,
+            reconnect_timeout=RECONNECT_TIMEOUT_SECONDS,
             open=False,
             name=name,
         )
@@ -139,6 +151,15 @@ class Database:
             p["host"] = host  # a socket directory travels as a query parameter
             if port:
                 p["port"] = port
+        elif "," in host:
+            # Several hosts (a primary and its standbys): each with its own port, as libpq
+            # reads a URI's `host1:port1,host2:port2`.
+            hosts = host.split(",")
+            ports = port.split(",") if port else [""]
+            if len(ports) == 1:  # libpq: one port for every host
+                ports *= len(hosts)
+            pairs = zip(hosts, ports, strict=True)
+            netloc += ",".join(h + (f":{n}" if n else "") for h, n in pairs)
         else:
             netloc += host + (f":{port}" if port else "")
         query = f"?{urlencode(p)}" if p else ""
@@ -211,6 +232,7 @@ class LedgerPostgresFactory(PostgresFactory):
             min_size=1,
             max_size=max_size,
             timeout=lock_timeout_seconds,
+            reconnect_timeout=RECONNECT_TIMEOUT_SECONDS,
             open=False,
             name="ledger-locks",
         )
@@ -251,6 +273,7 @@ class LedgerPostgresFactory(PostgresFactory):
         # The library's datastore takes no other libpq parameters: they go in its pool's
         # connection parameters before its first use (see the adapter for why that works).
         update_connection_params(self.datastore.pool, changes)
+        shorten_reconnect(self.datastore.pool, RECONNECT_TIMEOUT_SECONDS)
 
 
 class EmbeddedPostgres:

@@ -47,6 +47,11 @@ _UNAVAILABLE = (
     LibraryInterfaceError,
 )
 
+# The longest pause before trying again after the store stopped answering: a reconnect is a
+# refused or read-only connection attempt, cheap, and the contract gives the service 1 s after a
+# restart and 5 s after a failover to be back (the general backoff grows to 10 s).
+UNAVAILABLE_PAUSE_SECONDS = 0.5
+
 # While waiting for its own runner, a waiter re-reads the tracking table this often anyway
 # (a rebuild in another process may have moved the position).
 WAITER_DB_CHECK = 0.25
@@ -295,7 +300,7 @@ class Workers:
                 if conn is not None:
                     close_quietly(conn)
                     conn = None
-                self._stopping.wait(self._pause(slot.failures))
+                self._stopping.wait(self._pause(slot.failures, error))
         if isinstance(slot.steps, SideEffectSteps):
             self._finish(slot, slot.steps, conn)
         if conn is not None:
@@ -324,6 +329,9 @@ class Workers:
             return self.poll_interval
         return max(0.0, min(self.poll_interval, deadline - time.monotonic() + 0.01))
 
-    def _pause(self, failures: int) -> float:
+    def _pause(self, failures: int, error: BaseException) -> float:
         first, longest = self.backoff
+        if isinstance(error, _UNAVAILABLE):
+            # The store went away (a restart, a failover): try again soon, whatever the count.
+            longest = min(longest, UNAVAILABLE_PAUSE_SECONDS)
         return float(min(longest, first * 2 ** min(failures - 1, 30)))

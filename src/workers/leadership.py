@@ -40,7 +40,7 @@ class Leadership:
         lock_interval: float,
         changed: threading.Condition,
         stopping: threading.Event,
-        pause: Callable[[int], float],
+        pause: Callable[[int, BaseException], float],
     ) -> None:
         self.database = database
         self.slots = slots
@@ -97,7 +97,7 @@ class Leadership:
                 if conn is not None:
                     close_quietly(conn)
                     conn = None
-                self._stop.wait(self._pause(failures))
+                self._stop.wait(self._pause(failures, error))
         if conn is not None:
             close_quietly(conn)  # ends the session: PostgreSQL releases our locks
         self._disown_all(None)
