@@ -961,7 +961,8 @@ def ledger_log_summary(procs: list[Proc]) -> dict[str, Any]:
                     samples.append(line[:300])
                 continue
             level = str(record.get("level", "?"))
-            if record.get("event") == "http_request" and int(record.get("status", 0)) >= 500:
+            # Each request's one line (`http_request`, or the webhook's own) has its status.
+            if "path" in record and int(record.get("status", 0)) >= 500:
                 server_errors[f"{record.get('status')} {record.get('path', '')[:40]}"] += 1
             if level in ("warning", "error", "critical", "exception"):
                 levels[level] += 1

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
+from urllib.parse import quote_plus
 
 import stripe
 
@@ -82,9 +83,15 @@ class StripeGateway:
 
     def retrieve_checkout(self, session_id: str) -> CheckoutSession | None:
         # No line items: the decision compares Stripe's amount with the snapshot of what was
-        # priced, and parsing them is much of what a retrieve costs in CPU.
-        session = self._retrieve(self.client.v1.checkout.sessions.retrieve, session_id)
+        # priced. And no StripeObject tree: the SDK's raw request (same client, retries, errors
+        # and telemetry) hands back the parsed JSON, and the decision reads a few fields of it;
+        # building the typed object cost more CPU than the rest of the fetch.
+        session = self._retrieve(self._get_json, f"/v1/checkout/sessions/{quote_plus(session_id)}")
         return None if session is None else self._checkout_session(session)
+
+    def _get_json(self, path: str) -> dict[str, Any]:
+        data: dict[str, Any] = self.client.raw_request("get", path).data
+        return data
 
     def expire_checkout(self, session_id: str) -> CheckoutSession | None:
         try:
@@ -94,7 +101,7 @@ class StripeGateway:
             if refusal.code == "resource_missing":
                 return None
             raise
-        return self._checkout_session(session)
+        return self._checkout_session(session.to_dict())
 
     def capture(self, payment_intent: str, idempotency_key: str) -> PaymentIntent:
         with _translated_errors():
@@ -114,26 +121,30 @@ class StripeGateway:
         intent = self._retrieve(self.client.v1.payment_intents.retrieve, payment_intent)
         return None if intent is None else _payment_intent(intent)
 
-    def _checkout_session(self, session: Any) -> CheckoutSession:
-        metadata = session.metadata.to_dict() if session.metadata else {}
-        payment_intent = _id_of(session.payment_intent)
+    def _checkout_session(self, session: Mapping[str, Any]) -> CheckoutSession:
+        """From the session's JSON (a dict), as Stripe's API sends it."""
+        metadata = session.get("metadata") or {}
+        payment_intent = _id_of(session.get("payment_intent"))
+        status = session.get("status")
+        payment_status: str = session["payment_status"]
         intent_status = None
-        if session.status == "complete" and session.payment_status == "unpaid" and payment_intent:
+        if status == "complete" and payment_status == "unpaid" and payment_intent:
             # A delayed payment, or one authorized for manual capture: its fate is the
             # PaymentIntent's status, asked for only here (a paid session, the common case,
             # needs no second call).
             intent = self._retrieve(self.client.v1.payment_intents.retrieve, payment_intent)
             intent_status = None if intent is None else intent.status
+        details = session.get("customer_details")
         return CheckoutSession(
-            session_id=session.id,
-            status=session.status or "open",
-            payment_status=session.payment_status,
-            amount_total=session.amount_total,
-            currency=session.currency,
+            session_id=session["id"],
+            status=status or "open",
+            payment_status=payment_status,
+            amount_total=session.get("amount_total"),
+            currency=session.get("currency"),
             payment_intent=payment_intent,
             payment_intent_status=intent_status,
-            cart_id=metadata.get("cart_id") or session.client_reference_id,
-            customer_email=details.email if (details := session.customer_details) else None,
+            cart_id=metadata.get("cart_id") or session.get("client_reference_id"),
+            customer_email=details.get("email") if details else None,
         )
 
     def refund(
@@ -229,8 +240,12 @@ def _refund(refund: Any) -> Refund:
 
 
 def _id_of(value: object) -> str | None:
+    """The id of a field that is an id, or an expanded object (a StripeObject or JSON)."""
     if value is None or isinstance(value, str):
         return value
+    if isinstance(value, Mapping):
+        found = value.get("id")
+        return found if isinstance(found, str) else None
     return getattr(value, "id", None)
 
 

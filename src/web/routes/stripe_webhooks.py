@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from typing import TYPE_CHECKING, Any, Literal
 
-import stripe
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ledger.application import ConcurrentModification
@@ -29,9 +29,11 @@ from ledger.stripe_events import HANDLED
 from web.context import calling_stripe, services
 from web.errors import ApiError, error_response
 from web.metrics import ANOMALIES, WEBHOOK_LATENCY, WEBHOOK_OUTCOMES
+from web.middleware import log_once
 from web.requests import read_limited
 from web.responses import WebhookReceived, checked
 from web.route_docs import TOO_LARGE, Answer, Header, documented, error
+from web.stripe_signature import InvalidSignature, verify_signature
 
 if TYPE_CHECKING:
     from web.bootstrap import Services
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("ledger.webhooks")
 
 SIGNATURE_TOLERANCE_SECONDS = 300
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 # Stripe waits about ten seconds; the Stripe call inside gives up after about 3.5.
 WEBHOOK_BUDGET_SECONDS = 4.5
 
@@ -69,18 +72,12 @@ def verify(payload: bytes, header: str | None, secrets: list[str]) -> dict[str, 
         text = payload.decode("utf-8")
     except UnicodeDecodeError:
         raise ApiError(400, "invalid_payload", "The body is not UTF-8 text.") from None
-    for secret in secrets:
-        try:
-            stripe.WebhookSignature.verify_header(
-                text, header, secret, tolerance=SIGNATURE_TOLERANCE_SECONDS
-            )
-            break
-        except stripe.SignatureVerificationError:
-            continue
-    else:
+    try:
+        verify_signature(payload, header, secrets, SIGNATURE_TOLERANCE_SECONDS)
+    except InvalidSignature:
         raise ApiError(
             400, "invalid_signature", "The Stripe-Signature does not match this body or is stale."
-        )
+        ) from None
 
     def refuse(literal: str) -> Any:
         raise ValueError(f"{literal} is not a JSON number")
@@ -96,7 +93,11 @@ def verify(payload: bytes, header: str | None, secrets: list[str]) -> dict[str, 
     # unpaired surrogate escapes, which no API call or log line could encode) is refused.
     try:
         event = json.loads(text, parse_constant=refuse, parse_float=finite)
-        json.dumps(event, ensure_ascii=False).encode("utf-8")
+        if _SURROGATE_ESCAPE.search(text):
+            # Only a `\uD800`-`\uDFFF` escape can make a string no encoder takes (a raw
+            # surrogate cannot survive the UTF-8 decoding above): the costly round trip is
+            # paid only by a body that has one, paired or not (or a backslash that looks so).
+            json.dumps(event, ensure_ascii=False).encode("utf-8")
     except (ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
         raise ApiError(
             400, "invalid_payload", "The body is not valid JSON for a Stripe event."
@@ -126,7 +127,7 @@ def verify(payload: bytes, header: str | None, secrets: list[str]) -> dict[str, 
     body=StripeEvent,
     headers=(Header("Stripe-Signature", "Stripe's signature of the raw body."),),
 )
-async def stripe_webhook(request: Request) -> JSONResponse:
+async def stripe_webhook(request: Request) -> Response:
     started = time.perf_counter()
     outcome = "error"
     try:
@@ -137,22 +138,22 @@ async def stripe_webhook(request: Request) -> JSONResponse:
         WEBHOOK_LATENCY.observe(time.perf_counter() - started)
 
 
-async def _handle(request: Request) -> tuple[JSONResponse, str]:
+async def _handle(request: Request) -> tuple[Response, str]:
     svc = services(request)
     try:
         payload = await read_limited(request)
         event = verify(payload, request.headers.get("stripe-signature"), svc.webhook_secrets)
     except ApiError as error:
-        log.info("webhook_refused", code=error.code)
+        log_once(request.scope, log, "webhook_refused", code=error.code)
         return error_response(error.status, error.code, error.message), error.code
     event_type = event["type"]
     object_id = event["data"]["object"].get("id")
     structlog.contextvars.bind_contextvars(stripe_event_id=event["id"], event_type=event_type)
     if event_type not in HANDLED:
-        log.info("webhook_ignored", reason="unhandled_type")
+        log_once(request.scope, log, "webhook_ignored", reason="unhandled_type")
         return _received(), "ignored"
     if not isinstance(object_id, str) or not object_id:
-        log.warning("anomaly", kind="event_without_object")
+        log_once(request.scope, log, "anomaly", "warning", kind="event_without_object")
         return _received(), "ignored"
     about = "session_id" if event_type.startswith("checkout.session.") else "object_id"
     structlog.contextvars.bind_contextvars(**{about: object_id})
@@ -172,19 +173,25 @@ async def _handle(request: Request) -> tuple[JSONResponse, str]:
         # rejected or restricted key, rate limiting, a 5xx: Stripe must retry, or a paid
         # order could be lost.
         STRIPE_FETCH_FAILURES.labels(kind=type(error.__cause__ or error).__name__).inc()
-        log.warning("webhook_retry_later", error=str(error))
+        log_once(request.scope, log, "webhook_retry_later", "warning", error=str(error))
         return _unavailable(), "retry_later"
     except (StoreUnavailable, ConcurrentModification) as error:
-        log.warning("webhook_retry_later", error=str(error))
+        log_once(request.scope, log, "webhook_retry_later", "warning", error=str(error))
         return _unavailable(), "retry_later"
     except DomainError as error:
         # The session's state does not allow what this event asks; retrying will not help.
-        log.error("anomaly", kind=error.code, error=str(error))
+        log_once(request.scope, log, "anomaly", "error", kind=error.code, error=str(error))
         ANOMALIES.labels(kind=error.code).inc()
         return _received(), "anomaly"
     if result.anomaly:
         ANOMALIES.labels(kind=result.anomaly).inc()
-    log.info("webhook_handled", outcome=result.status, order_id=str(result.order_id or ""))
+    log_once(
+        request.scope,
+        log,
+        "webhook_handled",
+        outcome=result.status,
+        order_id=str(result.order_id or ""),
+    )
     return _received(), result.status
 
 
@@ -198,11 +205,15 @@ def _decide_and_wait(svc: Services, event_type: str, object_id: str, cause: str)
     return result
 
 
-def _received() -> JSONResponse:
-    return JSONResponse(checked(WebhookReceived, {"received": True}))
+# The same answer every time: rendered (and checked against its documented shape) once.
+_RECEIVED_BODY = JSONResponse(checked(WebhookReceived, {"received": True})).body
 
 
-def _unavailable() -> JSONResponse:
+def _received() -> Response:
+    return Response(_RECEIVED_BODY, media_type="application/json")
+
+
+def _unavailable() -> Response:
     return error_response(
         503, "temporarily_unavailable", "Could not record the event yet; Stripe will retry."
     )
