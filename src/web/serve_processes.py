@@ -172,8 +172,8 @@ def serve_processes(args: argparse.Namespace) -> int:
             if failed is not None:
                 return status_of(failed, stopping)
         say(
-            f"serving http://{args.host}:{args.port} from {args.workers} processes: "
-            + ", ".join(str(p.pid) for p in children.procs)
+            f"serving http://{args.host}:{sockets[0].getsockname()[1]} from {args.workers}"
+            " processes: " + ", ".join(str(p.pid) for p in children.procs)
         )
         while not stopping.wait(WATCH_TICK):
             dead = children.ended()
