@@ -37,6 +37,12 @@ Run (bounded: a whole run at the defaults takes a few minutes):
 
     .venv/bin/python bench/hot_product.py [--url postgresql://postgres@127.0.0.1:5432/postgres]
         [--sessions 300] [--scenarios hot,spread,open] [--processes 1] [--rate 50] [--repeat 1]
+        [--workers 1]
+
+`--workers N` starts each ledger server as `ledger serve --workers N` (one port, N processes):
+its `cpu_s.servers` then counts the parent and every child, `log.requests_by_process` gives the
+requests each child answered (set-up included), and `metrics` is whichever child answered the
+scrape. `bench/serve_workers.py` compares N = 2 with N = 1 in one run.
 
 Progress goes to stderr; one JSON document to stdout:
 - `machine`: cores, load average at start, PostgreSQL version; `source`: the commit the ledger
@@ -259,8 +265,10 @@ def start_servers(
     database_url: str,
     stand_in: Proc,
     secret: str,
+    workers: int = 1,
 ) -> list[Proc]:
     """`count` ledger or baseline servers on `database_url`, calling the stand-in; all ready.
+    `workers`: each ledger server is `ledger serve --workers N` (one port, N processes).
 
     One function for both so that the two systems start with the same Stripe settings.
     """
@@ -277,6 +285,7 @@ def start_servers(
                 LEDGER_PUBLIC_URL=f"http://127.0.0.1:{port}",
             )
             argv = [sys.executable, "-m", "web.cli", "serve", "--port", str(port)]
+            argv += ["--workers", str(workers)]
         else:
             env["BASELINE_DATABASE_URL"] = database_url
             argv = [sys.executable, str(BENCH_DIR / "baseline_app.py"), "--port", str(port)]
@@ -311,6 +320,25 @@ def cpu_seconds(pid: int) -> float:
         return 0.0
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (`ledger serve --workers N`'s children), from /proc."""
+    found: list[int] = []
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            children = [int(c) for c in f.read().split()]
+    except (OSError, ValueError):
+        return found
+    for child in children:
+        found += [child, *descendants(child)]
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """`cpu_seconds` of a server and of every process it started (children that exit are not
+    counted: the servers' do not, while measured)."""
+    return cpu_seconds(pid) + sum(cpu_seconds(c) for c in descendants(pid))
+
+
 def postgres_cpu() -> dict[int, float]:
     """CPU seconds so far of every `postgres` process on this machine (other users' too)."""
     found: dict[int, float] = {}
@@ -338,7 +366,7 @@ class CpuMeter:
 
     def _now(self) -> dict[str, float]:
         return {
-            "servers": sum(cpu_seconds(p.pid) for p in self.servers),
+            "servers": sum(tree_cpu_seconds(p.pid) for p in self.servers),
             "stand_in": cpu_seconds(self.stand_in.pid),
             "load_generator": time.process_time(),
         }
@@ -947,6 +975,8 @@ def ledger_log_summary(procs: list[Proc]) -> dict[str, Any]:
     server_errors: collections.Counter[str] = collections.Counter()
     samples: list[str] = []
     other = 0
+    # `ledger serve --workers N`: each child's requests, from the line it writes as it stops.
+    requests_by_process: dict[str, int] = {}
     for proc in procs:
         try:
             text = proc.log_path.read_text(errors="replace")
@@ -960,6 +990,8 @@ def ledger_log_summary(procs: list[Proc]) -> dict[str, Any]:
                 if len(samples) < 5:
                     samples.append(line[:300])
                 continue
+            if record.get("event") == "serve_process_stopped":
+                requests_by_process[str(record.get("pid"))] = int(record.get("requests", 0))
             level = str(record.get("level", "?"))
             # Each request's one line (`http_request`, or the webhook's own) has its status.
             if "path" in record and int(record.get("status", 0)) >= 500:
@@ -978,6 +1010,7 @@ def ledger_log_summary(procs: list[Proc]) -> dict[str, Any]:
         "http_5xx": dict(server_errors.most_common(10)),
         "non_json_lines": other,
         "samples": samples,
+        "requests_by_process": requests_by_process,
     }
 
 
@@ -1064,7 +1097,13 @@ class Run:
         servers: list[Proc] = []
         try:
             servers = start_servers(
-                "ledger", self.procs, self.args.processes, as_uri(conninfo), stand_in, self.secret
+                "ledger",
+                self.procs,
+                self.args.processes,
+                as_uri(conninfo),
+                stand_in,
+                self.secret,
+                self.args.workers,
             )
             self.rss.watch(servers, "ledger")
             self.rss.take_window("ledger")
@@ -1200,6 +1239,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sessions", type=int, default=300)
     parser.add_argument("--scenarios", default="hot,spread,open")
     parser.add_argument("--processes", type=int, default=1)
+    parser.add_argument(
+        "--workers", type=int, default=1, help="each ledger server: `ledger serve --workers N`"
+    )
     parser.add_argument("--rate", type=float, default=50.0, help="open loop: deliveries per s")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each scenario")
     parser.add_argument("--serve-stand-in", type=int, metavar="PORT", help=argparse.SUPPRESS)
@@ -1207,8 +1249,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = set(args.scenarios.split(",")) - {"hot", "spread", "open"}
     if unknown:
         parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
-    if args.sessions < 6 or args.processes < 1 or args.repeat < 1:
-        parser.error("--sessions must be at least 6, --processes and --repeat at least 1")
+    if args.sessions < 6 or min(args.processes, args.repeat, args.workers) < 1:
+        parser.error("--sessions must be at least 6, --processes, --workers, --repeat at least 1")
     return args
 
 
@@ -1260,6 +1302,7 @@ def main() -> None:
                 "config": {
                     "sessions": args.sessions,
                     "processes": args.processes,
+                    "workers": args.workers,
                     "rate_per_s": args.rate,
                     "repeat": args.repeat,
                     "scenarios": [p.name for p in selected],

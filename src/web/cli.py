@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ledger.storage import StoreUnavailable
 from web.audit_cli import add_audit_commands
@@ -17,14 +19,14 @@ if TYPE_CHECKING:
     from web.tracing import Tracing
 
 
-def _logging_and_tracing() -> Tracing | None:
+def _logging_and_tracing(*, process_id: int | None = None) -> Tracing | None:
     """JSON logs, and traces when OTEL_EXPORTER_OTLP_ENDPOINT asks for them (their ids then on
-    every log line written inside a span)."""
+    every log line written inside a span); `process_id` on every line when given."""
     from web.logs import configure_logging
     from web.tracing import start_tracing
 
     tracing = start_tracing()
-    configure_logging(trace_ids=tracing is not None)
+    configure_logging(trace_ids=tracing is not None, process_id=process_id)
     return tracing
 
 
@@ -34,6 +36,10 @@ def _stop_tracing(tracing: Tracing | None) -> None:
 
 
 def serve(args: argparse.Namespace) -> int:
+    if args.workers > 1 and args.listen_fd is None:
+        from web.serve_processes import serve_processes
+
+        return serve_processes(args)  # the parent: binds the port, runs N of what follows
     import uvicorn
 
     from web.app import create_app
@@ -41,8 +47,10 @@ def serve(args: argparse.Namespace) -> int:
     from web.bounded_http import server_options
     from web.demo import seed_demo_products
     from web.logs import log
+    from web.serve_processes import announce_ready, exit_with_parent
 
-    tracing = _logging_and_tracing()
+    child = args.listen_fd is not None  # one of `--workers N` processes, sharing their log
+    tracing = _logging_and_tracing(process_id=os.getpid() if child else None)
     settings = load_settings()
     local_host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
     listen_url = f"http://{local_host}:{args.port}"
@@ -60,22 +68,45 @@ def serve(args: argparse.Namespace) -> int:
     try:
         if workers is not None:
             workers.start()
-        uvicorn.run(
-            create_app(services),
-            host=args.host,
-            port=args.port,
-            log_config=None,  # uvicorn's own lines go through our JSON handler too
-            log_level="warning",
-            access_log=False,  # the request middleware logs each request, with its id
+        options: dict[str, Any] = {
+            "log_config": None,  # uvicorn's own lines go through our JSON handler too
+            "log_level": "warning",
+            "access_log": False,  # the request middleware logs each request, with its id
             # Request heads over 64 KiB answer 431, past 1000 connections 503 (web.bounded_http).
             **server_options(),
-        )
+        }
+        app = create_app(services)
+        if child:
+            exit_with_parent()
+            announce_ready(args.ready_fd)  # our tables exist: the parent may start the next
+            # Our socket on the shared port (SO_REUSEPORT), bound and inherited from the parent.
+            sock = socket.socket(fileno=args.listen_fd)
+            uvicorn.Server(uvicorn.Config(app, **options)).run(sockets=[sock])
+        else:
+            uvicorn.run(app, host=args.host, port=args.port, **options)
     finally:
+        if child:
+            # What this process served, for whoever checks that N processes shared the load.
+            log.info("serve_process_stopped", requests=requests_served())
         if workers is not None:
             workers.stop()
         services.close()
         _stop_tracing(tracing)
     return 0
+
+
+def requests_served() -> int:
+    """HTTP requests this process answered (the count of `ledger_http_request_seconds`)."""
+    from web.metrics import HTTP_LATENCY
+
+    return int(
+        sum(
+            sample.value
+            for metric in HTTP_LATENCY.collect()
+            for sample in metric.samples
+            if sample.name.endswith("_count")
+        )
+    )
 
 
 def work(args: argparse.Namespace) -> int:
@@ -154,6 +185,13 @@ def forget_customer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _process_count(text: str) -> int:
+    count = int(text)
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"at least 1 process: {text}")
+    return count
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ledger", description="An event-sourced order ledger.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -166,6 +204,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument(
         "--demo", action="store_true", help="add a few demo products (with stock) if missing"
     )
+    serve_cmd.add_argument(
+        "--workers",
+        type=_process_count,
+        default=1,
+        metavar="N",
+        help="serve the port from N processes (default 1); needs STRIPE_API_KEY when N > 1",
+    )
+    # Between `--workers N`'s parent and its children only: the inherited listening socket and
+    # the pipe a child writes to once ready.
+    serve_cmd.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)
+    serve_cmd.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
     serve_cmd.set_defaults(handler=serve)
     commands.add_parser("work", help="run the background workers alone").set_defaults(handler=work)
     projections_cmd = commands.add_parser("projections", help="read models")

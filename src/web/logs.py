@@ -22,10 +22,15 @@ _SHARED: list[Any] = [
 ]
 
 
-def configure_logging(level: str = "INFO", *, trace_ids: bool = False) -> None:
+def configure_logging(
+    level: str = "INFO", *, trace_ids: bool = False, process_id: int | None = None
+) -> None:
     """`trace_ids`: each line written inside a span carries its trace and span ids (only while
-    tracing is on: off, no line pays for looking)."""
+    tracing is on: off, no line pays for looking). `process_id`: each line carries it as `pid`
+    (`ledger serve --workers N`: the processes share one log, and a line must say whose it is)."""
     shared = list(_SHARED)
+    if process_id is not None:
+        shared.append(_with_pid(process_id))
     if trace_ids:
         from web.tracing import add_trace_id
 
@@ -58,6 +63,14 @@ def configure_logging(level: str = "INFO", *, trace_ids: bool = False) -> None:
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
+
+
+def _with_pid(pid: int) -> Any:
+    def add_pid(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+        event["pid"] = pid
+        return event
+
+    return add_pid
 
 
 log = structlog.get_logger("ledger")

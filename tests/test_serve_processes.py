@@ -1,0 +1,167 @@
+"""`ledger serve --workers 2`: one port, two processes, through real parts (real PostgreSQL, the
+stripe SDK against a stand-in served on its own port by this test).
+
+The flash sale of `test_hot_product` goes to the one port: every delivery answered 200, one
+outcome per session, one refund per refund owed. Both processes answered deliveries (every line
+of a child carries its `pid`, its request lines too; each logs how many requests it answered as
+it stops), and each read model and side effect ran in exactly one of them (its "running it
+here" line, by pid).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ledger.storage import Database
+from tests.processes import LEDGER, alive, clean_env, run_ledger, serving_stopped_by
+from tests.shop import deliver, free_port, paid_session
+from tests.test_stock_holds import (
+    add_product,
+    available,
+    event_counts,
+    ledger_env,
+    stand_in_serving,
+    wait_for_statuses,
+)
+from tests.waiting import wait_until
+
+SESSIONS = 300
+UNITS = 250
+CONCURRENT_DELIVERIES = 32
+SKU = "print"
+# Read models and side effects that must each have run somewhere, and in one process only.
+PROCESSORS = {"products", "orders", "order_status", "refunds"}
+
+
+def log_lines(path: Path) -> list[dict[str, Any]]:
+    """The JSON lines of a shared serve log (the parent's plain stderr lines skipped)."""
+    lines = []
+    for text in path.read_text().splitlines():
+        if text.startswith("{"):
+            lines.append(json.loads(text))
+    return lines
+
+
+def serve_log(workdir: Path, url: str) -> Path:
+    return workdir / f"serve-{url.rsplit(':', 1)[1]}.log"  # as `tests.processes` names it
+
+
+def test_flash_sale_over_one_port_served_by_two_processes(
+    tmp_path: Path, database: Database
+) -> None:
+    with stand_in_serving() as (stand_in, stripe_url):
+        env = ledger_env(database, stripe_url)
+        # Stopped with SIGTERM, as a service manager stops it.
+        with (
+            serving_stopped_by(signal.SIGTERM, tmp_path, "--workers", "2", **env) as url,
+            httpx.Client(base_url=url, timeout=30) as api,
+        ):
+            add_product(api, SKU, UNITS)
+            sessions = [paid_session(api, stand_in, SKU) for _ in range(SESSIONS)]
+            # Each event twice, in random order, 32 in flight, on connections of their own:
+            # whichever process accepts a connection answers what comes on it.
+            deliveries = [sid for sid in sessions for _ in range(2)]
+            random.Random(18).shuffle(deliveries)
+            limits = httpx.Limits(max_connections=CONCURRENT_DELIVERIES)
+            with (
+                httpx.Client(timeout=60, limits=limits) as stripe,
+                ThreadPoolExecutor(CONCURRENT_DELIVERIES) as pool,
+            ):
+                answers = list(pool.map(lambda s: deliver(stripe, stand_in, url, s), deliveries))
+            assert Counter(answers) == {200: 2 * SESSIONS}
+
+            # The refund worker (in whichever process holds it) pays back the 50 it owes.
+            wait_for_statuses(api, sessions, {"confirmed": UNITS, "refunded": SESSIONS - UNITS})
+            assert available(api, SKU) == 0
+            refunds = stand_in.refunds()
+            assert len(refunds) == SESSIONS - UNITS
+            assert len({r["payment_intent"] for r in refunds}) == SESSIONS - UNITS  # once each
+        assert event_counts(database, SKU) == {
+            "orders": SESSIONS,
+            "stock_taken": UNITS,
+            "refunds": SESSIONS - UNITS,
+        }
+
+    lines = log_lines(serve_log(tmp_path, url))
+    served = {
+        line["pid"]: line["requests"] for line in lines if line["event"] == "serve_process_stopped"
+    }
+    # Both children stopped gracefully on the parent's SIGTERM, and both answered requests.
+    assert len(served) == 2, served
+    total = sum(served.values())
+    assert total >= 2 * SESSIONS + SESSIONS  # deliveries, and the checkouts before them
+    for pid in served:
+        assert not alive(pid)
+    # The set-up's requests all go on one kept-alive connection, so one process; the deliveries
+    # come on up to 32, which the kernel spreads: each process must have answered its part.
+    webhooks = Counter(
+        line["pid"]
+        for line in lines
+        if line["event"] == "http_request" and line["path"] == "/webhooks/stripe"
+    )
+    assert sum(webhooks.values()) == 2 * SESSIONS and webhooks.keys() == served.keys(), webhooks
+    assert min(webhooks.values()) >= 0.1 * 2 * SESSIONS, webhooks
+    print(f"requests per process: {served}, webhooks: {webhooks}")
+
+    running_here: dict[str, set[int]] = defaultdict(set)
+    for line in lines:
+        if line["event"].startswith("worker ") and line["event"].endswith(": running it here"):
+            running_here[line["event"].split()[1].rstrip(":")].add(line["pid"])
+    assert running_here.keys() >= PROCESSORS, running_here
+    assert all(len(pids) == 1 for pids in running_here.values()), running_here
+    assert {pid for pids in running_here.values() for pid in pids} <= served.keys()
+
+
+def test_a_child_that_dies_ends_the_service_with_a_non_zero_status(
+    tmp_path: Path, database: Database
+) -> None:
+    with stand_in_serving() as (_, stripe_url):
+        port = free_port()
+        log_path = tmp_path / "serve.log"
+        with log_path.open("w") as log_file:
+            parent = subprocess.Popen(
+                [*LEDGER, "serve", "--port", str(port), "--workers", "2"],
+                cwd=tmp_path,
+                env=clean_env(**ledger_env(database, stripe_url)),
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
+            try:
+
+                def both_ready() -> bool:
+                    return "from 2 processes" in log_path.read_text()
+
+                wait_until(both_ready, 60, log_path.read_text)
+                children = sorted({line["pid"] for line in log_lines(log_path)})
+                assert len(children) == 2 and parent.pid not in children
+                os.kill(children[0], signal.SIGKILL)
+                assert parent.wait(timeout=40) != 0
+            finally:
+                if parent.poll() is None:
+                    parent.kill()
+                    parent.wait()
+        text = log_path.read_text()
+        assert f"process {children[0]} ended" in text
+        deadline = time.monotonic() + 5
+        while alive(children[1]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not alive(children[1])  # the survivor was stopped, not left orphaned
+        assert "serve_process_stopped" in text  # ... gracefully
+
+
+def test_several_processes_without_a_stripe_key_is_refused_in_one_line(tmp_path: Path) -> None:
+    # The built-in stand-in keeps its state in one process's memory.
+    result = run_ledger(tmp_path, "serve", "--workers", "2", "--port", str(free_port()))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "STRIPE_API_KEY" in result.stderr, result.stderr
