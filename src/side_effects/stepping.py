@@ -114,7 +114,9 @@ class SideEffectSteps:
         the attempts in flight (each until its deadline at most) and records what they did,
         so that a restart does not do it again; then `halt`."""
         try:
-            if self._base is not None and track.position == self._base:
+            # A position not known yet (-1) is the one this runner read as its base; recording
+            # checks it is still the recorded one.
+            if self._base is not None and track.position in (-1, self._base):
                 self.attempts.settle()
                 if self._collect(conn, track, self._base) is None:
                     track.moved()
