@@ -22,7 +22,6 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
-from uuid import UUID
 
 import psycopg
 from eventsourcing.utils import get_topic
@@ -74,7 +73,9 @@ _FOR_ORDERS = [f"{get_topic(InventoryItem)}.{name}" for name in ("StockReserved"
 _STOCK_TOPICS = [*_topics({"inventory"}), _REOPENED]
 _ORDER_TOPICS = _topics({"order"}) + _FOR_ORDERS
 
-_COLUMNS = sql.SQL("notification_id, originator_id, originator_version, topic, state")
+# The stream's id as text: what the handlers key by (`str(UUID)`'s form), without making a
+# UUID of each row only to print it.
+_COLUMNS = sql.SQL("notification_id, originator_id::text, originator_version, topic, state")
 _STOCK_PASS = sql.SQL(
     "SELECT {columns} FROM {events} WHERE topic = ANY(%s) ORDER BY notification_id"
 ).format(columns=_COLUMNS, events=EVENTS_TABLE)
@@ -126,6 +127,7 @@ def _rows(
 
 
 def _row(r: tuple[Any, ...]) -> Row:
+    # r[1] is the stream's id as text (see _COLUMNS): the handlers take it as `str(stream_id)`.
     return (int(r[0]), r[1], int(r[2]), str(r[3]), bytes(r[4]))
 
 
@@ -202,7 +204,7 @@ class _OrdersPass:
         self.balances: dict[str, Balance] = defaultdict(Balance)
 
     def read(self, conn: psycopg.Connection[Any], say: Say) -> None:
-        group: UUID | None = None
+        group: object = None  # the order's id (a UUID), as the server sorted by
         params = {"stock": _FOR_ORDERS, "topics": _ORDER_TOPICS}
         for r in _rows(conn, "audit_orders", _ORDER_PASS, params):
             if r[5] != group:
