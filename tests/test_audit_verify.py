@@ -14,9 +14,11 @@ import pytest
 
 from ledger.domain import inventory_item_id, order_id_for
 from ledger.storage import Database
-from projections.audit.invariants import check_replay
+from projections.audit import records
+from projections.audit.invariants import balances, check_read_models, check_replay
 from projections.audit.records import Row
 from projections.audit.replay import Replay
+from projections.audit.streamed import verify_streamed
 from tests.processes import run_ledger
 from tests.shop import Shop, eventually, running_shop
 
@@ -135,6 +137,15 @@ def test_verify_names_the_positions_of_broken_invariants(
     assert any(
         line.startswith("VIOLATION hash chain") and str(reserved) in line for line in violations
     ), violations
+    # verify's two passes (an order at a time) find exactly what a replay of the whole log
+    # finds, with the same balances.
+    with database.connect() as conn, conn.transaction():
+        whole = Replay().read(records.stream(conn))
+    streamed = verify_streamed(database)
+    expected = check_replay(whole) + check_read_models(database)
+    assert sorted(map(str, streamed.violations)) == sorted(map(str, expected))
+    assert streamed.balances == balances(list(whole.orders.values()))
+    assert (streamed.events, streamed.head) == (whole.events, whole.head)
 
 
 def test_verify_finds_a_read_model_that_differs_from_the_log(

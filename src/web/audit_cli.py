@@ -89,8 +89,9 @@ def digest(args: argparse.Namespace) -> int:
 
 def verify(args: argparse.Namespace) -> int:
     from projections.audit.chain_verification import verify_chain
-    from projections.audit.invariants import CHAIN, CHECKS, balances, verify_ledger
+    from projections.audit.invariants import CHAIN, CHECKS
     from projections.audit.links import parse_digest
+    from projections.audit.streamed import verify_streamed
 
     digest = parse_digest(args.digest) if args.digest else None
     database = open_database()
@@ -99,14 +100,15 @@ def verify(args: argparse.Namespace) -> int:
     # fill the time the replays spend waiting for the server (each check is the same).
     with ThreadPoolExecutor(1, thread_name_prefix="hash-chain") as pool:
         chain_checked = pool.submit(verify_chain, database, digest, say)
-        replay = _replay(database)
-        verification = verify_ledger(database, replay, say)
+        # Memory bounded by one order however long the log (see projections.audit.streamed).
+        verification = verify_streamed(database, say)
         say("recomputing the hash chain")
         chain = chain_checked.result()
     seconds = time.monotonic() - started
-    rate = replay.events / seconds if seconds else 0.0
+    rate = verification.events / seconds if seconds else 0.0
     print(
-        f"ledger audit verify: {replay.events:,} events up to position {replay.head:,},"
+        f"ledger audit verify: {verification.events:,} events up to position"
+        f" {verification.head:,},"
         f" checked in {seconds:.1f} s ({rate:,.0f} events/s)"
     )
     print()
@@ -116,7 +118,7 @@ def verify(args: argparse.Namespace) -> int:
         failed = verification.failed(check)
         print(f"{check:<{width}} {'VIOLATED (' + str(len(failed)) + ')' if failed else 'ok'}")
     print(f"{CHAIN:<{width}} {'ok' if chain.ok else 'VIOLATED'} ({chain.summary()})")
-    paid = balances(list(replay.orders.values()))
+    paid = verification.balances
     if paid:
         print()
         _balance_table(paid)

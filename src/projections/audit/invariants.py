@@ -116,20 +116,26 @@ def balances(orders: list[OrderFacts]) -> dict[str, Balance]:
     records counted where it went. A session with two outcomes shows as a difference."""
     by_currency: dict[str, Balance] = defaultdict(Balance)
     for order in orders:
-        if not (order.confirmed or order.rejected):
-            continue  # not paid (awaiting payment, or the payment failed)
-        balance = by_currency[order.currency]
-        if order.authorized:
-            _authorization(order, balance, by_currency)
-            continue
-        one = Money(1, order.amount)
-        balance.payments = balance.payments + one
-        for _ in order.confirmed:
-            balance.orders = balance.orders + one
-        for _ in order.rejected:
-            state = refund_state(order)
-            balance.refunds[state] = balance.refunds[state] + one
+        account(order, by_currency)
     return dict(sorted(by_currency.items()))
+
+
+def account(order: OrderFacts, by_currency: dict[str, Balance]) -> None:
+    """Counts one order into `by_currency` (a defaultdict(Balance)): `balances`, one order at
+    a time, for a verification that keeps no order once its events are read."""
+    if not (order.confirmed or order.rejected):
+        return  # not paid (awaiting payment, or the payment failed)
+    balance = by_currency[order.currency]
+    if order.authorized:
+        _authorization(order, balance, by_currency)
+        return
+    one = Money(1, order.amount)
+    balance.payments = balance.payments + one
+    for _ in order.confirmed:
+        balance.orders = balance.orders + one
+    for _ in order.rejected:
+        state = refund_state(order)
+        balance.refunds[state] = balance.refunds[state] + one
 
 
 def _authorization(order: OrderFacts, balance: Balance, by_currency: dict[str, Balance]) -> None:
@@ -181,33 +187,59 @@ def check_replay(replay: Replay) -> list[Violation]:
         Violation(HOLDS, (p.position,), f"{p.sku}: {p.message}") for p in replay.hold_problems
     ]
     for order in replay.orders.values():
-        found.extend(_outcome_violations(order))
-        if order.authorized or order.captures or order.capture_failed or order.released:
-            found.extend(_capture_violations(order))
-        if order.capture_failed or order.returned:
-            found.extend(_return_violations(order))
-        found.extend(_refund_violations(order))
-        found.extend(_restock_violations(order))
-    for position, cart_id, order_id in replay.reopened:
-        reopened_for = replay.orders.get(order_id)
-        if reopened_for is None or not reopened_for.capture_failed:
-            found.append(
-                Violation(
-                    RETURNED,
-                    (position,),
-                    f"cart {cart_id} reopened, but its order {order_id} never failed to capture",
-                )
-            )
+        found.extend(order_violations(order))
+    failed_to_capture = {o.order_id for o in replay.orders.values() if o.capture_failed}
+    found += reopen_violations(replay.reopened, failed_to_capture)
     for cart_id, positions in replay.conversions.items():
         if len(positions) > 1:
-            found.append(
-                Violation(ONE_OUTCOME, tuple(positions), f"cart {cart_id} converted more than once")
-            )
-    for position, order_id in replay.strays:
-        found.append(
-            Violation(ONE_OUTCOME, (position,), f"an event about order {order_id}, never placed")
+            found.append(conversion_violation(cart_id, positions))
+    found += stray_violations(replay.strays)
+    found += balance_violations(balances(list(replay.orders.values())))
+    return found
+
+
+def order_violations(order: OrderFacts) -> list[Violation]:
+    """The checks of one order, on its facts alone."""
+    found = _outcome_violations(order)
+    if order.authorized or order.captures or order.capture_failed or order.released:
+        found.extend(_capture_violations(order))
+    if order.capture_failed or order.returned:
+        found.extend(_return_violations(order))
+    found.extend(_refund_violations(order))
+    found.extend(_restock_violations(order))
+    return found
+
+
+def reopen_violations(
+    reopened: list[tuple[int, str, str]], failed_to_capture: set[str]
+) -> list[Violation]:
+    """A cart is reopened only for its order whose capture failed (`failed_to_capture`)."""
+    return [
+        Violation(
+            RETURNED,
+            (position,),
+            f"cart {cart_id} reopened, but its order {order_id} never failed to capture",
         )
-    for currency, balance in balances(list(replay.orders.values())).items():
+        for position, cart_id, order_id in reopened
+        if order_id not in failed_to_capture
+    ]
+
+
+def conversion_violation(cart_id: str, positions: list[int]) -> Violation:
+    return Violation(ONE_OUTCOME, tuple(positions), f"cart {cart_id} converted more than once")
+
+
+def stray_violations(strays: list[tuple[int, str]]) -> list[Violation]:
+    return [
+        Violation(ONE_OUTCOME, (position,), f"an event about order {order_id}, never placed")
+        for position, order_id in strays
+    ]
+
+
+def balance_violations(paid: dict[str, Balance]) -> list[Violation]:
+    """Per currency, both sides of the balance and of the authorizations agree."""
+    found = []
+    for currency, balance in paid.items():
         if balance.payments != balance.accounted:
             found.append(
                 Violation(

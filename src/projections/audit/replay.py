@@ -166,6 +166,11 @@ class Replay:
     # Reservations stored before their order's OrderPlaced (in the same commit): order id ->
     # (sku, position, quantity).
     _unplaced: dict[str, list[tuple[str, int, int]]] = field(default_factory=dict)
+    # Which half of the facts to gather: `ledger audit verify` replays stock and orders in
+    # two passes (projections.audit.streamed), so that an order's facts need living only
+    # while its own events are read. StockReserved and StockReturned feed both halves.
+    track_stock: bool = True
+    track_orders: bool = True
 
     def read(self, rows: Iterable[Row], progress: Progress | None = None) -> Replay:
         for row in rows:
@@ -208,6 +213,11 @@ class Replay:
     def _listed(self, position: int, item: str, e: dict[str, Any]) -> None:
         self.stock[item] = StockFacts(e["sku"], lowest_at=position)
 
+    def _sku(self, item: str) -> str:
+        """The item's sku as listed (its id if never listed, as `_stock_moved` names it)."""
+        facts = self.stock.get(item)
+        return item if facts is None else facts.sku
+
     def _stock_moved(self, position: int, item: str, delta: int) -> None:
         facts = self.stock.setdefault(item, StockFacts(item))
         facts.on_hand += delta
@@ -247,17 +257,20 @@ class Replay:
         self._check_held(position, self.stock[item])
 
     def _reserved(self, position: int, item: str, e: dict[str, Any]) -> None:
-        self._stock_moved(position, item, -e["quantity"])
-        facts = self.stock[item]
-        sku = facts.sku
-        # Version 1 reservations carry no hold_id: they took free stock.
-        hold_id = e.get("hold_id")
-        if hold_id is not None:
-            # The hold becomes the order's stock: it ends here, and on hand went down once.
-            hold = self._end_hold(position, facts, hold_id, "taken by an order")
-            if hold is not None:
-                self.hold_takes.append((position, sku, hold.cart_id, e["order_id"]))
-        self._check_held(position, facts)
+        if self.track_stock:
+            self._stock_moved(position, item, -e["quantity"])
+            facts = self.stock[item]
+            # Version 1 reservations carry no hold_id: they took free stock.
+            hold_id = e.get("hold_id")
+            if hold_id is not None:
+                # The hold becomes the order's stock: it ends here, and on hand went down once.
+                hold = self._end_hold(position, facts, hold_id, "taken by an order")
+                if hold is not None:
+                    self.hold_takes.append((position, facts.sku, hold.cart_id, e["order_id"]))
+            self._check_held(position, facts)
+        if not self.track_orders:
+            return
+        sku = self._sku(item)
         order = self.orders.get(e["order_id"])
         if order is None:
             # One commit may store an item's reservation before the order it is for (several
@@ -297,10 +310,13 @@ class Replay:
             )
 
     def _returned(self, position: int, item: str, e: dict[str, Any]) -> None:
-        self._stock_moved(position, item, e["quantity"])
+        if self.track_stock:
+            self._stock_moved(position, item, e["quantity"])
+        if not self.track_orders:
+            return
         order = self._order(position, e["order_id"])
         if order is not None:
-            sku = self.stock[item].sku
+            sku = self._sku(item)
             # Put back by the merchant's refund or cancellation, or by a failed capture (its
             # own check: every line back once).
             back = order.restocked if e.get("reason") in _AFTER_SALE else order.returned
