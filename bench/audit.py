@@ -71,6 +71,7 @@ from common import (
     count_events,
     log_head,
     progress,
+    run_until_caught_up,
     scratch_database,
     seed_log,
     source_version,
@@ -79,7 +80,6 @@ from common import (
 from ledger.storage import Database
 from projections import ReadStore, default_projections
 from web.logs import configure_logging
-from workers import Workers
 
 GOAL_EVENTS_PER_S = 20_000
 FLAT_RSS_RATIO = 1.1  # "flat": the last level's peak RSS at most this times the first's
@@ -226,29 +226,9 @@ def run_verify(database: Database, workdir: Path) -> dict[str, Any]:
 def catch_up(database: Database, events: int) -> dict[str, Any]:
     """Runs every read model and the hash chain until each has applied the log up to its head;
     `events`: how many events they had to apply (for the rate)."""
-    target = log_head(database)
     projections = default_projections()
     names = [p.name for p in projections]
-    workers = Workers(database, projections, poll_interval=0.5, lock_interval=0.5)
-    reached: dict[str, float] = {}
-    started = time.perf_counter()
-    workers.start()
-    try:
-        deadline = time.monotonic() + CATCH_UP_TIMEOUT_S
-        while len(reached) < len(names):
-            status = workers.status()
-            for name in names:
-                if name not in reached and status[name]["position"] >= target:
-                    reached[name] = time.perf_counter() - started
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the projections did not catch up: {status}")
-            time.sleep(0.02)
-        for name in names:  # the tracking table agrees (committed, not only known here)
-            if not workers.wait_until_processed(name, target, timeout=60):
-                raise RuntimeError(f"{name} did not reach position {target}")
-        seconds = time.perf_counter() - started
-    finally:
-        workers.stop()
+    target, reached, seconds = run_until_caught_up(database, projections, CATCH_UP_TIMEOUT_S)
     store = ReadStore(database, min_size=1, max_size=1)
     try:
         positions = {name: store.positions().get(name) for name in names}

@@ -336,3 +336,35 @@ def seed_orders(
         "orders_per_s": round(orders / seconds, 1) if seconds else None,
         "events_per_s": round(written / seconds, 1) if seconds else None,
     }
+
+
+def run_until_caught_up(
+    database: Database, projections: list[Any], timeout: float
+) -> tuple[int, dict[str, float], float]:
+    """Runs `projections` in `workers.Workers` until each has applied the log up to its head
+    (and its tracking row says so), then stops them: (the head, seconds until each reached it,
+    seconds in all)."""
+    from workers import Workers
+
+    target = log_head(database)
+    names = [p.name for p in projections]
+    workers = Workers(database, projections, poll_interval=0.5, lock_interval=0.5)
+    reached: dict[str, float] = {}
+    started = time.perf_counter()
+    workers.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while len(reached) < len(names):
+            status = workers.status()
+            for name in names:
+                if name not in reached and status[name]["position"] >= target:
+                    reached[name] = time.perf_counter() - started
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the projections did not catch up: {status}")
+            time.sleep(0.02)
+        for name in names:  # the tracking table agrees (committed, not only known here)
+            if not workers.wait_until_processed(name, target, timeout=60):
+                raise RuntimeError(f"{name} did not reach position {target}")
+        return target, reached, time.perf_counter() - started
+    finally:
+        workers.stop()

@@ -96,6 +96,7 @@ from common import (  # noqa: E402
     log_head,
     percentiles,
     progress,
+    run_until_caught_up,
     scratch_database,
     seed_orders,
     source_version,
@@ -105,7 +106,7 @@ from ledger.storage import Database  # noqa: E402
 from projections import default_projections  # noqa: E402
 from projections.base import LIVE_SCHEMA  # noqa: E402
 from web.logs import configure_logging  # noqa: E402
-from workers import Workers  # noqa: E402
+from web.routes.orders import encode_after  # noqa: E402
 
 GOAL_P99_MS = 50.0
 # The read models the measured requests read: the only ones caught up before serving.
@@ -133,28 +134,8 @@ AUTH = {"Authorization": f"Bearer {hp.ADMIN_TOKEN}", "Accept": "application/json
 def catch_up(database: Database, events: int) -> dict[str, Any]:
     """Runs the read models of `READ_MODELS` until each has applied the log up to its head
     (as bench/audit.py's `catch_up`, for these alone); `events`: how many (for the rate)."""
-    target = log_head(database)
     projections = [p for p in default_projections() if p.name in READ_MODELS]
-    workers = Workers(database, projections, poll_interval=0.5, lock_interval=0.5)
-    reached: dict[str, float] = {}
-    started = time.perf_counter()
-    workers.start()
-    try:
-        deadline = time.monotonic() + CATCH_UP_TIMEOUT_S
-        while len(reached) < len(READ_MODELS):
-            status = workers.status()
-            for name in READ_MODELS:
-                if name not in reached and status[name]["position"] >= target:
-                    reached[name] = time.perf_counter() - started
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the read models did not catch up: {status}")
-            time.sleep(0.05)
-        for name in READ_MODELS:  # the tracking table agrees (committed, not only known here)
-            if not workers.wait_until_processed(name, target, timeout=60):
-                raise RuntimeError(f"{name} did not reach position {target}")
-        seconds = time.perf_counter() - started
-    finally:
-        workers.stop()
+    target, reached, seconds = run_until_caught_up(database, projections, CATCH_UP_TIMEOUT_S)
     return {
         "read_models": list(READ_MODELS),
         "events": events,
@@ -163,10 +144,6 @@ def catch_up(database: Database, events: int) -> dict[str, Any]:
         "events_per_s": round(events / seconds, 1),
         "per_read_model_s": {name: round(reached[name], 3) for name in READ_MODELS},
     }
-
-
-def encode_after(position: int) -> str:
-    return f"{position:016x}"  # as web.routes.orders gives `next_after` out
 
 
 @dataclass

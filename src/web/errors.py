@@ -38,6 +38,16 @@ class ApiError(Exception):
         self.extra = extra
 
 
+def invalid_field(field: str, message: str) -> ApiError:
+    """422 `validation_error` naming one field, as a body's validation names each."""
+    return ApiError(
+        422,
+        "validation_error",
+        "Some fields are missing or invalid.",
+        fields=[{"field": field, "message": message}],
+    )
+
+
 def error_response(
     status: int,
     code: str,

@@ -19,7 +19,7 @@ from projections.audit import records
 from projections.audit.history import OrderHistories
 from projections.audit.stock import StockHistory, parse_instant
 from web.context import in_store, order_id_of, require_bearer, services, unknown_order
-from web.errors import ApiError
+from web.errors import ApiError, invalid_field
 from web.responses import EventPage, OrderHistory, StockAt, checked
 from web.route_docs import UNAUTHORIZED, UNAVAILABLE, Answer, Query, documented, error
 from web.schemas import MAX_POSITION
@@ -38,15 +38,6 @@ def _auditor(request: Request) -> None:
     require_bearer(request, services(request).settings.auditor_tokens, "auditor")
 
 
-def _invalid(field: str, message: str) -> ApiError:
-    return ApiError(
-        422,
-        "validation_error",
-        "Some fields are missing or invalid.",
-        fields=[{"field": field, "message": message}],
-    )
-
-
 def _int_param(request: Request, name: str, default: int, lo: int, hi: int) -> int:
     raw = request.query_params.get(name)
     if raw is None:
@@ -54,10 +45,10 @@ def _int_param(request: Request, name: str, default: int, lo: int, hi: int) -> i
     bounds = f"an integer from {lo} to {hi}"
     # Digits only: int() would also take " 5", "+5" and "5_000"; and not thousands of them.
     if not raw.isascii() or not raw.isdigit() or len(raw) > MAX_DIGITS:
-        raise _invalid(name, f"must be {bounds}")
+        raise invalid_field(name, f"must be {bounds}")
     value = int(raw)
     if value < lo or value > hi:
-        raise _invalid(name, f"must be {bounds}")
+        raise invalid_field(name, f"must be {bounds}")
     return value
 
 
@@ -152,11 +143,11 @@ async def stock_at(request: Request) -> JSONResponse:
     sku = request.path_params["sku"]
     raw = request.query_params.get("at")
     if raw is None or not raw.strip():
-        raise _invalid("at", "required: an ISO-8601 time, e.g. 2025-03-01T12:00:00Z")
+        raise invalid_field("at", "required: an ISO-8601 time, e.g. 2025-03-01T12:00:00Z")
     try:
         when = parse_instant(raw)
     except ValueError as error:
-        raise _invalid("at", str(error)) from None
+        raise invalid_field("at", str(error)) from None
     history = StockHistory(services(request).read_store)
     found = await in_store(request, history.at, sku, when, budget=AUDIT_BUDGET_SECONDS)
     if found is None:

@@ -11,7 +11,7 @@ from starlette.routing import Route
 
 from ledger.domain import InventoryItem
 from web.context import cause_of, in_store, require_bearer, services
-from web.errors import ApiError
+from web.errors import invalid_field
 from web.requests import parse_json
 from web.responses import Product, ProductList, StockLevel, checked
 from web.route_docs import BODY_ERRORS, UNAUTHORIZED, UNAVAILABLE, Answer, documented, error
@@ -40,12 +40,7 @@ async def put_product(request: Request) -> JSONResponse:
     _admin(request)
     sku = request.path_params["sku"]
     if not re.fullmatch(SKU_PATTERN, sku):
-        raise ApiError(
-            422,
-            "validation_error",
-            "Some fields are missing or invalid.",
-            fields=[{"field": "sku", "message": "1-64 letters, digits, '.', '_' or '-'"}],
-        )
+        raise invalid_field("sku", "1-64 letters, digits, '.', '_' or '-'")
     body = await parse_json(request, ProductBody)
     ledger = services(request).ledger
     item, created = await in_store(
@@ -82,12 +77,7 @@ async def adjust_stock(request: Request) -> JSONResponse:
     _admin(request)
     body = await parse_json(request, StockBody)
     if body.quantity == 0:
-        raise ApiError(
-            422,
-            "validation_error",
-            "Some fields are missing or invalid.",
-            fields=[{"field": "quantity", "message": "must not be 0"}],
-        )
+        raise invalid_field("quantity", "must not be 0")
     ledger = services(request).ledger
     item = await in_store(
         request,

@@ -15,7 +15,7 @@ from starlette.routing import Route
 from ledger.domain.vocabulary import OrderStatus
 from projections.orders import OrderPage
 from web.context import in_store, order_id_of, require_bearer, services, unknown_order
-from web.errors import ApiError
+from web.errors import invalid_field
 from web.responses import Order, OrderStatusWord, checked, checked_json
 from web.responses import OrderPage as OrderPageBody
 from web.route_docs import UNAUTHORIZED, UNAVAILABLE, Answer, Query, documented, error
@@ -54,15 +54,6 @@ def _storefront(request: Request) -> None:
     require_bearer(request, services(request).settings.storefront_tokens, "storefront")
 
 
-def _invalid(field: str, message: str) -> ApiError:
-    return ApiError(
-        422,
-        "validation_error",
-        "Some fields are missing or invalid.",
-        fields=[{"field": field, "message": message}],
-    )
-
-
 def _limit(request: Request) -> int:
     raw = request.query_params.get("limit")
     if raw is None:
@@ -70,10 +61,10 @@ def _limit(request: Request) -> int:
     bounds = f"must be an integer from 1 to {MAX_LIMIT}"
     # Digits only: int() would also take " 5", "+5" and "5_000"; and not thousands of them.
     if not raw.isascii() or not raw.isdigit() or len(raw) > MAX_DIGITS:
-        raise _invalid("limit", bounds)
+        raise invalid_field("limit", bounds)
     value = int(raw)
     if not 1 <= value <= MAX_LIMIT:
-        raise _invalid("limit", bounds)
+        raise invalid_field("limit", bounds)
     return value
 
 
@@ -83,7 +74,7 @@ def _after(request: Request) -> int | None:
         return None
     position = decode_after(raw)
     if position is None:
-        raise _invalid("after", "must be the `next_after` of an earlier page")
+        raise invalid_field("after", "must be the `next_after` of an earlier page")
     return position
 
 
@@ -91,7 +82,7 @@ def _user_id(raw: str | None, field: str) -> str | None:
     if raw is None:
         return None
     if not 1 <= len(raw) <= MAX_USER_ID:
-        raise _invalid(field, f"must be 1 to {MAX_USER_ID} characters")
+        raise invalid_field(field, f"must be 1 to {MAX_USER_ID} characters")
     return raw  # one no cart can have (a NUL, ...) simply has no orders
 
 
@@ -101,7 +92,7 @@ def _status(request: Request) -> str | None:
         return None
     if raw not in {s.value for s in OrderStatus}:
         words = ", ".join(s.value for s in OrderStatus)
-        raise _invalid("status", f"must be one of {words}")
+        raise invalid_field("status", f"must be one of {words}")
     return raw
 
 
