@@ -111,6 +111,9 @@ class _DecodedLog:
                 )
             )
             self.upto = position
+            # Statistics for the replays' plans: without them the planner takes the table
+            # for a small one and joins it by nested loops, quadratic in the log's length.
+            self.cur.execute(sql.SQL("ANALYZE {}").format(self.TABLE))
 
     def show(self, position: int) -> None:
         """Makes `REPLAY_EVENTS` the events up to `position`: those decoded, and any after
@@ -140,6 +143,14 @@ def _replay_in_sql_and_compare(
         live = read_position(cur, name, for_update=True)
         assert live is not None
         decoded.show(live)
+        # Every join in a set-based replay is a join of two sets of events: by hash. The
+        # planner cannot know how many rows each step leaves (json fields, DISTINCT ON), and
+        # when it guesses one, a nested loop makes the replay quadratic in the log's length.
+        # (A nested loop the replay cannot avoid, over an order's own lines, then costs the
+        # penalty of a disabled plan: far past the threshold at which the server compiles a
+        # query with LLVM, which takes longer than running it.)
+        cur.execute("SET LOCAL enable_nestloop = off")
+        cur.execute("SET LOCAL jit = off")
         projection.replay_in_sql(Writer(cur, scratch, projection.tables))
         return _compare_tables(cur, projection, scratch, live)
 
