@@ -16,7 +16,8 @@ each level:
    `python -m web.cli audit export`, env LEDGER_DATABASE_URL, no .env), its stdout to a file
    that is then checked (one JSON line per event, positions in order, none missing).
 3. `ledger audit verify` the same way (replays the log for the invariants, compares every read
-   model with a fresh replay, recomputes the hash chain); it must exit 0. (On a log whose
+   model with a fresh replay (each rebuilt by the server from the decoded log, set-based, while
+   the invariants' passes run), recomputes the hash chain); it must exit 0. (On a log whose
    orders were decided many to a commit, the replay of commit 37d3d11 counts the stock
    reservations stored before their order's OrderPlaced as strays and exits 1: still timed,
    `violations` says so; `--order-chunk 1` seeds a log it passes.)
@@ -38,8 +39,9 @@ Progress on stderr; JSON on stdout:
     from wait4), `exit_code`; the export adds `output_mb`; verify adds `seconds` (its own),
     `checks` (its table: `ok` each), `violations` (when it exits 1: how many, the first 3)
     and `split_s` (from when its stderr lines arrived: `start_to_read_models` (process start
-    to the end of the invariants' replay: start-up and imports included), `read_models` (a
-    fresh replay of each read model, compared), `hash_chain_to_exit` (the chain recomputed,
+    to the end of the invariants' replay: start-up and imports included), `read_models` (what
+    is left of the read models' replays and comparisons once the invariants are checked: they
+    run meanwhile), `hash_chain_to_exit` (the chain recomputed,
     the report printed, the process's exit), `outside_own` (wall - own seconds: start-up and
     exit));
   - `verify_vs_export`: verify's events/s over the export's (own rates, and wall rates);

@@ -26,6 +26,9 @@ LIVE_SCHEMA = "public"
 # One row per processor: how far through the log it has got (every event at or below
 # `position` has been processed) and, for read models, the version of its table layout.
 TRACKING_TABLE = "projection_tracking"
+# The events a set-based replay reads (`Projection.replay_in_sql`): a session's own view,
+# made by the replay's caller (`projections.verification`).
+REPLAY_EVENTS = sql.Identifier("pg_temp", "replay_events")
 
 # Domain events are classes the `eventsourcing` library makes from decorated methods at run
 # time (`Cart.CheckoutStarted`, ...): their attributes are not visible to a type checker.
@@ -183,7 +186,8 @@ def _copy_of(query: bytes) -> bytes | None:
 def compose(query: str, schema: str, tables: tuple[str, ...]) -> bytes:
     """`query` with each `{table}` replaced by that table's name qualified by `schema`."""
     # Composed once to bytes: psycopg would compose an `sql.Composed` on every execution.
-    return sql.SQL(query).format(**{t: sql.Identifier(schema, t) for t in tables}).as_bytes(None)
+    names = {t: sql.Identifier(schema, t) for t in tables}
+    return sql.SQL(query).format(replay_events=REPLAY_EVENTS, **names).as_bytes(None)
 
 
 class Projection(ABC):
@@ -217,6 +221,18 @@ class Projection(ABC):
     @abstractmethod
     def create_tables(self, db: Writer) -> None:
         """Creates this read model's (empty) tables, e.g. `db.execute("CREATE TABLE {t} ...")`."""
+
+    def replay_in_sql(self, db: Writer) -> bool:
+        """Fills this read model's (empty) tables from the log in a few set-based statements,
+        as applying every event in order would, and returns True; False when it has no such
+        replay (the default: it is replayed event by event).
+
+        For `ledger audit verify`, whose replay of a long log one event at a time costs more
+        than everything else it checks. A second definition of the read model, written from
+        the events rather than from the handlers: verify compares the two. The statements
+        read `{replay_events}`: `(position, stream_id uuid, topic, data jsonb)`, the events to
+        replay (the library's typed values as stored: `data->'timestamp'->>'_data_'`)."""
+        return False
 
     def apply(self, db: Writer, event: DomainEvent, position: int) -> None:
         """Applies one event (inside the step's transaction, `projections.stepping`)."""

@@ -16,7 +16,15 @@ from uuid import UUID
 import psycopg
 
 from ledger.domain import Cart
-from projections.base import LIVE_SCHEMA, DomainEvent, Projection, Writer, compose, handles
+from projections.base import (
+    LIVE_SCHEMA,
+    DomainEvent,
+    Projection,
+    Writer,
+    compose,
+    handles,
+    topic_of,
+)
 from projections.store import ReadStore
 
 
@@ -68,6 +76,44 @@ class HoldsProjection(Projection):
     def _taken(self, db: Writer, e: DomainEvent, position: int) -> None:
         db.execute("DELETE FROM {stock_holds} WHERE session_id = %s", (e.session_id,))
 
+    def replay_in_sql(self, db: Writer) -> bool:
+        # A hold as first placed, with the session that last started with it, unless it was
+        # released since, or its session was converted since that start; under way once
+        # that session awaited payment after it. (Joins on each event's last position:
+        # a subquery per hold would read the log once per hold.)
+        db.execute(
+            "WITH e AS (SELECT position, stream_id, topic, data->>'hold_id' AS hold_id,"
+            "  data->>'session_id' AS session_id, data FROM {replay_events}"
+            "  WHERE topic = ANY(%(topics)s)),"
+            " placed AS (SELECT DISTINCT ON (hold_id) hold_id, stream_id, position,"
+            "  (data->>'held_until')::timestamptz AS held_until FROM e WHERE topic = %(placed)s"
+            "  ORDER BY hold_id, position),"
+            " started AS (SELECT DISTINCT ON (e.hold_id) e.hold_id, e.session_id, e.position"
+            "  FROM e JOIN placed p ON p.hold_id = e.hold_id AND e.position > p.position"
+            "  WHERE e.topic = %(started)s ORDER BY e.hold_id, e.position DESC),"
+            " released AS (SELECT hold_id, max(position) AS position FROM e"
+            "  WHERE topic = %(released)s GROUP BY hold_id),"
+            " converted AS (SELECT session_id, max(position) AS position FROM e"
+            "  WHERE topic = %(converted)s GROUP BY session_id),"
+            " awaiting AS (SELECT session_id, max(position) AS position FROM e"
+            "  WHERE topic = %(awaiting)s GROUP BY session_id)"
+            " INSERT INTO {stock_holds} (hold_id, cart_id, session_id, held_until,"
+            " payment_under_way)"
+            " SELECT p.hold_id, p.stream_id, s.session_id, p.held_until,"
+            "  coalesce(a.position > s.position, false)"
+            " FROM placed p LEFT JOIN started s ON s.hold_id = p.hold_id"
+            " LEFT JOIN released r ON r.hold_id = p.hold_id"
+            " LEFT JOIN converted c ON c.session_id = s.session_id"
+            " LEFT JOIN awaiting a ON a.session_id = s.session_id"
+            " WHERE coalesce(r.position < p.position, true)"
+            " AND coalesce(c.position < s.position, true)",
+            {
+                **_REPLAYED,
+                "topics": list(_REPLAYED.values()),
+            },
+        )
+        return True
+
 
 @dataclass(frozen=True)
 class DueHold:
@@ -103,3 +149,15 @@ class Holds:
             except psycopg.errors.UndefinedTable:  # the runner has not set up the store yet
                 return []
         return [DueHold(str(hold_id), cart_id, session_id) for hold_id, cart_id, session_id in rows]
+
+
+_REPLAYED = {
+    name: topic_of(Cart, event)
+    for name, event in (
+        ("placed", "HoldPlaced"),
+        ("started", "CheckoutStarted"),
+        ("awaiting", "CheckoutAwaitingPayment"),
+        ("released", "HoldReleased"),
+        ("converted", "CartConverted"),
+    )
+}

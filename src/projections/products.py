@@ -13,7 +13,15 @@ import psycopg
 
 from ledger.domain import InventoryItem
 from ledger.domain.errors import UnknownProduct
-from projections.base import LIVE_SCHEMA, DomainEvent, Projection, Writer, handles, storable
+from projections.base import (
+    LIVE_SCHEMA,
+    DomainEvent,
+    Projection,
+    Writer,
+    handles,
+    storable,
+    topic_of,
+)
 from projections.store import CONSISTENT_READ_WAIT_SECONDS, ReadStore
 
 
@@ -84,6 +92,68 @@ class ProductsProjection(Projection):
             " WHERE item_id = %s",
             (quantity, held, position, item_id),
         )
+
+    def replay_in_sql(self, db: Writer) -> bool:
+        # Each product as listed, with its last details; on hand and held are the sums of
+        # what its events added, and its position the last of them.
+        db.execute(
+            "INSERT INTO {products} (sku, item_id, name, unit_amount, currency, on_hand, held,"
+            " position)"
+            " SELECT l.data->>'sku', l.stream_id, d.data->>'name',"
+            " (d.data->>'unit_amount')::bigint, d.data->>'currency', coalesce(s.on_hand, 0),"
+            " coalesce(s.held, 0), greatest(l.position, d.position, s.position)"
+            " FROM {replay_events} l"
+            " JOIN (SELECT DISTINCT ON (stream_id) stream_id, data, position"
+            "  FROM {replay_events} WHERE topic IN (%(listed)s, %(changed)s)"
+            "  ORDER BY stream_id, position DESC) d ON d.stream_id = l.stream_id"
+            " LEFT JOIN (SELECT stream_id, max(position) AS position,"
+            "  sum(CASE WHEN topic IN (%(written_off)s, %(reserved)s) THEN -q"
+            "   WHEN topic IN (%(received)s, %(returned)s) THEN q ELSE 0 END) AS on_hand,"
+            "  sum(CASE WHEN topic = %(held)s THEN q WHEN topic = %(released)s THEN -q"
+            "   WHEN topic = %(reserved)s AND data->>'hold_id' IS NOT NULL THEN -q"
+            "   ELSE 0 END) AS held"
+            "  FROM (SELECT *, (data->>'quantity')::bigint AS q FROM {replay_events}"
+            "   WHERE topic = ANY(%(stock)s)) e GROUP BY stream_id) s"
+            " ON s.stream_id = l.stream_id"
+            " WHERE l.topic = %(listed)s",
+            {
+                "listed": _TOPICS["ProductListed"],
+                "changed": _TOPICS["ProductDetailsChanged"],
+                "received": _TOPICS["StockReceived"],
+                "written_off": _TOPICS["StockWrittenOff"],
+                "reserved": _TOPICS["StockReserved"],
+                "returned": _TOPICS["StockReturned"],
+                "held": _TOPICS["StockHeld"],
+                "released": _TOPICS["StockReleased"],
+                "stock": [
+                    _TOPICS[name]
+                    for name in (
+                        "StockReceived",
+                        "StockWrittenOff",
+                        "StockReserved",
+                        "StockReturned",
+                        "StockHeld",
+                        "StockReleased",
+                    )
+                ],
+            },
+        )
+        return True
+
+
+_TOPICS = {
+    name: topic_of(InventoryItem, name)
+    for name in (
+        "ProductListed",
+        "ProductDetailsChanged",
+        "StockReceived",
+        "StockWrittenOff",
+        "StockReserved",
+        "StockReturned",
+        "StockHeld",
+        "StockReleased",
+    )
+}
 
 
 class ProductCatalog:

@@ -20,7 +20,7 @@ from psycopg import sql
 
 from ledger.domain import Cart, InventoryItem, Order, order_id_for
 from projections.audit.records import COLUMNS, Row, event_json
-from projections.base import LIVE_SCHEMA, DomainEvent, Projection, Writer, handles
+from projections.base import LIVE_SCHEMA, DomainEvent, Projection, Writer, handles, topic_of
 from projections.log import EVENTS_TABLE
 from projections.store import CONSISTENT_READ_WAIT_SECONDS, ReadStore
 
@@ -63,6 +63,9 @@ SESSION_CART_EVENTS = (
 )
 
 
+_SESSION_TOPICS = tuple(topic_of(Cart, name) for name in SESSION_CART_EVENTS)
+
+
 class OrderHistoryProjection(Projection):
     name = "order_history"
     tables = ("order_history",)
@@ -103,6 +106,37 @@ class OrderHistoryProjection(Projection):
             "INSERT INTO {order_history} (order_id, position) VALUES (%s, %s)",
             (order_id, position),
         )
+
+    def replay_in_sql(self, db: Writer) -> bool:
+        # A session's order id is a name-based UUID the server cannot make (SHA-1): the
+        # sessions' ids go to it with theirs, worked out here.
+        sessions = [
+            str(row[0])
+            for row in db.execute(
+                "SELECT DISTINCT data->>'session_id' FROM {replay_events} WHERE topic = ANY(%s)",
+                (list(_SESSION_TOPICS),),
+            )
+        ]
+        db.execute(
+            "INSERT INTO {order_history} (order_id, position)"
+            " SELECT stream_id, position FROM {replay_events} WHERE topic = ANY(%(orders)s)"
+            " UNION ALL SELECT s.order_id, e.position FROM {replay_events} e"
+            "  JOIN unnest(%(sessions)s::text[], %(ids)s::uuid[]) AS s(session_id, order_id)"
+            "  ON s.session_id = e.data->>'session_id' WHERE e.topic = ANY(%(session_topics)s)"
+            " UNION ALL SELECT coalesce(data->'order_id'->>'_data_', data->>'order_id')::uuid,"
+            "  position FROM {replay_events} WHERE topic = ANY(%(stock)s)",
+            {
+                "orders": [topic_of(kind, name) for kind, name in ORDER_EVENTS],
+                "sessions": sessions,
+                "ids": [order_id_for(session) for session in sessions],
+                "session_topics": list(_SESSION_TOPICS),
+                "stock": [
+                    topic_of(InventoryItem, "StockReserved"),
+                    topic_of(InventoryItem, "StockReturned"),
+                ],
+            },
+        )
+        return True
 
 
 class OrderHistories:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,8 +133,22 @@ def _row(r: tuple[Any, ...]) -> Row:
 
 
 def verify_streamed(database: Database, say: Say = lambda _: None) -> StreamedVerification:
-    """Every invariant of `check_replay` over the whole log (one snapshot), then the read
+    """Every invariant of `check_replay` over the whole log (one snapshot), and the read
     models against a fresh replay (`check_read_models`)."""
+    # The read models are rebuilt and compared by the server (set-based replays) meanwhile,
+    # on a connection of their own: this process's passes leave it idle otherwise.
+    with ThreadPoolExecutor(1, thread_name_prefix="read-models") as pool:
+        read_models = pool.submit(check_read_models, database)
+        found, paid, events, head = _invariants(database, say)
+        say("comparing the read models with a fresh replay")
+        found += read_models.result()
+    return StreamedVerification(int(events), int(head), found, paid)
+
+
+def _invariants(
+    database: Database, say: Say
+) -> tuple[list[Violation], dict[str, Balance], int, int]:
+    """Both passes: the violations found, the balances, the log's length and its head."""
     with database.connect() as conn:
         # Both passes and the count read the same log, whatever is written meanwhile.
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
@@ -169,9 +184,7 @@ def verify_streamed(database: Database, say: Say = lambda _: None) -> StreamedVe
             found += stray_violations(sorted(orders.replay.strays))
             paid = dict(sorted(orders.balances.items()))
             found += balance_violations(paid)
-    say("comparing the read models with a fresh replay")
-    found += check_read_models(database)
-    return StreamedVerification(int(events), int(head), found, paid)
+    return found, paid, int(events), int(head)
 
 
 def _stock_pass(conn: psycopg.Connection[Any], say: Say) -> Replay:
