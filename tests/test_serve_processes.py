@@ -19,6 +19,7 @@ import os
 import random
 import signal
 import subprocess
+import sys
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +29,14 @@ from typing import Any
 import httpx
 
 from ledger.storage import Database
-from tests.processes import LEDGER, alive, clean_env, run_ledger, serving_stopped_by
+from tests.processes import (
+    LEDGER,
+    alive,
+    clean_env,
+    run_ledger,
+    serving,
+    serving_stopped_by,
+)
 from tests.shop import deliver, free_port, paid_session
 from tests.test_observability import READ_MODELS, ROUTE_COUNT, by_label, families, samples, value
 from tests.test_stock_holds import (
@@ -224,6 +232,29 @@ def test_metrics_report_every_process_whichever_answers_the_scrape(
         "scrapes",
         dict(request_lines(lines, "GET", "/metrics")),
     )
+
+
+def test_one_process_keeps_its_own_registry_whatever_the_environment_says(
+    tmp_path: Path, database: Database
+) -> None:
+    # A directory of another run's files, named from outside: one process does not add them up.
+    stale = tmp_path / "stale"
+    stale.mkdir()
+    bump = (
+        "from web.metrics import WEBHOOK_OUTCOMES; WEBHOOK_OUTCOMES.labels('confirmed').inc(1000)"
+    )
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(stale)}
+    subprocess.run([sys.executable, "-c", bump], env=clean_env(**env), check=True)
+    files = sorted(stale.iterdir())
+    assert files
+    with (
+        serving(tmp_path, LEDGER_DATABASE_URL=database.conninfo_url(), **env) as url,
+        httpx.Client(base_url=url, timeout=30) as api,
+    ):
+        text = api.get("/metrics").text
+    assert value(text, "ledger_webhook_events_total", outcome="confirmed") is None
+    assert "process_cpu_seconds_total" in text  # the process's own figures: one process
+    assert sorted(stale.iterdir()) == files  # nothing written there either
 
 
 def test_a_child_that_dies_ends_the_service_with_a_non_zero_status(
