@@ -6,6 +6,10 @@ outcome per session, one refund per refund owed. Both processes answered deliver
 of a child carries its `pid`, its request lines too; each logs how many requests it answered as
 it stops), and each read model and side effect ran in exactly one of them (its "running it
 here" line, by pid).
+
+`/metrics` reports the service, whichever process answers the scrape: every scrape counts
+exactly the requests and webhook deliveries sent, though each process answered a part of them,
+and the figures read from the database are there once.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import os
 import random
 import signal
 import subprocess
+import sys
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -24,8 +29,16 @@ from typing import Any
 import httpx
 
 from ledger.storage import Database
-from tests.processes import LEDGER, alive, clean_env, run_ledger, serving_stopped_by
+from tests.processes import (
+    LEDGER,
+    alive,
+    clean_env,
+    run_ledger,
+    serving,
+    serving_stopped_by,
+)
 from tests.shop import deliver, free_port, paid_session
+from tests.test_observability import READ_MODELS, ROUTE_COUNT, by_label, families, samples, value
 from tests.test_stock_holds import (
     add_product,
     available,
@@ -122,6 +135,126 @@ def test_flash_sale_over_one_port_served_by_two_processes(
     assert running_here.keys() >= PROCESSORS, running_here
     assert all(len(pids) == 1 for pids in running_here.values()), running_here
     assert {pid for pids in running_here.values() for pid in pids} <= served.keys()
+
+
+def request_lines(lines: list[dict[str, Any]], method: str, path: str) -> Counter[int]:
+    """How many `method path` requests each process answered, by pid (their request lines)."""
+    return Counter(
+        line["pid"]
+        for line in lines
+        if line.get("method") == method and line.get("path") == path and "status" in line
+    )
+
+
+def test_metrics_report_every_process_whichever_answers_the_scrape(
+    tmp_path: Path, database: Database
+) -> None:
+    reads, paid, scrapes = 120, 10, 24
+    deliveries = 2 * paid  # each event twice, as Stripe may: the second is a duplicate
+    product_path = f"/api/products/{SKU}"
+    # The service's temporary files here, where the test sees them: the metrics directory.
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    with stand_in_serving() as (stand_in, stripe_url):
+        env = ledger_env(database, stripe_url, TMPDIR=str(temp))
+        # No connection kept alive: each request on a connection of its own, which the kernel
+        # gives to either process.
+        limits = httpx.Limits(max_keepalive_connections=0)
+        with (
+            serving_stopped_by(signal.SIGTERM, tmp_path, "--workers", "2", **env) as url,
+            httpx.Client(base_url=url, timeout=30) as api,
+            httpx.Client(base_url=url, timeout=30, limits=limits) as fresh,
+        ):
+            (metrics_dir,) = temp.iterdir()  # made by the parent for this run
+            assert metrics_dir.name.startswith("ledger-metrics-")
+            add_product(api, SKU, 100)
+            sessions = [paid_session(api, stand_in, SKU) for _ in range(paid)]
+            with ThreadPoolExecutor(8) as pool:
+                answers = list(
+                    pool.map(lambda _: fresh.get(product_path).status_code, range(reads))
+                )
+                answers += pool.map(lambda s: deliver(fresh, stand_in, url, s), sessions * 2)
+            assert Counter(answers) == {200: reads + deliveries}
+
+            texts = []
+            for _ in range(scrapes):
+                r = fresh.get("/metrics")
+                assert r.status_code == 200, r.text
+                texts.append(r.text)
+            # Every process wrote its files there.
+            assert len(list(metrics_dir.glob("*.db"))) >= 2
+
+        # The parent removed the directory as it stopped.
+        assert list(temp.iterdir()) == []
+
+    for seen_before, text in enumerate(texts):
+        # Exactly what was sent, whichever process answered; each scrape is counted once
+        # answered, so a scrape sees the ones before it.
+        product_reads = value(
+            text, ROUTE_COUNT, route="/api/products/{sku}", method="GET", status="200"
+        )
+        assert product_reads == reads, (product_reads, text)
+        scraped = value(text, ROUTE_COUNT, route="/metrics", method="GET", status="200")
+        assert (scraped or 0) == seen_before  # no series before the first scrape was answered
+        outcomes = by_label(text, "ledger_webhook_events_total", "outcome")
+        assert sum(outcomes.values()) == deliveries, outcomes
+        assert value(text, "ledger_webhook_seconds_count") == deliveries
+        webhook_route = value(
+            text, ROUTE_COUNT, route="/webhooks/stripe", method="POST", status="200"
+        )
+        assert webhook_route == deliveries
+        # Each refund outcome once, at 0 (every process made it at 0, and none was refunded).
+        refunds = by_label(text, "ledger_refunds_total", "outcome")
+        assert refunds.keys() >= {"pending", "succeeded", "failed"}
+        assert set(refunds.values()) == {0.0}
+        assert value(text, "ledger_version_conflicts_total") is not None
+        # The figures read from the database: once each (not once per process, no pid label).
+        lag = [s for s in samples(text) if s.name == "ledger_projection_lag_seconds"]
+        assert sorted(s.labels["read_model"] for s in lag) == READ_MODELS
+        assert all(s.labels.keys() == {"read_model"} for s in lag)
+        backlog = [s for s in samples(text) if s.name == "ledger_worker_backlog_events"]
+        assert len(backlog) == len({s.labels["worker"] for s in backlog}) > 0
+        # One process's own figures would be a fraction presented as the whole: left out.
+        assert not {f for f in families(text) if f.startswith(("process_", "python_"))}
+
+    lines = log_lines(serve_log(tmp_path, url))
+    # Both processes answered their part of the reads, of the deliveries and of the scrapes.
+    for method, path, count in [
+        ("GET", product_path, reads),
+        ("POST", "/webhooks/stripe", deliveries),
+        ("GET", "/metrics", scrapes),
+    ]:
+        answered = request_lines(lines, method, path)
+        assert sum(answered.values()) == count and len(answered) == 2, (path, answered)
+    print(
+        "answered by pid: reads",
+        dict(request_lines(lines, "GET", product_path)),
+        "scrapes",
+        dict(request_lines(lines, "GET", "/metrics")),
+    )
+
+
+def test_one_process_keeps_its_own_registry_whatever_the_environment_says(
+    tmp_path: Path, database: Database
+) -> None:
+    # A directory of another run's files, named from outside: one process does not add them up.
+    stale = tmp_path / "stale"
+    stale.mkdir()
+    bump = (
+        "from web.metrics import WEBHOOK_OUTCOMES; WEBHOOK_OUTCOMES.labels('confirmed').inc(1000)"
+    )
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(stale)}
+    subprocess.run([sys.executable, "-c", bump], env=clean_env(**env), check=True)
+    files = sorted(stale.iterdir())
+    assert files
+    with (
+        serving(tmp_path, LEDGER_DATABASE_URL=database.conninfo_url(), **env) as url,
+        httpx.Client(base_url=url, timeout=30) as api,
+    ):
+        text = api.get("/metrics").text
+    assert value(text, "ledger_webhook_events_total", outcome="confirmed") is None
+    assert "process_cpu_seconds_total" in text  # the process's own figures: one process
+    assert sorted(stale.iterdir()) == files  # nothing written there either
 
 
 def test_a_child_that_dies_ends_the_service_with_a_non_zero_status(

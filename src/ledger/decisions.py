@@ -22,6 +22,7 @@ from ledger.bulk_reads import BulkReader
 from ledger.domain import Cart, InventoryItem, Order
 from ledger.domain.errors import DomainError
 from ledger.locks import AggregateLocks, ConcurrentModification
+from ledger.metrics import VERSION_CONFLICTS
 from ledger.storage import LedgerPostgresFactory
 
 T = TypeVar("T")
@@ -85,6 +86,7 @@ class DecidingApplication(Application[UUID]):
                 return decide()
             except IntegrityError:
                 self.version_conflicts += 1
+                VERSION_CONFLICTS.inc()
                 if attempt == MAX_ATTEMPTS:
                     break
                 # Full jitter keeps racing writers from colliding again in lockstep.

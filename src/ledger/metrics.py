@@ -1,4 +1,5 @@
-"""Counters of the money paths, exported on /metrics (the process's default registry)."""
+"""Counters of the money paths, exported on /metrics (the process's default registry, or with
+`ledger serve --workers N` every process's files: `web.metrics`)."""
 
 from __future__ import annotations
 
@@ -36,4 +37,15 @@ AUTHORIZATIONS = Counter(
     " not be served), release_failed (Stripe refused to cancel: it was captured elsewhere, and"
     " is refunded)",
     ["outcome"],
+)
+
+# Decisions decided again after a version conflict. In no registry: one process alone exports
+# each app's own count (`DecidingApplication.version_conflicts`, several apps may share a
+# process); processes serving one port together export the sum of this counter's files, the
+# service's (multiprocess mode, `web.metrics`).
+VERSION_CONFLICTS = Counter(
+    "ledger_version_conflicts",
+    "Decisions decided again because another writer saved first (optimistic concurrency); near"
+    " zero while writers take their locks",
+    registry=None,
 )

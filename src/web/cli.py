@@ -36,6 +36,13 @@ def _stop_tracing(tracing: Tracing | None) -> None:
 
 
 def serve(args: argparse.Namespace) -> int:
+    from web.serve_processes import MULTIPROCESS_DIR_VARIABLE
+
+    if args.listen_fd is None:
+        # One process exports its own registry (the parent of N names its children their
+        # directory itself): no directory from outside, whose files would be added up.
+        # Before anything imports prometheus-client, which reads it then.
+        os.environ.pop(MULTIPROCESS_DIR_VARIABLE, None)
     if args.workers > 1 and args.listen_fd is None:
         from web.serve_processes import serve_processes
 

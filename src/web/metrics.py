@@ -4,17 +4,33 @@ Two registries make up a scrape: the process's default one (counters and histogr
 where things happen, here and in `ledger.metrics`), and one per app whose `LedgerCollector`
 reads its figures at scrape time from the app's own database and ledger (several apps may
 share a process, as in the tests, so those figures cannot live in the global registry).
+
+Several processes serving one port (`ledger serve --workers N`, N > 1) are one service, and a
+scrape goes to whichever of them accepts it: there the counters and histograms are in
+prometheus-client's multiprocess mode, its documented way. The parent gives its children a
+directory of their own in `PROMETHEUS_MULTIPROC_DIR` (`web.serve_processes`); every process
+keeps its values in files there, and a scrape adds up the files of all of them
+(`MultiProcessCollector`) instead of reading its default registry. The figures the
+`LedgerCollector` reads from the database (lag, backlog) are the service's whichever process
+reads them, so they are given once, as they are. The version conflicts, which each app counts
+in its memory, come from a multiprocess counter then (`ledger.metrics.VERSION_CONFLICTS`). The
+default registry's process and Python figures (`process_*`, `python_*`) describe one process
+and are left out then (the library's collectors of them do not add up across processes).
+A gauge added to the default registry must say how processes combine
+(`Gauge(..., multiprocess_mode="livesum")`, say): its default, `all`, gives one series per pid.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 
 import psycopg
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from starlette.routing import Mount
 from starlette.types import Scope
@@ -26,6 +42,7 @@ from ledger.storage import StoreUnavailable
 from projections.base import Projection
 from projections.store import Progress, ReadStore
 from side_effects.base import SideEffect
+from web.serve_processes import MULTIPROCESS_DIR_VARIABLE
 from web.store_calls import StoreBreaker
 from workers import Processor
 
@@ -99,8 +116,13 @@ class LedgerCollector(Collector):
         read_store: ReadStore,
         breaker: StoreBreaker,
         processors: Sequence[Processor],
+        *,
+        version_conflicts: bool = True,
     ) -> None:
+        """`version_conflicts`: whether to give this ledger's own count (not when the
+        multiprocess files give the service's)."""
         self.ledger = ledger
+        self.version_conflicts = version_conflicts
         self.read_store = read_store
         self.breaker = breaker
         # As the runner tells them apart: a read model first (it has `name` and `topics` too).
@@ -121,12 +143,13 @@ class LedgerCollector(Collector):
     def _families(self, progress: Progress | None, now: datetime | None) -> Iterator[Metric]:
         """With `now`, a scrape's families (the database's left out when `progress` is None);
         without, the families `describe` announces, with no samples."""
-        yield CounterMetricFamily(
-            "ledger_version_conflicts",
-            "Decisions decided again because another writer saved first (optimistic "
-            "concurrency); near zero while writers take their locks",
-            value=self.ledger.version_conflicts if now is not None else None,
-        )
+        if self.version_conflicts:
+            yield CounterMetricFamily(
+                "ledger_version_conflicts",
+                "Decisions decided again because another writer saved first (optimistic "
+                "concurrency); near zero while writers take their locks",
+                value=self.ledger.version_conflicts if now is not None else None,
+            )
         if now is not None and progress is None:
             return
         lag = GaugeMetricFamily(
@@ -172,16 +195,33 @@ class LedgerCollector(Collector):
         return None
 
 
+def multiprocess_dir() -> str | None:
+    """The directory of the processes' values when this process is one of several serving
+    one port (prometheus-client is then in multiprocess mode), else None."""
+    return os.environ.get(MULTIPROCESS_DIR_VARIABLE) or None
+
+
 def app_registry(
     ledger: Ledger, read_store: ReadStore, breaker: StoreBreaker, processors: Sequence[Processor]
 ) -> CollectorRegistry:
-    """A registry of one app's scrape-time figures (see the module's docstring)."""
+    """A registry of one app's scrape-time figures (see the module's docstring); in
+    multiprocess mode, with every process's counters and histograms too."""
     registry = CollectorRegistry()
-    registry.register(LedgerCollector(ledger, read_store, breaker, processors))
+    directory = multiprocess_dir()
+    if directory is not None:
+        MultiProcessCollector(registry, path=directory)
+    registry.register(
+        LedgerCollector(
+            ledger, read_store, breaker, processors, version_conflicts=directory is None
+        )
+    )
     return registry
 
 
 def exposition(registry: CollectorRegistry) -> bytes:
-    """The Prometheus text of the process's metrics and the app's figures (blocking: the
+    """The Prometheus text of the service's metrics: the process's and the app's figures, or
+    in multiprocess mode the app's registry alone, which adds up every process's (blocking: the
     figures query the database)."""
+    if multiprocess_dir() is not None:
+        return generate_latest(registry)
     return generate_latest(REGISTRY) + generate_latest(registry)

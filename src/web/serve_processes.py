@@ -15,6 +15,12 @@ a time, as between separate `ledger serve` / `ledger work` processes.
 The children start one after another, each once the previous one is ready (its tables made and
 its workers started): two first starts on an empty database would race to create the tables.
 
+The processes are one service, and `/metrics` reports the service whichever of them answers
+the scrape: the parent creates a private directory for prometheus-client's multiprocess mode
+(new and empty, so no file of an earlier run counts), names it to each child in
+`PROMETHEUS_MULTIPROC_DIR`, tells the library of each child that ends (`mark_process_dead`), and
+removes the directory when it stops (`web.metrics` says what a scrape adds up).
+
 The parent does no HTTP work. SIGTERM or SIGINT to it stops every child gracefully (SIGTERM,
 then SIGKILL after `STOP_TIMEOUT` seconds) and it exits 0. A child that ends on its own is
 reported on stderr and ends the service: the parent stops the others and exits non-zero (the
@@ -28,16 +34,23 @@ from __future__ import annotations
 import argparse
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import FrameType
 
 from web.command_line import ConfigurationError, load_settings
 
+# Where prometheus-client keeps each process's values in multiprocess mode: read by the library
+# as a process imports it, so set in a child's environment before it starts.
+MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 # How long a child may take to become ready (bootstrap, a read model rebuilt) before the
 # service gives up on starting.
 START_TIMEOUT = 300.0
@@ -83,13 +96,35 @@ def refuse_stand_in() -> None:
         )
 
 
+@contextmanager
+def metrics_directory() -> Iterator[str]:
+    """The children's directory for prometheus-client's multiprocess mode: made new (so empty:
+    the files of a run that crashed are in a directory of their own, never read again), and
+    removed with what is in it at the end."""
+    try:
+        directory = tempfile.mkdtemp(prefix="ledger-metrics-")
+    except OSError as error:
+        raise ConfigurationError(
+            f"cannot make a directory for the processes' metrics in {tempfile.gettempdir()}:"
+            f" {error.strerror}"
+        ) from None
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 class Children:
     """The children of one parent: started one at a time, watched, stopped together."""
 
-    def __init__(self, args: argparse.Namespace, sockets: list[socket.socket]) -> None:
+    def __init__(
+        self, args: argparse.Namespace, sockets: list[socket.socket], metrics_dir: str
+    ) -> None:
         self.args = args
         self.sockets = sockets
+        self.metrics_dir = metrics_dir
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.marked_dead: set[int] = set()
 
     def argv(self, index: int, ready_fd: int) -> list[str]:
         argv = [sys.executable, "-m", "web.cli", "serve", "--host", self.args.host]
@@ -110,6 +145,8 @@ class Children:
             proc = subprocess.Popen(
                 self.argv(index, ready_write),
                 pass_fds=(self.sockets[index].fileno(), ready_write),
+                # In the environment, as the library reads it when the child imports it.
+                env={**os.environ, MULTIPROCESS_DIR_VARIABLE: self.metrics_dir},
             )
         finally:
             os.close(ready_write)  # the child holds the only writer: its exit ends our read
@@ -133,7 +170,20 @@ class Children:
             os.close(ready_read)
 
     def ended(self) -> subprocess.Popen[bytes] | None:
-        return next((p for p in self.procs if p.poll() is not None), None)
+        dead = next((p for p in self.procs if p.poll() is not None), None)
+        if dead is not None:
+            self.mark_dead(dead)
+        return dead
+
+    def mark_dead(self, proc: subprocess.Popen[bytes]) -> None:
+        """Tells prometheus-client that the child ended: its live gauges stop counting (its
+        counters and histograms still do: what it served, the service served)."""
+        # Imported here: `ledger serve` reads its variable before prometheus-client is imported.
+        from prometheus_client.multiprocess import mark_process_dead
+
+        if proc.pid not in self.marked_dead:
+            self.marked_dead.add(proc.pid)
+            mark_process_dead(proc.pid, self.metrics_dir)
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -147,6 +197,7 @@ class Children:
                 say(f"process {proc.pid} did not stop within {STOP_TIMEOUT:.0f}s; killed")
                 proc.kill()
                 proc.wait()
+            self.mark_dead(proc)
 
 
 def say(line: str) -> None:
@@ -157,6 +208,16 @@ def serve_processes(args: argparse.Namespace) -> int:
     """The parent: binds, starts `args.workers` children, waits for a signal or a death."""
     refuse_stand_in()
     sockets = listening_sockets(args.host, args.port, args.workers)
+    try:
+        with metrics_directory() as metrics_dir:
+            return run_children(args, sockets, metrics_dir)
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def run_children(args: argparse.Namespace, sockets: list[socket.socket], metrics_dir: str) -> int:
+    """Starts the children on `sockets`, then watches them until a signal or a death."""
     stopping = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -164,7 +225,7 @@ def serve_processes(args: argparse.Namespace) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, on_signal)
-    children = Children(args, sockets)
+    children = Children(args, sockets, metrics_dir)
     status = 0
     try:
         for index in range(args.workers):
@@ -187,8 +248,6 @@ def serve_processes(args: argparse.Namespace) -> int:
         return status
     finally:
         children.stop()
-        for sock in sockets:
-            sock.close()
 
 
 def status_of(failed: int, stopping: threading.Event) -> int:
