@@ -16,8 +16,10 @@ stock for 5/6 of them (the rest refunded). The two systems alternate over `--rep
 
 Progress on stderr; one JSON document on stdout: per run, each system's acknowledged/s
 (sessions / wall time until every one was answered 200), non-200 answers, webhook latency,
-outcomes, CPU seconds; `summary`: the medians and `ratio` = ledger / baseline (the goal: ≥ 2,
-with 0 non-200).
+outcomes, CPU seconds (`server_cpu_ms_per_session`: the server's process tree, user + system
+from /proc, over the timed phase); `summary`: the medians, `ratio` = ledger / baseline for
+acknowledged/s (the goal: ≥ 2, with 0 non-200) and `cpu_ratio` for CPU per session.
+`--stripe-delay 0 --scenario hot --concurrency 32` is hot_product.py's `hot_c32` alone.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ def figures(result: dict[str, Any]) -> dict[str, Any]:
         "outcomes_ok": (outcomes["confirmed"], outcomes["refund"])
         == (outcomes["expected"]["confirmed"], outcomes["expected"]["refund"]),
         "cpu_s": cpu,
+        "server_cpu_ms_per_session": round(cpu["servers"] / result["sessions"] * 1000, 2),
         "server_cpu_per_wall": round(cpu["servers"] / cpu["wall"], 2) if cpu["wall"] else None,
     }
 
@@ -75,6 +78,10 @@ async def compare(run: hp.Run, plan: hp.Plan, repeat: int) -> list[dict[str, Any
             row["ratio"] = hp.ratio(
                 row["ledger"]["acknowledged_per_s"], row["baseline"]["acknowledged_per_s"]
             )
+            row["cpu_ratio"] = hp.ratio(
+                row["ledger"]["server_cpu_ms_per_session"],
+                row["baseline"]["server_cpu_ms_per_session"],
+            )
             rows.append(row)
         finally:
             run.procs.stop([stand_in])
@@ -89,6 +96,12 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "acknowledged_per_s": {"ledger": med("ledger"), "baseline": med("baseline")},
         "ratio_median": median(r["ratio"] for r in rows if r["ratio"] is not None),
         "ratios": [r["ratio"] for r in rows],
+        "server_cpu_ms_per_session": {
+            k: float(median(r[k]["server_cpu_ms_per_session"] for r in rows))
+            for k in ("ledger", "baseline")
+        },
+        "cpu_ratio_median": median(r["cpu_ratio"] for r in rows if r["cpu_ratio"] is not None),
+        "cpu_ratios": [r["cpu_ratio"] for r in rows],
         "non_200": {k: sum(r[k]["non_200"] for r in rows) for k in ("ledger", "baseline")},
         "all_outcomes_ok": all(r[k]["outcomes_ok"] for r in rows for k in ("ledger", "baseline")),
     }
