@@ -13,6 +13,7 @@ stock for 5/6 of them (the rest refunded). The two systems alternate over `--rep
     .venv/bin/python bench/slow_stripe_throughput.py
         [--url postgresql://postgres@127.0.0.1:5432/postgres] [--sessions 600]
         [--concurrency 128] [--stripe-delay 0.25] [--scenario spread] [--repeat 1]
+        [--workers 1]
 
 Progress on stderr; one JSON document on stdout: per run, each system's acknowledged/s
 (sessions / wall time until every one was answered 200), non-200 answers, webhook latency,
@@ -117,6 +118,12 @@ def main() -> None:
     parser.add_argument("--stripe-delay", type=float, default=0.25)
     parser.add_argument("--scenario", choices=("spread", "hot"), default="spread")
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="the ledger as `ledger serve --workers N` (the baseline stays one process)",
+    )
     own = parser.parse_args()
     args = hp.parse_args(
         [
@@ -128,6 +135,8 @@ def main() -> None:
             own.scenario,
             "--stripe-delay",
             str(own.stripe_delay),
+            "--workers",
+            str(own.workers),
         ]
     )
     # hot_product's plan for the scenario (its products, stock and expected outcomes), at this
@@ -151,6 +160,7 @@ def main() -> None:
             "stripe_delay_s": own.stripe_delay,
             "scenario": own.scenario,
             "repeat": own.repeat,
+            "ledger_workers": own.workers,
         },
         "runs": rows,
         "summary": summary(rows),
