@@ -134,6 +134,7 @@ OPEN_LOOP_DEADLINE_S = 180.0
 MAX_ATTEMPTS = 200  # per session; a session still refused after that is reported unsettled
 STATUS_POLL_TIMEOUT_S = 15.0
 START_TIMEOUT_S = 60.0
+BENCH_DELAY_PATH = "/_bench/delay"  # outside /v1: no SDK call can reach it
 
 
 def free_port() -> int:
@@ -247,7 +248,28 @@ def serve_stand_in(port: int, secret: str) -> None:
         webhook_secret=secret,
         public_base_url=f"http://127.0.0.1:{port}",
     )
-    uvicorn.run(stand_in.app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    api = stand_in.app
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        # The bench's one control (`set_stand_in_delay`): how long every /v1 call sleeps before
+        # it is answered (the stand-in's own `delay_seconds`), so that only the timed phase
+        # meets a Stripe with real latency and the set-up runs at full speed.
+        if scope["type"] == "http" and scope["path"] == BENCH_DELAY_PATH:
+            stand_in.delay_seconds = float(scope["query_string"].decode() or 0)
+            await send({"type": "http.response.start", "status": 204, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await api(scope, receive, send)
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+def set_stand_in_delay(stand_in: Proc, seconds: float) -> None:
+    """Every Stripe call the stand-in answers from now on waits `seconds` first."""
+    with httpx.Client(timeout=5, trust_env=False) as client:
+        r = client.post(f"{stand_in.url}{BENCH_DELAY_PATH}?{seconds}")
+    if r.status_code != 204:
+        raise RuntimeError(f"the stand-in refused its delay: {r.status_code}")
 
 
 def start_stand_in(procs: Processes, secret: str) -> Proc:
@@ -1076,12 +1098,22 @@ class Run:
         deliveries: list[Delivery],
         status_path: Callable[[str], str],
     ) -> dict[str, Any]:
-        cpu = CpuMeter(targets, stand_in)
-        if plan.concurrency is None:
-            result = await open_loop(targets, deliveries, self.args.rate, self.secret, status_path)
-        else:
-            result = await closed_loop(targets, deliveries, plan.concurrency, self.secret)
-        result["cpu_s"] = cpu.result()
+        delay = self.args.stripe_delay
+        if delay:
+            await asyncio.to_thread(set_stand_in_delay, stand_in, delay)
+        try:
+            cpu = CpuMeter(targets, stand_in)
+            if plan.concurrency is None:
+                result = await open_loop(
+                    targets, deliveries, self.args.rate, self.secret, status_path
+                )
+            else:
+                result = await closed_loop(targets, deliveries, plan.concurrency, self.secret)
+            result["cpu_s"] = cpu.result()
+        finally:
+            if delay:  # the checks that follow read at full speed
+                await asyncio.to_thread(set_stand_in_delay, stand_in, 0.0)
+        result["stripe_delay_s"] = delay
         return result
 
     def rss_of(self, servers: list[Proc], kind: str) -> dict[str, float]:
@@ -1244,6 +1276,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--rate", type=float, default=50.0, help="open loop: deliveries per s")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each scenario")
+    parser.add_argument(
+        "--stripe-delay",
+        type=float,
+        default=0.0,
+        help="seconds every Stripe call waits during the timed phase (set-up runs without)",
+    )
     parser.add_argument("--serve-stand-in", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     unknown = set(args.scenarios.split(",")) - {"hot", "spread", "open"}
@@ -1305,6 +1343,7 @@ def main() -> None:
                     "workers": args.workers,
                     "rate_per_s": args.rate,
                     "repeat": args.repeat,
+                    "stripe_delay_s": args.stripe_delay,
                     "scenarios": [p.name for p in selected],
                 },
                 "scenarios": results,

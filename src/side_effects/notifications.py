@@ -20,8 +20,6 @@ an order.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from email.message import EmailMessage
-from email.utils import formatdate
 from typing import Any, Protocol
 
 import structlog
@@ -32,7 +30,7 @@ from ledger.metrics import EMAILS
 from ledger.money import format_amount
 from ledger.personal_data import PersonalData
 from side_effects.base import reacts_to
-from side_effects.mailers import SMTP_TIMEOUT_SECONDS, Mailer, RecipientRefused
+from side_effects.mailers import SMTP_TIMEOUT_SECONDS, Email, Mailer, RecipientRefused
 
 # Every log line's `logger` field: kept across the move out of ledger, for searches on it.
 log = structlog.get_logger("ledger.notifications")
@@ -119,20 +117,15 @@ class Notifications:
 
     def _message(
         self, kind: str, order: Order, address: str, mid: str, refunded_amount: int | None
-    ) -> EmailMessage:
-        message = EmailMessage()
-        message["From"] = self.mail_from
-        message["To"] = address
-        message["Date"] = formatdate(localtime=False, usegmt=True)
-        message["Message-ID"] = mid
+    ) -> Email:
         if kind == CONFIRMATION:
-            message["Subject"] = f"Your order {order.id} is confirmed"
-            message.set_content(_confirmation_text(order))
+            subject = f"Your order {order.id} is confirmed"
+            text = _confirmation_text(order)
         else:
-            message["Subject"] = f"Your order {order.id} has been refunded"
+            subject = f"Your order {order.id} has been refunded"
             amount = order.amount_total if refunded_amount is None else refunded_amount
-            message.set_content(_refund_text(order, amount))
-        return message
+            text = _refund_text(order, amount)
+        return Email(self.mail_from, address, subject, mid, text)
 
 
 class NotificationWorker:
