@@ -21,7 +21,6 @@ from ledger.payments import (
     PaymentProviderUnavailable,
     Refund,
 )
-from ledger.stripe_http import Urllib3Client
 
 T = TypeVar("T")
 
@@ -38,18 +37,13 @@ _BUSY_CODES = frozenset({"idempotency_key_in_use", "lock_timeout"})
 
 class StripeGateway:
     def __init__(self, api_key: str, api_base: str | None = None) -> None:
-        # The SDK's own client on urllib3 (`ledger.stripe_http`): requests cost more CPU per
-        # call than the rest of a webhook's fetch.
-        self.http_client = Urllib3Client(
-            api_base or stripe.DEFAULT_API_BASE,
-            connect_timeout=CONNECT_TIMEOUT_SECONDS,
-            read_timeout=READ_TIMEOUT_SECONDS,
-        )
         self.client = stripe.StripeClient(
             api_key,
             base_addresses={"api": api_base} if api_base else {},
             max_network_retries=NETWORK_RETRIES,
-            http_client=self.http_client,
+            http_client=stripe.RequestsClient(
+                timeout=(CONNECT_TIMEOUT_SECONDS, READ_TIMEOUT_SECONDS)
+            ),
         )
 
     def create_checkout(self, checkout: NewCheckout) -> CreatedCheckout:

@@ -9,9 +9,9 @@ On, the standard `OTEL_*` variables configure the SDK (`OTEL_SERVICE_NAME`, defa
 timeouts...) and spans go out over OTLP/HTTP, in batches, from a thread of the SDK's own:
 - each HTTP request is a server span (the ASGI instrumentation), continuing the caller's trace
   when it sends a W3C `traceparent`; named by its route template, never its raw path;
-- each call to Stripe is a client span (`instrument_stripe`, around the SDK's HTTP client,
-  `ledger.stripe_http`; each network retry its own), and its `traceparent` goes along, so the
-  built-in stand-in's own request span joins the same trace;
+- each call to Stripe is a client span (the requests instrumentation: the stripe SDK's
+  `RequestsClient`), and its `traceparent` goes along, so the built-in stand-in's own request
+  span joins the same trace;
 - each commit to the event store is a span named by the events it records;
 - each event a side effect handles (refunds, captures, e-mails) is a span of its own trace,
   linked to the commit that recorded the event when this process made that commit;
@@ -28,7 +28,6 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -42,7 +41,6 @@ if TYPE_CHECKING:
     from structlog.typing import EventDict, WrappedLogger
 
     from ledger.decisions import DecidingApplication
-    from ledger.stripe_http import Urllib3Client
 
 ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT"
 DEFAULT_SERVICE_NAME = "ledger"
@@ -172,47 +170,6 @@ class Tracing:
         # An instance attribute: the commands' `self.save(...)` finds it before the method.
         ledger.save = traced_save  # type: ignore[method-assign]
 
-    def instrument_stripe(self, client: Urllib3Client) -> None:
-        """A client span for each HTTP call the stripe SDK makes through `client` (each network
-        retry its own), with `traceparent` sent along: `request`, wrapped on this instance.
-
-        What opentelemetry-instrumentation-requests did for the SDK's RequestsClient, with the
-        same attributes; the urllib3 instrumentation is not released for this SDK version."""
-        from opentelemetry.propagate import inject
-        from opentelemetry.trace import SpanKind, Status, StatusCode
-
-        request = client.request
-        tracer = self.tracer
-
-        def traced_request(
-            method: str,
-            url: str,
-            headers: Mapping[str, str] | None,
-            post_data: Any = None,
-            **kwargs: Any,
-        ) -> tuple[Any, int, Mapping[str, str]]:
-            verb = method.upper()
-            parts = urlsplit(url)
-            with tracer.start_as_current_span(
-                verb,
-                kind=SpanKind.CLIENT,
-                attributes={
-                    "http.request.method": verb,
-                    "url.full": url,
-                    "server.address": parts.hostname or "",
-                    "server.port": parts.port or (443 if parts.scheme == "https" else 80),
-                },
-            ) as span:
-                sent = dict(headers or {})
-                inject(sent)
-                content, status, answered = request(method, url, sent, post_data, **kwargs)
-                span.set_attribute("http.response.status_code", status)
-                if status >= 400:
-                    span.set_status(Status(StatusCode.ERROR))
-                return content, status, answered
-
-        client.request = traced_request  # type: ignore[method-assign]
-
     def instrument_side_effects(self, processors: Iterable[object]) -> None:
         """A span for each event a side effect handles, linked to the commit that recorded it."""
         for processor in processors:
@@ -314,6 +271,7 @@ def start_tracing(environ: MutableMapping[str, str] | None = None) -> Tracing | 
 def _install() -> Tracing:
     from opentelemetry import trace
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.instrumentation.requests import RequestsInstrumentor
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -329,4 +287,7 @@ def _install() -> Tracing:
     # instrumentation suppressed, so its own HTTP calls make no spans.
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
+    # The stripe SDK's RequestsClient sends through requests.Session.send: one client span per
+    # call to Stripe (each network retry its own), with `traceparent` injected.
+    RequestsInstrumentor().instrument(tracer_provider=provider)
     return Tracing(provider)
