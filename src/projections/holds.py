@@ -23,8 +23,8 @@ from projections.base import (
     Writer,
     compose,
     handles,
-    topic_of,
 )
+from projections.event_topics import CART
 from projections.store import ReadStore
 
 
@@ -152,12 +152,9 @@ class Holds:
 
 
 _REPLAYED = {
-    name: topic_of(Cart, event)
-    for name, event in (
-        ("placed", "HoldPlaced"),
-        ("started", "CheckoutStarted"),
-        ("awaiting", "CheckoutAwaitingPayment"),
-        ("released", "HoldReleased"),
-        ("converted", "CartConverted"),
-    )
+    "placed": CART["hold_placed"],
+    "started": CART["started"],
+    "awaiting": CART["awaiting"],
+    "released": CART["hold_released"],
+    "converted": CART["converted"],
 }

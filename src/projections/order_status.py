@@ -24,8 +24,8 @@ from projections.base import (
     Writer,
     handles,
     storable,
-    topic_of,
 )
+from projections.event_topics import AFTER_SALE, CART, ORDER
 from projections.log import EVENTS_TABLE
 from projections.store import CONSISTENT_READ_WAIT_SECONDS, ReadStore
 from projections.tracking import TRACKING
@@ -287,48 +287,32 @@ class OrderStatusProjection(Projection):
 
 
 def _replay_params() -> dict[str, Any]:
-    cart = {
-        "started": "CheckoutStarted",
-        "awaiting": "CheckoutAwaitingPayment",
-        "failed": "CheckoutPaymentFailed",
-        "expired": "CheckoutExpired",
-        "converted": "CartConverted",
-    }
-    order = {
-        "placed": "OrderPlaced",
-        "confirmed": "PaymentConfirmed",
-        "rejected": "OrderRejected",
-        "refund_requested": "RefundRequested",
-        "release_requested": "ReleaseRequested",
-        "capture_failed": "CaptureFailed",
-        "refund_submitted": "RefundSubmitted",
-        "refund_issued": "RefundIssued",
-        "refund_failed": "RefundFailed",
-    }
-    topics = {key: topic_of(Cart, name) for key, name in cart.items()}
-    topics |= {key: topic_of(Order, name) for key, name in order.items()}
-    topics["status_changed"] = topic_of(AfterSale, "OrderStatusChanged")
-    disputes = [topic_of(Order, "DisputeOpened"), topic_of(Order, "DisputeClosed")]
     session_changes = ["awaiting", "failed", "expired", "converted"]
     order_changes = [
-        "refund_requested",
-        "release_requested",
-        "capture_failed",
-        "refund_submitted",
-        "refund_issued",
-        "refund_failed",
-        "status_changed",
+        ORDER[k]
+        for k in (
+            "refund_requested",
+            "release_requested",
+            "capture_failed",
+            "refund_submitted",
+            "refund_issued",
+            "refund_failed",
+        )
     ]
-    statuses = {f"s_{s.name.lower()}": s.value for s in OrderStatus}
-    statuses |= {"s_failed": OrderStatus.PAYMENT_FAILED.value}
-    statuses |= {"s_awaiting": OrderStatus.AWAITING_PAYMENT.value}
+    order_changes.append(AFTER_SALE["status_changed"])
+    topics = [CART[k] for k in ("started", *session_changes)]
+    topics += [ORDER[k] for k in ("placed", "confirmed", "rejected")] + order_changes
     return {
-        **topics,
-        **statuses,
-        "topics": list(topics.values()),
-        "session_changes": [topics[k] for k in session_changes],
-        "order_changes": [topics[k] for k in order_changes],
-        "disputes": disputes,
+        **CART,
+        **ORDER,
+        **AFTER_SALE,
+        **{f"s_{s.name.lower()}": s.value for s in OrderStatus},
+        "s_failed": OrderStatus.PAYMENT_FAILED.value,
+        "s_awaiting": OrderStatus.AWAITING_PAYMENT.value,
+        "topics": topics,
+        "session_changes": [CART[k] for k in session_changes],
+        "order_changes": order_changes,
+        "disputes": [ORDER["dispute_opened"], ORDER["dispute_closed"]],
     }
 
 

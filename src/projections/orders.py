@@ -53,8 +53,8 @@ from projections.base import (
     Writer,
     handles,
     storable,
-    topic_of,
 )
+from projections.event_topics import AFTER_SALE, CART, ORDER
 from projections.store import CONSISTENT_READ_WAIT_SECONDS, ReadStore
 
 
@@ -538,33 +538,12 @@ _STRIPE_STATUS = (
 
 
 def _replay_params() -> dict[str, Any]:
-    order = {
-        "placed": "OrderPlaced",
-        "confirmed": "PaymentConfirmed",
-        "rejected": "OrderRejected",
-        "refund_requested": "RefundRequested",
-        "release_requested": "ReleaseRequested",
-        "capture_requested": "CaptureRequested",
-        "captured": "PaymentCaptured",
-        "capture_failed": "CaptureFailed",
-        "refund_submitted": "RefundSubmitted",
-        "refund_issued": "RefundIssued",
-        "refund_failed": "RefundFailed",
-        "outside_refund": "OutsideRefundRecorded",
-    }
-    after_sale = {
-        "merchant_requested": "MerchantRefundRequested",
-        "merchant_succeeded": "MerchantRefundSucceeded",
-        "merchant_failed": "MerchantRefundFailed",
-        "status_changed": "OrderStatusChanged",
-    }
-    t = {key: topic_of(Order, name) for key, name in order.items()}
-    t |= {key: topic_of(AfterSale, name) for key, name in after_sale.items()}
+    t = ORDER | AFTER_SALE
     statuses = [t[k] for k in ("capture_failed", "refund_submitted", "refund_issued")]
     statuses += [t["refund_failed"], t["status_changed"]]
     return {
         **t,
-        "cart_created": topic_of(Cart, "CartCreated"),
+        "cart_created": CART["cart_created"],
         **{f"s_{s.name.lower()}": s.value for s in OrderStatus},
         **{f"r_{s.name.lower()}": s.value for s in RefundStatus},
         "listing": [t[k] for k in ("placed", "confirmed", "rejected")]

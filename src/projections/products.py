@@ -20,8 +20,8 @@ from projections.base import (
     Writer,
     handles,
     storable,
-    topic_of,
 )
+from projections.event_topics import STOCK
 from projections.store import CONSISTENT_READ_WAIT_SECONDS, ReadStore
 
 
@@ -116,43 +116,16 @@ class ProductsProjection(Projection):
             "   WHERE topic = ANY(%(stock)s)) e GROUP BY stream_id) s"
             " ON s.stream_id = l.stream_id"
             " WHERE l.topic = %(listed)s",
-            {
-                "listed": _TOPICS["ProductListed"],
-                "changed": _TOPICS["ProductDetailsChanged"],
-                "received": _TOPICS["StockReceived"],
-                "written_off": _TOPICS["StockWrittenOff"],
-                "reserved": _TOPICS["StockReserved"],
-                "returned": _TOPICS["StockReturned"],
-                "held": _TOPICS["StockHeld"],
-                "released": _TOPICS["StockReleased"],
-                "stock": [
-                    _TOPICS[name]
-                    for name in (
-                        "StockReceived",
-                        "StockWrittenOff",
-                        "StockReserved",
-                        "StockReturned",
-                        "StockHeld",
-                        "StockReleased",
-                    )
-                ],
-            },
+            _REPLAY,
         )
         return True
 
 
-_TOPICS = {
-    name: topic_of(InventoryItem, name)
-    for name in (
-        "ProductListed",
-        "ProductDetailsChanged",
-        "StockReceived",
-        "StockWrittenOff",
-        "StockReserved",
-        "StockReturned",
-        "StockHeld",
-        "StockReleased",
-    )
+_REPLAY = {
+    **STOCK,
+    "stock": [
+        STOCK[k] for k in ("received", "written_off", "reserved", "returned", "held", "released")
+    ],
 }
 
 
