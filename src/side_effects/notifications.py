@@ -130,16 +130,22 @@ class Notifications:
         tried again later, and the message sent once more, as after a crash."""
         deadline = time.monotonic() + RECORD_PATIENCE_SECONDS
         pause = RECORD_FIRST_PAUSE_SECONDS
+        failures = 0
         while True:
             try:
                 self.sent.record(mid)
-                return
+                break
             # A connection to a node just demoted answers "read-only" until it is replaced.
-            except (StoreUnavailable, psycopg.errors.ReadOnlySqlTransaction):
+            except (StoreUnavailable, psycopg.errors.ReadOnlySqlTransaction) as error:
+                failures += 1
                 if time.monotonic() + pause > deadline:
+                    log.warning("email_not_recorded", message_id=mid, error=str(error))
                     raise
             time.sleep(pause)
             pause = min(pause * 2, RECORD_LONGEST_PAUSE_SECONDS)
+        if failures:
+            # What kept a failover from sending this message twice: worth seeing in the log.
+            log.info("email_recorded_late", message_id=mid, failed_attempts=failures)
 
     def _skip(self, kind: str, outcome: str, order_id: Any, mid: str) -> None:
         EMAILS.labels(kind=kind, outcome=outcome).inc()
