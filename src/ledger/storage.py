@@ -7,6 +7,7 @@ import re
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +121,7 @@ class Database:
             connect_timeout=str(CONNECT_TIMEOUT_SECONDS),
             application_name=name,
         )
+        made: list[ConnectionPool[Any]] = []
         pool: ConnectionPool[Any] = ConnectionPool(
             conninfo,
             kwargs={"autocommit": True},
@@ -127,11 +129,13 @@ class Database:
             max_size=max_size,
             timeout=CONNECT_TIMEOUT_SECONDS,
             configure=_bound_statements,
-            check=ConnectionPool.check_connection,
+            check=partial(_check_or_drop_idle, made),
             reconnect_timeout=RECONNECT_TIMEOUT_SECONDS,
+            reconnect_failed=_grow_again_if_awaited,
             open=False,
             name=name,
         )
+        made.append(pool)
         pool.open(wait=False)
         return pool
 
@@ -193,8 +197,12 @@ class Database:
             "POSTGRES_PORT": self.params.get("port", "5432"),
             "POSTGRES_USER": self.params.get("user", "postgres"),
             "POSTGRES_PASSWORD": self.params.get("password", ""),
-            # How long a caller waits for a pooled connection. The library retries ten times.
-            "POSTGRES_CONNECT_TIMEOUT": "2",
+            # How long a caller waits for a pooled connection (whole seconds). The library
+            # retries ten times, and each new wait makes the pool grow again: psycopg_pool grows
+            # only when a request starts waiting, so after a failover (every connection lost,
+            # the pool's own replacements given up while no primary took connections) the
+            # waiting callers get one within about this long of the new primary taking them.
+            "POSTGRES_CONNECT_TIMEOUT": "1",
             "POSTGRES_LOCK_TIMEOUT": str(LOCK_TIMEOUT_SECONDS),
             # No ping before each use: it doubles every read's round trips, and a connection a
             # restart broke fails its first statement, which the library retries on a new one.
@@ -205,6 +213,31 @@ class Database:
                 **{k: v for k, v in self.params.items() if k not in _OWN_PARAMS}
             ),
         }
+
+
+def _grow_again_if_awaited(pool: ConnectionPool[Any]) -> None:
+    """Called by psycopg_pool when it gave up making a connection (RECONNECT_TIMEOUT_SECONDS
+    after the first failure). psycopg_pool grows a pool only when a request starts waiting,
+    so the requests already waiting would wait out their whole timeout, even once the server
+    (or a newly promoted primary) takes connections again: for them, it tries again now
+    (`check` grows a pool that has room). Nobody waiting: the next request grows it."""
+    if pool.get_stats().get("requests_waiting", 0):
+        pool.check()
+
+
+def _check_or_drop_idle(made: list[ConnectionPool[Any]], conn: psycopg.Connection[Any]) -> None:
+    """A pooled connection's check before it is handed out. One found broken means the server
+    went away (a restart, a failover), and every idle connection to it is broken alike: they
+    are all checked and replaced now (`ConnectionPool.check`), because psycopg_pool checks
+    them one by one otherwise, sleeping 1 s, then 2 s, ... between failed checks of one
+    request's `getconn`: three broken connections cost that request three seconds, most of
+    its budget, after the new primary already takes writes."""
+    try:
+        ConnectionPool.check_connection(conn)
+    except Exception:
+        if made:
+            made[0].check()  # outside the pool's lock: psycopg_pool calls `check` without it
+        raise
 
 
 def _bound_statements(conn: psycopg.Connection[Any]) -> None:
@@ -233,6 +266,7 @@ class LedgerPostgresFactory(PostgresFactory):
             max_size=max_size,
             timeout=lock_timeout_seconds,
             reconnect_timeout=RECONNECT_TIMEOUT_SECONDS,
+            reconnect_failed=_grow_again_if_awaited,
             open=False,
             name="ledger-locks",
         )
