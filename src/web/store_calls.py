@@ -39,7 +39,7 @@ from eventsourcing.persistence import InterfaceError as StoreInterfaceError
 from eventsourcing.persistence import OperationalError as StoreOperationalError
 
 from ledger.locks import ConcurrentModification
-from ledger.storage import Database, StoreUnavailable
+from ledger.storage import Database, StoreUnavailable, drop_broken_connections
 
 T = TypeVar("T")
 
@@ -108,7 +108,9 @@ class StoreBreaker:
 
     def report_failure(self) -> bool:
         """A call failed or ran out of time: opens the breaker if the store does not answer.
-        True when it is down."""
+        True when it is down. Either way the pools' idle connections are checked (the
+        failure may be a restart or failover that broke them all)."""
+        drop_broken_connections()
         return not self._answers()
 
     def answers(self) -> bool:
