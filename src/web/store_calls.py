@@ -106,19 +106,20 @@ class StoreBreaker:
         """True while the store is known to be down; re-probes it now and then (blocking)."""
         return self._down and not self._answers()
 
-    def report_failure(self) -> bool:
+    def report_failure(self, since: float | None = None) -> bool:
         """A call failed or ran out of time: opens the breaker if the store does not answer.
-        True when it is down. Either way the pools' idle connections are checked (the
-        failure may be a restart or failover that broke them all)."""
+        True when it is down. `since`: when that call started, the earliest the store may
+        have gone (a call that hung for its whole budget tells of an outage that old). Either
+        way the pools' idle connections are checked (a restart or a failover broke them all)."""
         drop_broken_connections()
-        return not self._answers()
+        return not self._answers(since)
 
     def answers(self) -> bool:
         """Whether the store answers, probed at most once per PROBE_INTERVAL_SECONDS (blocking;
         between probes, the last probe's answer stands)."""
         return self._answers()
 
-    def _answers(self) -> bool:
+    def _answers(self, since: float | None = None) -> bool:
         with self._lock:
             now = time.monotonic()
             if now - self._probed_at < PROBE_INTERVAL_SECONDS:
@@ -131,7 +132,7 @@ class StoreBreaker:
             answers = False
         with self._lock:
             if not answers and not self._down:
-                self._down_since = now
+                self._down_since = now if since is None else min(now, since)
             self._down = not answers
         return answers
 
@@ -153,6 +154,8 @@ async def call_store(
         raise StoreUnavailable("the store is not answering")
     pause = FIRST_PAUSE_SECONDS
     while True:
+        # Hung or failed, this attempt tells of an outage at least as old as itself.
+        failed_since = partial(breaker.report_failure, time.monotonic())
         try:
             with anyio.fail_after(max(0.0, deadline - time.monotonic())):
                 # The thread is abandoned, not killed, past the budget: it ends on its own when
@@ -161,11 +164,11 @@ async def call_store(
                     partial(fn, *args), abandon_on_cancel=True, limiter=limiter
                 )
         except TimeoutError:
-            if await anyio.to_thread.run_sync(breaker.report_failure):
+            if await anyio.to_thread.run_sync(failed_since):
                 raise StoreUnavailable("the store did not answer in time") from None
             raise ConcurrentModification("The records are busy; please retry.") from None
         except (StoreUnavailable, StoreOperationalError, StoreInterfaceError) as error:
-            await anyio.to_thread.run_sync(breaker.report_failure)
+            await anyio.to_thread.run_sync(failed_since)
             # Only a call that is safe to repeat runs again: this one may have committed.
             # A pause first, even when the store answers: a pooled connection to a node just
             # demoted fails at once ("read-only"), and a loop without pauses would spin.
@@ -179,6 +182,7 @@ async def call_store(
 
 
 async def _pause_then_store_back(breaker: StoreBreaker, pause: float, deadline: float) -> bool:
+    """`_store_back` after `pause` seconds: whether to run the call again."""
     await anyio.sleep(pause)
     return await _store_back(breaker, deadline)
 
