@@ -21,7 +21,7 @@ import threading
 import time
 import warnings
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -136,13 +136,19 @@ def assert_one_outcome_each(
     sessions: list[str],
     units: int,
     timeout: float = 30,
+    *,
+    confirmed_elsewhere: Sequence[str] = (),
 ) -> dict[str, dict[str, Any]]:
     """Every paid session has exactly one outcome: `units` orders confirmed with stock, the
     rest refunded, each refund made at Stripe once. Checked on the status endpoint, the
-    stand-in and the event log itself. Returns the final statuses."""
-    final = settled(api, sessions, timeout)
-    outcomes = Counter(s["status"] for s in final.values())
+    stand-in and the event log itself. `confirmed_elsewhere`: paid sessions of another
+    product, which had stock for all of them: each one confirmed. Returns the final statuses
+    (of both)."""
+    final = settled(api, [*sessions, *confirmed_elsewhere], timeout)
+    outcomes = Counter(final[sid]["status"] for sid in sessions)
     assert outcomes == {"confirmed": units, "refunded": len(sessions) - units}, outcomes
+    elsewhere = Counter(final[sid]["status"] for sid in confirmed_elsewhere)
+    assert set(elsewhere) <= {"confirmed"}, elsewhere
     assert all(s["order_id"] for s in final.values())
     assert api.get(f"/api/products/{SKU}").json()["available"] == 0
 
@@ -162,7 +168,7 @@ def assert_one_outcome_each(
         ).fetchone()
     refunds = len(sessions) - units
     # One order per paid session; stock for `units` of them; one refund for each other one.
-    assert row == (units, len(sessions), refunds, refunds)
+    assert row == (units, len(sessions) + len(confirmed_elsewhere), refunds, refunds)
     return final
 
 

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import re
+import threading
+import time
 import warnings
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +32,19 @@ from ledger.psycopg_pool_adapter import (
 LOCK_TIMEOUT_SECONDS = 5
 STATEMENT_TIMEOUT_MS = 10_000
 CONNECT_TIMEOUT_SECONDS = 5
-# How long a pool keeps trying to replace a connection the database dropped before it gives the
-# slot up. psycopg_pool retries with a backoff that doubles from 1 s (1, 2, 4, 8 s ... for five
-# minutes by default), and a pending replacement keeps its slot: after an outage of a few
-# seconds every slot waited up to 8 s for its next try, and requests for 5-6 s after the server
-# was back. Given up this soon, a slot is free again and the pool grows on demand with a fresh
-# connection at once, so the first request after the server is back gets one.
+# How long the library's pool (the event store's) keeps trying to replace a connection the
+# database dropped before it gives the slot up (the ledger's own pools give up at once, and
+# try again while requests wait: REGROW_PAUSE_SECONDS). psycopg_pool retries with a backoff
+# that doubles from 1 s (1, 2, 4, 8 s ... for five minutes by default), and a pending
+# replacement keeps its slot: after an outage of a few seconds every slot waited up to 8 s for
+# its next try, and requests for 5-6 s after the server was back. Given up this soon, a slot
+# is free again and the pool grows on demand with a fresh connection at once, so the first
+# request after the server is back gets one.
 RECONNECT_TIMEOUT_SECONDS = 0.5
+# How often the ledger's own pools try again to connect while requests wait for a connection
+# and the server does not take one (a restart, a failover): the first request after it is
+# back gets one within about this long.
+REGROW_PAUSE_SECONDS = 0.1
 # The advisory lock under which a starting process creates the log's tables ("ledger" in
 # ASCII), and how long it waits for another process doing so.
 _SCHEMA_LOCK = 0x6C6564676572
@@ -42,6 +52,36 @@ _SCHEMA_WAIT_MS = 60_000
 
 # libpq parameters the library's factory takes as its own settings; the rest pass through.
 _OWN_PARAMS = {"dbname", "host", "port", "user", "password"}
+
+
+# Every pool this process made on a database (the ledger's own and the library's event store
+# pool): a server that went away broke the idle connections of all of them alike.
+_POOLS: weakref.WeakSet[ConnectionPool[Any]] = weakref.WeakSet()
+DROP_BROKEN_EVERY_SECONDS = 0.5
+_drop_lock = threading.Lock()
+_dropped_at = -DROP_BROKEN_EVERY_SECONDS
+
+
+def drop_broken_connections(but: ConnectionPool[Any] | None = None) -> None:
+    """Checks every idle connection of the process's pools (but `but`) and replaces the broken
+    ones, in the background: after a restart or a failover each pool would otherwise find
+    them one request at a time (psycopg_pool sleeping 1 s, 2 s, ... between failed checks in
+    one request; the library's event store, which checks none, failing a statement and
+    sleeping 0.2 s for each)."""
+    global _dropped_at
+    with _drop_lock:
+        # Once per failure, not once per request that meets it.
+        if time.monotonic() - _dropped_at < DROP_BROKEN_EVERY_SECONDS:
+            return
+        _dropped_at = time.monotonic()
+    for pool in list(_POOLS):
+        if pool is not but and not pool.closed:
+            threading.Thread(target=_check_quietly, args=(pool,), daemon=True).start()
+
+
+def _check_quietly(pool: ConnectionPool[Any]) -> None:
+    with contextlib.suppress(Exception):  # closed meanwhile, or the server away again
+        pool.check()
 
 
 class StoreUnavailable(Exception):
@@ -120,6 +160,7 @@ class Database:
             connect_timeout=str(CONNECT_TIMEOUT_SECONDS),
             application_name=name,
         )
+        made: list[ConnectionPool[Any]] = []
         pool: ConnectionPool[Any] = ConnectionPool(
             conninfo,
             kwargs={"autocommit": True},
@@ -127,11 +168,14 @@ class Database:
             max_size=max_size,
             timeout=CONNECT_TIMEOUT_SECONDS,
             configure=_bound_statements,
-            check=ConnectionPool.check_connection,
-            reconnect_timeout=RECONNECT_TIMEOUT_SECONDS,
+            check=partial(_check_or_drop_idle, made),
+            reconnect_timeout=0,  # given up at once; tried again for waiting requests
+            reconnect_failed=_grow_again_if_awaited,
             open=False,
             name=name,
         )
+        made.append(pool)
+        _POOLS.add(pool)
         pool.open(wait=False)
         return pool
 
@@ -193,8 +237,12 @@ class Database:
             "POSTGRES_PORT": self.params.get("port", "5432"),
             "POSTGRES_USER": self.params.get("user", "postgres"),
             "POSTGRES_PASSWORD": self.params.get("password", ""),
-            # How long a caller waits for a pooled connection. The library retries ten times.
-            "POSTGRES_CONNECT_TIMEOUT": "2",
+            # How long a caller waits for a pooled connection (whole seconds). The library
+            # retries ten times, and each new wait makes the pool grow again: psycopg_pool grows
+            # only when a request starts waiting, so after a failover (every connection lost,
+            # the pool's own replacements given up while no primary took connections) the
+            # waiting callers get one within about this long of the new primary taking them.
+            "POSTGRES_CONNECT_TIMEOUT": "1",
             "POSTGRES_LOCK_TIMEOUT": str(LOCK_TIMEOUT_SECONDS),
             # No ping before each use: it doubles every read's round trips, and a connection a
             # restart broke fails its first statement, which the library retries on a new one.
@@ -205,6 +253,36 @@ class Database:
                 **{k: v for k, v in self.params.items() if k not in _OWN_PARAMS}
             ),
         }
+
+
+def _grow_again_if_awaited(pool: ConnectionPool[Any]) -> None:
+    """Called by psycopg_pool when it gave up making a connection (at the first failure: the
+    ledger's own pools have no reconnect timeout). psycopg_pool grows a pool only when a
+    request starts waiting, so the requests already waiting would wait out their whole
+    timeout, even once the server (or a newly promoted primary) takes connections again: for
+    them it tries again shortly (`check` grows a pool that has room), every
+    REGROW_PAUSE_SECONDS while they wait. Nobody waiting: the next request grows it."""
+    if pool.get_stats().get("requests_waiting", 0):
+        # Not in this thread, the pool's maintenance worker: it has connections to return.
+        regrow = threading.Timer(REGROW_PAUSE_SECONDS, pool.check)
+        regrow.daemon = True
+        regrow.start()
+
+
+def _check_or_drop_idle(made: list[ConnectionPool[Any]], conn: psycopg.Connection[Any]) -> None:
+    """A pooled connection's check before it is handed out. One found broken means the server
+    went away (a restart, a failover), and every idle connection to it is broken alike: they
+    are all checked and replaced now (`ConnectionPool.check`), because psycopg_pool checks
+    them one by one otherwise, sleeping 1 s, then 2 s, ... between failed checks of one
+    request's `getconn`: three broken connections cost that request three seconds, most of
+    its budget, after the new primary already takes writes."""
+    try:
+        ConnectionPool.check_connection(conn)
+    except Exception:
+        if made:
+            made[0].check()  # outside the pool's lock: psycopg_pool calls `check` without it
+            drop_broken_connections(but=made[0])
+        raise
 
 
 def _bound_statements(conn: psycopg.Connection[Any]) -> None:
@@ -232,10 +310,12 @@ class LedgerPostgresFactory(PostgresFactory):
             min_size=1,
             max_size=max_size,
             timeout=lock_timeout_seconds,
-            reconnect_timeout=RECONNECT_TIMEOUT_SECONDS,
+            reconnect_timeout=0,  # given up at once; tried again for waiting requests
+            reconnect_failed=_grow_again_if_awaited,
             open=False,
             name="ledger-locks",
         )
+        _POOLS.add(pool)
         pool.open(wait=False)
         return pool
 
@@ -274,6 +354,7 @@ class LedgerPostgresFactory(PostgresFactory):
         # connection parameters before its first use (see the adapter for why that works).
         update_connection_params(self.datastore.pool, changes)
         shorten_reconnect(self.datastore.pool, RECONNECT_TIMEOUT_SECONDS)
+        _POOLS.add(self.datastore.pool)
 
 
 class EmbeddedPostgres:

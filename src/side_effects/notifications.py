@@ -8,7 +8,9 @@ an order.
 - The `Message-ID` is derived from the order and the kind (`<confirmation.{order_id}@ledger>`),
   so a resend after a crash can be recognised.
 - What was sent is recorded (`SentLog`: checked before sending, written after): a replay of the
-  log sends nothing twice, and a crash between sending and recording resends once at most.
+  log sends nothing twice, and a crash between sending and recording resends once at most. A
+  store that fails over between the two is waited for (`RECORD_PATIENCE_SECONDS`): the record
+  is idempotent, and a message sent but not recorded would be sent again.
 - The SMTP server refusing the recipient for good (a 5xx answer to RCPT) is logged as an error,
   counted (`ledger_emails_total{outcome="refused"}`) and skipped; so is an order whose session
   had no address. Anything else (server down, a 4xx answer, the store unavailable) raises, and the
@@ -19,9 +21,11 @@ an order.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+import psycopg
 import structlog
 
 from ledger.application import Ledger
@@ -29,11 +33,18 @@ from ledger.domain import Order
 from ledger.metrics import EMAILS
 from ledger.money import format_amount
 from ledger.personal_data import PersonalData
+from ledger.storage import StoreUnavailable
 from side_effects.base import reacts_to
 from side_effects.mailers import SMTP_TIMEOUT_SECONDS, Email, Mailer, RecipientRefused
 
 # Every log line's `logger` field: kept across the move out of ledger, for searches on it.
 log = structlog.get_logger("ledger.notifications")
+
+# How long a message sent is kept trying to be recorded while the store is away: past a
+# failover (a standby promoted in about 5 s), within the worker's attempt (2 SMTP timeouts).
+RECORD_PATIENCE_SECONDS = 8.0
+RECORD_FIRST_PAUSE_SECONDS = 0.05
+RECORD_LONGEST_PAUSE_SECONDS = 0.25
 
 CONFIRMATION = "confirmation"
 REFUND = "refund"
@@ -107,9 +118,32 @@ class Notifications:
                 error=f"{type(error).__name__}: {error}",
             )
             raise
-        self.sent.record(mid)
+        self._record(mid)
         EMAILS.labels(kind=kind, outcome=outcome).inc()
         log.info(f"email_{outcome}", kind=kind, order_id=str(order_id), message_id=mid)
+
+    def _record(self, mid: str) -> None:
+        """Records a message the server accepted, trying again while the store is away (the
+        insert is idempotent, so a commit in doubt may be repeated): given up, the event is
+        tried again later, and the message sent once more, as after a crash."""
+        deadline = time.monotonic() + RECORD_PATIENCE_SECONDS
+        pause = RECORD_FIRST_PAUSE_SECONDS
+        failures = 0
+        while True:
+            try:
+                self.sent.record(mid)
+                break
+            # A connection to a node just demoted answers "read-only" until it is replaced.
+            except (StoreUnavailable, psycopg.errors.ReadOnlySqlTransaction) as error:
+                failures += 1
+                if time.monotonic() + pause > deadline:
+                    log.warning("email_not_recorded", message_id=mid, error=str(error))
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, RECORD_LONGEST_PAUSE_SECONDS)
+        if failures:
+            # What kept a failover from sending this message twice: worth seeing in the log.
+            log.info("email_recorded_late", message_id=mid, failed_attempts=failures)
 
     def _skip(self, kind: str, outcome: str, order_id: Any, mid: str) -> None:
         EMAILS.labels(kind=kind, outcome=outcome).inc()

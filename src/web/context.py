@@ -10,7 +10,7 @@ from uuid import UUID
 from starlette.requests import Request
 
 from web.errors import ApiError
-from web.store_calls import REQUEST_BUDGET_SECONDS, call_store
+from web.store_calls import REQUEST_BUDGET_SECONDS, Retry, call_store
 
 T = TypeVar("T")
 
@@ -23,20 +23,30 @@ def services(request: Request) -> Services:
 
 
 async def in_store(
-    request: Request, fn: Callable[..., T], *args: Any, budget: float = REQUEST_BUDGET_SECONDS
+    request: Request,
+    fn: Callable[..., T],
+    *args: Any,
+    retry: Retry,
+    budget: float = REQUEST_BUDGET_SECONDS,
 ) -> T:
-    """Runs a blocking call on the store for this request, within the request's budget."""
-    return await call_store(services(request).store_breaker, fn, *args, budget=budget)
+    """Runs a blocking call on the store for this request, within the request's budget.
+    `retry`: whether the call is safe to run again after a failure (web.store_calls.Retry);
+    each caller says so, and why, where it calls."""
+    return await call_store(services(request).store_breaker, fn, *args, retry=retry, budget=budget)
 
 
 async def calling_stripe(
-    request: Request, fn: Callable[..., T], *args: Any, budget: float = REQUEST_BUDGET_SECONDS
+    request: Request,
+    fn: Callable[..., T],
+    *args: Any,
+    retry: Retry,
+    budget: float = REQUEST_BUDGET_SECONDS,
 ) -> T:
     """`in_store` for a call that waits on Stripe too (it may also use the store): its thread
     comes from the Stripe-bound limiter, so a slow Stripe takes none from the store's reads."""
     svc = services(request)
     return await call_store(
-        svc.store_breaker, fn, *args, budget=budget, limiter=svc.stripe_bound_calls
+        svc.store_breaker, fn, *args, retry=retry, budget=budget, limiter=svc.stripe_bound_calls
     )
 
 

@@ -1,10 +1,22 @@
-"""Calling the store from a request: within a time budget, and not at all while it is down.
+"""Calling the store from a request: within a time budget, riding through a failover.
 
 The eventsourcing library retries a failing connection ten times, so one request against a
-vanished database would otherwise hang for most of a minute. A request gets a budget instead;
-past it, or while a recent probe says the store is down, it answers a retryable 503 at once.
+vanished database would otherwise hang for most of a minute. A request gets a budget instead.
 Running out of budget while the store answers (a queue of writers on a hot product) is
 contention, not an outage: that request answers "busy" and the breaker stays closed.
+
+A failover (pg_auto_failover: a planned switchover leaves no primary for about 1-2 s, a dead
+primary is replaced in about 5 s) is an outage a request can outlast. A request that finds the
+store down, while the outage is younger than RIDE_THROUGH_SECONDS, waits for it (short pauses,
+a shared probe) within its own budget instead of answering 503 at once; past that age it is an
+outage, not a failover, and requests answer a retryable 503 at once, holding nothing.
+
+What may run again is declared by each caller (`retry=`): a call that failed midway may have
+committed (the connection lost after COMMIT was sent: ARCHITECTURE.md measured one such commit
+per failover, a third of them in fact committed). Only a call that is safe to repeat, a read or
+a decision idempotent by construction, runs again after a failure (IDEMPOTENT); any other runs
+at most once (ONCE) and answers 503 when it fails, as before. Waiting for the store before a
+call starts is safe for both: nothing has run yet.
 
 Bulkheads: store and read-model calls share anyio's default pool of worker threads (40). A call
 that waits on Stripe (a webhook's re-fetch, a checkout's new session) runs under its own
@@ -14,6 +26,7 @@ threads catalog, cart and status reads need.
 
 from __future__ import annotations
 
+import enum
 import threading
 import time
 from collections.abc import Callable
@@ -26,17 +39,39 @@ from eventsourcing.persistence import InterfaceError as StoreInterfaceError
 from eventsourcing.persistence import OperationalError as StoreOperationalError
 
 from ledger.locks import ConcurrentModification
-from ledger.storage import Database, StoreUnavailable
+from ledger.storage import Database, StoreUnavailable, drop_broken_connections
 
 T = TypeVar("T")
 
 REQUEST_BUDGET_SECONDS = 4.0
-PROBE_INTERVAL_SECONDS = 0.5
+# Often enough that a request waiting out a switchover goes on within a fraction of a second of
+# the new primary taking writes; one connection attempt per interval per process at most.
+PROBE_INTERVAL_SECONDS = 0.2
+# How long an outage is taken for a failover in progress, that a request may wait out: a
+# pg_auto_failover switchover (~1-2 s) or a dead primary replaced (~5 s with the cluster's
+# tuned timeouts). Past it, requests answer 503 at once rather than queue on a store that is away.
+RIDE_THROUGH_SECONDS = 6.0
+# Pauses between looks at the store while waiting for it: short first (a switchover is brief),
+# growing to the probe's own interval.
+FIRST_PAUSE_SECONDS = 0.05
+LONGEST_PAUSE_SECONDS = PROBE_INTERVAL_SECONDS
 # Calls that wait on Stripe at once while serving requests. Sized for Stripe's latency, not for
 # the store's: at 250 ms per Stripe call 256 threads carry about 1,000 calls/s, well past the
 # store's own limits, while they cost only memory. (A thread abandoned past its budget gives
 # its token back, and ends when the SDK's timeouts give up, within seconds.)
 STRIPE_BOUND_CALLS = 256
+
+
+class Retry(enum.Enum):
+    """Whether a store call may run again after it failed midway (see the module's docstring).
+    Every caller says which, next to the call: a reviewer sees the claim where it is made."""
+
+    ONCE = "once"  # a command whose commit may be in doubt after a failure: never repeated
+    IDEMPOTENT = "idempotent"  # a read, or a decision that a repeat cannot apply twice
+
+
+ONCE = Retry.ONCE
+IDEMPOTENT = Retry.IDEMPOTENT
 
 
 def stripe_bound_limiter(total: int = STRIPE_BOUND_CALLS) -> anyio.CapacityLimiter:
@@ -48,11 +83,12 @@ def stripe_bound_limiter(total: int = STRIPE_BOUND_CALLS) -> anyio.CapacityLimit
 class StoreBreaker:
     """Opens when the store itself stops answering, and lets requests through again once it
     answers. A slow or contended call is not an outage: the breaker opens only when a probe
-    (a fresh connection and `SELECT 1`) fails too."""
+    (a fresh connection and `SELECT 1`, to a node that takes writes) fails too."""
 
     def __init__(self, database: Database) -> None:
         self.database = database
         self._down = False
+        self._down_since = 0.0
         self._probed_at = -PROBE_INTERVAL_SECONDS
         self._lock = threading.Lock()
 
@@ -61,18 +97,29 @@ class StoreBreaker:
         """Whether the store was down when last probed (no I/O: a hint for the fast path)."""
         return self._down
 
+    def outage_age(self) -> float:
+        """Seconds since the probes began to find the store down (0 while it answers)."""
+        with self._lock:
+            return time.monotonic() - self._down_since if self._down else 0.0
+
     def is_down(self) -> bool:
         """True while the store is known to be down; re-probes it now and then (blocking)."""
         return self._down and not self._answers()
 
-    def report_failure(self) -> bool:
+    def report_failure(self, since: float | None = None) -> bool:
         """A call failed or ran out of time: opens the breaker if the store does not answer.
-        True when it is down."""
-        return not self._answers()
+        True when it is down. `since`: when that call started, the earliest the store may
+        have gone (a call that hung for its whole budget tells of an outage that old). Either
+        way the pools' idle connections are checked (a restart or a failover broke them all)."""
+        drop_broken_connections()
+        return not self._answers(since)
 
-    def _answers(self) -> bool:
-        """Probes the store, at most once per PROBE_INTERVAL_SECONDS (between probes, the
-        last probe's answer stands)."""
+    def answers(self) -> bool:
+        """Whether the store answers, probed at most once per PROBE_INTERVAL_SECONDS (blocking;
+        between probes, the last probe's answer stands)."""
+        return self._answers()
+
+    def _answers(self, since: float | None = None) -> bool:
         with self._lock:
             now = time.monotonic()
             if now - self._probed_at < PROBE_INTERVAL_SECONDS:
@@ -84,6 +131,8 @@ class StoreBreaker:
         except StoreUnavailable:
             answers = False
         with self._lock:
+            if not answers and not self._down:
+                self._down_since = now if since is None else min(now, since)
             self._down = not answers
         return answers
 
@@ -92,24 +141,63 @@ async def call_store(
     breaker: StoreBreaker,
     fn: Callable[..., T],
     *args: Any,
+    retry: Retry,
     budget: float = REQUEST_BUDGET_SECONDS,
     limiter: anyio.CapacityLimiter | None = None,
 ) -> T:
     """Runs a blocking store call in a worker thread, bounded by `budget` seconds; under
-    `limiter` when given (a call that waits on Stripe), else in the default pool."""
-    if breaker.open and await anyio.to_thread.run_sync(breaker.is_down):
+    `limiter` when given (a call that waits on Stripe), else in the default pool. While a
+    failover is under way it waits for the store within the budget; after a failure midway the
+    call runs again only when `retry` is IDEMPOTENT."""
+    deadline = time.monotonic() + budget
+    if breaker.open and not await _store_back(breaker, deadline):
         raise StoreUnavailable("the store is not answering")
-    try:
-        with anyio.fail_after(budget):
-            # The thread is abandoned, not killed, past the budget: it ends on its own when
-            # the library gives up, and whatever it was doing commits whole or not at all.
-            return await anyio.to_thread.run_sync(
-                partial(fn, *args), abandon_on_cancel=True, limiter=limiter
-            )
-    except TimeoutError:
-        if await anyio.to_thread.run_sync(breaker.report_failure):
-            raise StoreUnavailable("the store did not answer in time") from None
-        raise ConcurrentModification("The records are busy; please retry.") from None
-    except (StoreUnavailable, StoreOperationalError, StoreInterfaceError) as error:
-        await anyio.to_thread.run_sync(breaker.report_failure)
-        raise StoreUnavailable(str(error) or type(error).__name__) from error
+    pause = FIRST_PAUSE_SECONDS
+    while True:
+        # Hung or failed, this attempt tells of an outage at least as old as itself.
+        failed_since = partial(breaker.report_failure, time.monotonic())
+        try:
+            with anyio.fail_after(max(0.0, deadline - time.monotonic())):
+                # The thread is abandoned, not killed, past the budget: it ends on its own when
+                # the library gives up, and whatever it was doing commits whole or not at all.
+                return await anyio.to_thread.run_sync(
+                    partial(fn, *args), abandon_on_cancel=True, limiter=limiter
+                )
+        except TimeoutError:
+            if await anyio.to_thread.run_sync(failed_since):
+                raise StoreUnavailable("the store did not answer in time") from None
+            raise ConcurrentModification("The records are busy; please retry.") from None
+        except (StoreUnavailable, StoreOperationalError, StoreInterfaceError) as error:
+            await anyio.to_thread.run_sync(failed_since)
+            # Only a call that is safe to repeat runs again: this one may have committed.
+            # A pause first, even when the store answers: a pooled connection to a node just
+            # demoted fails at once ("read-only"), and a loop without pauses would spin.
+            if (
+                retry is not IDEMPOTENT
+                or time.monotonic() + pause >= deadline
+                or not await _pause_then_store_back(breaker, pause, deadline)
+            ):
+                raise StoreUnavailable(str(error) or type(error).__name__) from error
+            pause = min(pause * 2, LONGEST_PAUSE_SECONDS)
+
+
+async def _pause_then_store_back(breaker: StoreBreaker, pause: float, deadline: float) -> bool:
+    """`_store_back` after `pause` seconds: whether to run the call again."""
+    await anyio.sleep(pause)
+    return await _store_back(breaker, deadline)
+
+
+async def _store_back(breaker: StoreBreaker, deadline: float) -> bool:
+    """Waits, with short pauses, until the store answers (True) or it is no use: `deadline`
+    is near, or the outage has lasted past RIDE_THROUGH_SECONDS (False). Probes at least once;
+    the pauses hold no thread, and the probes are shared by every waiting request."""
+    pause = FIRST_PAUSE_SECONDS
+    while True:
+        if await anyio.to_thread.run_sync(breaker.answers):
+            return True
+        give_up = min(deadline, time.monotonic() + RIDE_THROUGH_SECONDS - breaker.outage_age())
+        # Not worth starting again with less than a pause left: the call would not finish.
+        if time.monotonic() + pause >= give_up:
+            return False
+        await anyio.sleep(pause)
+        pause = min(pause * 2, LONGEST_PAUSE_SECONDS)

@@ -23,6 +23,7 @@ from web.errors import ApiError, invalid_field
 from web.responses import EventPage, OrderHistory, StockAt, checked
 from web.route_docs import UNAUTHORIZED, UNAVAILABLE, Answer, Query, documented, error
 from web.schemas import MAX_POSITION
+from web.store_calls import IDEMPOTENT
 
 DEFAULT_LIMIT = 100
 # Long enough for any position (with some leading zeros), short enough to refuse cheaply.
@@ -92,7 +93,9 @@ async def events_page(request: Request) -> JSONResponse:
             },
         )
 
-    return JSONResponse(await in_store(request, read, budget=AUDIT_BUDGET_SECONDS))
+    return JSONResponse(
+        await in_store(request, read, retry=IDEMPOTENT, budget=AUDIT_BUDGET_SECONDS)  # a read
+    )
 
 
 @documented(
@@ -111,7 +114,9 @@ async def order_history(request: Request) -> JSONResponse:
     _auditor(request)
     order_id = order_id_of(request)
     histories = OrderHistories(services(request).read_store)
-    events = await in_store(request, histories.events, order_id, budget=AUDIT_BUDGET_SECONDS)
+    events = await in_store(
+        request, histories.events, order_id, retry=IDEMPOTENT, budget=AUDIT_BUDGET_SECONDS
+    )  # a read
     if events is None:
         raise unknown_order(request)
     return JSONResponse(checked(OrderHistory, {"order_id": str(order_id), "events": events}))
@@ -149,7 +154,9 @@ async def stock_at(request: Request) -> JSONResponse:
     except ValueError as error:
         raise invalid_field("at", str(error)) from None
     history = StockHistory(services(request).read_store)
-    found = await in_store(request, history.at, sku, when, budget=AUDIT_BUDGET_SECONDS)
+    found = await in_store(
+        request, history.at, sku, when, retry=IDEMPOTENT, budget=AUDIT_BUDGET_SECONDS
+    )  # a read
     if found is None:
         raise ApiError(
             404,

@@ -24,6 +24,7 @@ from web.route_docs import (
     error,
 )
 from web.schemas import CartBody, CartLineBody
+from web.store_calls import IDEMPOTENT, ONCE
 
 
 def cart_json(priced: PricedCart) -> dict[str, Any]:
@@ -65,7 +66,8 @@ async def create_cart(request: Request) -> JSONResponse:
     def create() -> PricedCart:
         return ledger.price(ledger.create_cart(body.user_id, cause_of(request)))
 
-    priced = await in_store(request, create)
+    # ONCE: each run opens a new cart; a repeat after a commit in doubt would leave a second.
+    priced = await in_store(request, create, retry=ONCE)
     return JSONResponse(cart_json(priced), status_code=201)
 
 
@@ -78,7 +80,9 @@ async def create_cart(request: Request) -> JSONResponse:
 async def get_cart(request: Request) -> JSONResponse:
     cart_id = cart_id_of(request)
     ledger = services(request).ledger
-    priced = await in_store(request, lambda: ledger.price(ledger.get_cart(cart_id)))
+    priced = await in_store(
+        request, lambda: ledger.price(ledger.get_cart(cart_id)), retry=IDEMPOTENT
+    )  # a read
     return JSONResponse(cart_json(priced))
 
 
@@ -106,7 +110,9 @@ async def set_line(request: Request) -> JSONResponse:
     def update() -> PricedCart:
         return ledger.price(ledger.set_cart_line(cart_id, sku, body.quantity, cause_of(request)))
 
-    priced = await in_store(request, update)
+    # IDEMPOTENT: it sets the line to a quantity (not by one), and `Cart.set_line` records
+    # nothing when the line already holds it: a repeat after a commit in doubt changes nothing.
+    priced = await in_store(request, update, retry=IDEMPOTENT)
     return JSONResponse(cart_json(priced))
 
 

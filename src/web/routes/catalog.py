@@ -16,6 +16,7 @@ from web.requests import parse_json
 from web.responses import Product, ProductList, StockLevel, checked
 from web.route_docs import BODY_ERRORS, UNAUTHORIZED, UNAVAILABLE, Answer, documented, error
 from web.schemas import SKU_PATTERN, ProductBody, StockBody
+from web.store_calls import IDEMPOTENT, ONCE
 
 
 def product_view(item: InventoryItem) -> dict[str, Any]:
@@ -43,6 +44,8 @@ async def put_product(request: Request) -> JSONResponse:
         raise invalid_field("sku", "1-64 letters, digits, '.', '_' or '-'")
     body = await parse_json(request, ProductBody)
     ledger = services(request).ledger
+    # ONCE: the state a repeat leaves is the same, but not the answer (a product created by a
+    # commit in doubt would answer 200, not 201); the admin retries, as for any 503.
     item, created = await in_store(
         request,
         ledger.put_product,
@@ -51,6 +54,7 @@ async def put_product(request: Request) -> JSONResponse:
         body.unit_amount,
         body.currency,
         cause_of(request),
+        retry=ONCE,
     )
     return JSONResponse(product_view(item), status_code=201 if created else 200)
 
@@ -79,6 +83,7 @@ async def adjust_stock(request: Request) -> JSONResponse:
     if body.quantity == 0:
         raise invalid_field("quantity", "must not be 0")
     ledger = services(request).ledger
+    # ONCE: a change by a quantity; run twice after a commit in doubt it would count twice.
     item = await in_store(
         request,
         ledger.adjust_stock,
@@ -86,13 +91,14 @@ async def adjust_stock(request: Request) -> JSONResponse:
         body.quantity,
         body.reason,
         cause_of(request),
+        retry=ONCE,
     )
     return JSONResponse(checked(StockLevel, {"sku": item.sku, "on_hand": item.on_hand}))
 
 
 async def get_product(request: Request) -> JSONResponse:
     catalog = services(request).catalog
-    product = await in_store(request, catalog.product, request.path_params["sku"])
+    product = await in_store(request, catalog.product, request.path_params["sku"], retry=IDEMPOTENT)
     return JSONResponse(checked(Product, product))
 
 
@@ -104,7 +110,7 @@ async def get_product(request: Request) -> JSONResponse:
 )
 async def list_products(request: Request) -> JSONResponse:
     catalog = services(request).catalog
-    products = await in_store(request, catalog.products)
+    products = await in_store(request, catalog.products, retry=IDEMPOTENT)  # a read
     return JSONResponse(checked(ProductList, {"products": products}))
 
 

@@ -17,6 +17,7 @@ from web.errors import ApiError, error_response
 from web.responses import CheckoutCreated, OrderStatus, checked
 from web.route_docs import UNAVAILABLE, Answer, documented, error
 from web.routes.carts import cart_id_of
+from web.store_calls import IDEMPOTENT, ONCE
 
 
 @documented(
@@ -39,8 +40,11 @@ async def begin_checkout(request: Request) -> JSONResponse:
     # (answered 503) then lets go of what it holds instead of holding it for no one.
     answered = threading.Event()
     try:
+        # ONCE: a checkout whose commit is in doubt, run again, would open a second Stripe
+        # session (the idempotency key moves on with the cart's version) and, with holds, hold
+        # the cart's stock twice until the first hold ends.
         created = await calling_stripe(
-            request, checkout.begin, cart_id, cause_of(request), answered.is_set
+            request, checkout.begin, cart_id, cause_of(request), answered.is_set, retry=ONCE
         )
     except OutOfStock as short:
         return error_response(
@@ -81,7 +85,7 @@ async def current_order_status(request: Request, session_id: str) -> dict[str, A
     every few seconds per session): a later poll shows what it said, and a slow Stripe never
     holds up this answer."""
     svc = services(request)
-    body = await in_store(request, svc.order_status.get, session_id)
+    body = await in_store(request, svc.order_status.get, session_id, retry=IDEMPOTENT)  # a read
     # Only news of the checkout session can still change these; a refund moves on through the
     # refund worker, not through the session.
     if body is not None and body["status"] in IN_FLIGHT:

@@ -33,6 +33,7 @@ from web.pages.layout import render_page
 from web.requests import read_limited
 from web.routes.order_actions import IDEMPOTENCY_KEY, answer_once, make_refund
 from web.schemas import CancelBody, RefundBody, RefundByLines, RefundLineBody
+from web.store_calls import IDEMPOTENT
 
 # The forms send a key, a sku, a quantity, a checkbox and an amount: a few hundred bytes.
 MAX_FORM_BYTES = 16 * 1024
@@ -81,11 +82,11 @@ def _available(request: Request, skus: list[str]) -> dict[str, int | None]:
 async def _page(
     request: Request, order_id: UUID, notice: Notice | None = None, status_code: int = 200
 ) -> HTMLResponse:
-    order = await in_store(request, services(request).orders.get, order_id)
+    order = await in_store(request, services(request).orders.get, order_id, retry=IDEMPOTENT)
     if order is None:
         return _not_found()
     skus = [str(item["sku"]) for item in order.get("items") or []]
-    available = await in_store(request, _available, request, skus)
+    available = await in_store(request, _available, request, skus, retry=IDEMPOTENT)  # reads
     return render_page(
         title=f"Order {order_id} (merchant, demo)",
         status_code=status_code,
@@ -170,7 +171,9 @@ async def refund(request: Request) -> Response:
     form = await _form(request)
     try:
         key = _key_of(form)
-        order = await in_store(request, services(request).orders.get, order_id)
+        order = await in_store(
+            request, services(request).orders.get, order_id, retry=IDEMPOTENT
+        )  # a read
         if order is None:
             return _not_found()
         body = _refund_body(form, str(order.get("currency") or ""))

@@ -27,6 +27,7 @@ from web.route_docs import BODY_ERRORS, UNAUTHORIZED, UNAVAILABLE, Header, docum
 from web.route_docs import Answer as Documented
 from web.routes.orders import admin_only
 from web.schemas import CancelBody, RefundBody
+from web.store_calls import IDEMPOTENT
 
 # Stripe's rule: 1 to 255 printable ASCII characters.
 IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,255}")
@@ -84,7 +85,12 @@ async def answer_once(
 
     answers = services(request).merchant_requests
     # A refund or a cancel asks Stripe for its refund within the request: a Stripe-bound call.
-    return await calling_stripe(request, answers.answer, key, _fingerprint(request, body), guarded)
+    # IDEMPOTENT by the Idempotency-Key (ledger.merchant_requests): a repeat finds the key's
+    # answer kept, or else its decision made (the refund's id is derived from the key, and so
+    # is Stripe's idempotency key for it), and answers from it instead of deciding again.
+    return await calling_stripe(
+        request, answers.answer, key, _fingerprint(request, body), guarded, retry=IDEMPOTENT
+    )
 
 
 async def _once(

@@ -20,6 +20,7 @@ from web.responses import Order, OrderStatusWord, checked, checked_json
 from web.responses import OrderPage as OrderPageBody
 from web.route_docs import UNAUTHORIZED, UNAVAILABLE, Answer, Query, documented, error
 from web.schemas import MAX_POSITION
+from web.store_calls import IDEMPOTENT
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
@@ -107,7 +108,9 @@ async def _page(request: Request, *, status: str | None, user_id: str | None) ->
         # The page comes as JSON from the read model: sent as it is, once checked.
         return checked_json(OrderPageBody, page.json(None if last is None else encode_after(last)))
 
-    return Response(await in_store(request, read), media_type="application/json")
+    return Response(
+        await in_store(request, read, retry=IDEMPOTENT), media_type="application/json"
+    )  # a read
 
 
 _PAGING = (
@@ -164,7 +167,9 @@ async def list_orders(request: Request) -> Response:
 )
 async def get_order(request: Request) -> JSONResponse:
     admin_only(request)
-    order = await in_store(request, services(request).orders.get, order_id_of(request))
+    order = await in_store(
+        request, services(request).orders.get, order_id_of(request), retry=IDEMPOTENT
+    )  # a read
     if order is None:
         raise unknown_order(request)
     return JSONResponse(checked(Order, order))

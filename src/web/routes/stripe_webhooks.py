@@ -33,6 +33,7 @@ from web.middleware import log_once
 from web.requests import read_limited
 from web.responses import WebhookReceived, checked
 from web.route_docs import TOO_LARGE, Answer, Header, documented, error
+from web.store_calls import IDEMPOTENT
 from web.stripe_signature import InvalidSignature, verify_signature
 
 if TYPE_CHECKING:
@@ -159,6 +160,11 @@ async def _handle(request: Request) -> tuple[Response, str]:
     structlog.contextvars.bind_contextvars(**{about: object_id})
     try:
         # The decision re-fetches the object from Stripe: its thread is a Stripe-bound one.
+        # IDEMPOTENT: the event is only a hint; the decision records what Stripe says of the
+        # object now, keyed by it (one order per session, its id derived from the session's;
+        # a refund followed by its Stripe id), so a repeat after a commit in doubt finds it
+        # recorded and changes nothing. Stripe itself redelivers every event, so this must hold
+        # anyway.
         result: Outcome = await calling_stripe(
             request,
             _decide_and_wait,
@@ -166,6 +172,7 @@ async def _handle(request: Request) -> tuple[Response, str]:
             event_type,
             object_id,
             f"stripe:{event['id']}",
+            retry=IDEMPOTENT,
             budget=WEBHOOK_BUDGET_SECONDS,
         )
     except (PaymentProviderUnavailable, PaymentProviderRefused) as error:
