@@ -8,6 +8,7 @@ HTTP API, storefronts polling their order's status; every answer recorded with i
   the stand-in, and hand the session to the webhook senders; a step answered otherwise than it
   should is tried again after a pause, as a storefront would (a retried cart or checkout may
   leave one more cart or unpaid session behind: allowed, and never paid).
+- carts: `carts` threads open a cart and set its line, again and again, never checking out.
 - status polls: `pollers` threads ask for each session's order status in turn.
 
 Also the moment writes are accepted again (`WritesWatch`), polled from outside the ledger.
@@ -131,10 +132,11 @@ class ShopLoad:
         *,
         senders: int,
         checkouts: int = 0,
+        carts: int = 0,
         pollers: int = 0,
         checkout_sku: str = "",
     ) -> None:
-        assert not checkouts or checkout_sku, "checkouts need a product to buy"
+        assert not (checkouts or carts) or checkout_sku, "carts need a product to buy"
         self.stand_in, self.base, self.checkout_sku = stand_in, base, checkout_sku
         self.sent: list[Sent] = []
         # Every session delivered round and round: those given, then those checked out here.
@@ -146,7 +148,11 @@ class ShopLoad:
         self._poll_turn = 0
         self._threads = [
             threading.Thread(target=target, daemon=True)
-            for target, count in ((self._webhooks, senders), (self._checkouts, checkouts))
+            for target, count in (
+                (self._webhooks, senders),
+                (self._checkouts, checkouts),
+                (self._carts, carts),
+            )
             for _ in range(count)
         ] + [threading.Thread(target=self._polls, daemon=True) for _ in range(pollers)]
 
@@ -206,18 +212,29 @@ class ShopLoad:
                 return body
         return None
 
+    def _filled_cart(self, client: httpx.Client) -> str | None:
+        """A new cart holding one unit (its id; None once the load stops)."""
+        cart = self._until_done(CART, "", partial(client.post, "/api/carts", json={}))
+        if cart is None:
+            return None
+        cart_id: str = cart["cart_id"]
+        line = partial(
+            client.put, f"/api/carts/{cart_id}/items/{self.checkout_sku}", json={"quantity": 1}
+        )
+        return None if self._until_done(LINE, cart_id, line) is None else cart_id
+
+    def _carts(self) -> None:
+        """Carts opened and filled, never checked out: each step may run again (see
+        `web.store_calls`), so a switchover answers none of them with an error."""
+        with self._client() as client:
+            while not self._stop.is_set() and self._filled_cart(client) is not None:
+                pass
+
     def _checkouts(self) -> None:
-        sku = self.checkout_sku
         with self._client() as client:
             while not self._stop.is_set():
-                cart = self._until_done(CART, "", partial(client.post, "/api/carts", json={}))
-                if cart is None:
-                    return
-                cart_id = cart["cart_id"]
-                line = partial(
-                    client.put, f"/api/carts/{cart_id}/items/{sku}", json={"quantity": 1}
-                )
-                if self._until_done(LINE, cart_id, line) is None:
+                cart_id = self._filled_cart(client)
+                if cart_id is None:
                     return
                 checkout = partial(client.post, f"/api/carts/{cart_id}/checkout")
                 created = self._until_done(CHECKOUT, cart_id, checkout)

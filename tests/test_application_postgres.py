@@ -6,7 +6,7 @@ import os
 import signal
 import threading
 from pathlib import Path
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import pytest
 from eventsourcing.persistence import IntegrityError
@@ -399,3 +399,22 @@ def test_a_burst_of_two_step_writers_on_one_item_does_not_starve_the_lock_pool(
         thread.join()
     assert failures == []
     assert (ledger.get_product("mug").held, ledger.get_product("mug").on_hand) == (0, 48)
+
+
+def test_opening_a_cart_again_with_its_id_opens_nothing_more(
+    database: Database, ledger: Ledger
+) -> None:
+    """A request repeated after its commit was left in doubt (a failover) names the cart id it
+    chose the first time: the cart that attempt opened comes back, and no second one is made."""
+    cart_id = uuid4()
+    first = ledger.create_cart("user-1", "test:first", cart_id)
+    events = count_rows(database, EVENTS)
+
+    again = ledger.create_cart("user-1", "test:again", cart_id)
+
+    assert (again.id, again.user_id, again.version) == (first.id, "user-1", first.version)
+    assert count_rows(database, EVENTS) == events
+    # The id of someone else's cart opens nothing and finds nothing.
+    with pytest.raises(IntegrityError):
+        ledger.create_cart("user-2", "test:other", cart_id)
+    assert count_rows(database, EVENTS) == events

@@ -101,17 +101,21 @@ def test_a_planned_switchover_under_load_answers_no_request_with_an_error(
             httpx.Client(base_url=base, timeout=30) as api,
         ):
             add_product(api, units)
+            add_checkout_product(api, CHECKOUT_SKU, 1000)
             wait_for_workers(api)
             sessions = [paid_session(api, stand_in, SKU) for _ in range(sessions_count)]
             old_primary = cluster.primary()
-            # Webhooks and status polls: calls that may run again (web.store_calls.IDEMPOTENT),
-            # so one caught midway by the switchover goes through too. A new cart or a checkout
-            # runs once (its commit may be in doubt): one caught midway answers 503, by design,
-            # and the kill test below has them in flight.
+            # Webhooks, status polls, new carts and their lines: calls that may run again
+            # (web.store_calls.IDEMPOTENT), so one caught midway by the switchover goes through
+            # too. A checkout runs once (its commit may be in doubt): one caught midway
+            # answers 503, by design, and the kill test below has them in flight.
             with (
                 WritesWatch(url) as writes,
-                ShopLoad(stand_in, base, sessions, senders=senders, pollers=2) as load,
-            ):
+                ShopLoad(
+                    stand_in, base, sessions, senders=senders, pollers=2, carts=1,
+                    checkout_sku=CHECKOUT_SKU,
+                ) as load,
+            ):  # fmt: skip
                 load.wait_for_successes(0.0, senders)
                 started = time.monotonic()
                 cluster.switchover()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from uuid import UUID
+from uuid import UUID, uuid4
+
+from eventsourcing.persistence import IntegrityError
 
 from ledger.commands.catalog import CatalogCommands
 from ledger.domain import Cart, InventoryItem, inventory_item_id
@@ -11,9 +13,21 @@ from ledger.domain.pricing import PricedCart, PricedLine
 
 
 class CartCommands(CatalogCommands):
-    def create_cart(self, user_id: str | None, cause: str) -> Cart:
-        cart = Cart(user_id=user_id, cause=cause)
-        self.save(cart)
+    def create_cart(self, user_id: str | None, cause: str, cart_id: UUID | None = None) -> Cart:
+        """Opens a cart. With `cart_id`, chosen by the caller before it asks, asking again
+        opens nothing more: a request repeated after a commit left in doubt (a failover) finds
+        the cart its first attempt opened."""
+        # `_create` is the library's constructor that takes the aggregate's id; its event class
+        # is made at run time from the decorated `__init__`, unseen by the type checker.
+        created = Cart.CartCreated  # type: ignore[attr-defined]
+        cart = Cart._create(created, id=cart_id or uuid4(), user_id=user_id, cause=cause)
+        try:
+            self.save(cart)
+        except IntegrityError:
+            opened = self._find(Cart, cart.id) if cart_id is not None else None
+            if opened is None or opened.user_id != user_id:
+                raise
+            return opened
         return cart
 
     def get_cart(self, cart_id: UUID) -> Cart:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -24,7 +24,7 @@ from web.route_docs import (
     error,
 )
 from web.schemas import CartBody, CartLineBody
-from web.store_calls import IDEMPOTENT, ONCE
+from web.store_calls import IDEMPOTENT
 
 
 def cart_json(priced: PricedCart) -> dict[str, Any]:
@@ -63,11 +63,15 @@ async def create_cart(request: Request) -> JSONResponse:
     body = await parse_json(request, CartBody, empty_ok=True)
     ledger = services(request).ledger
 
-    def create() -> PricedCart:
-        return ledger.price(ledger.create_cart(body.user_id, cause_of(request)))
+    # The cart's id is chosen here, once per request, so that running `create` again finds the
+    # cart a first run opened instead of opening a second.
+    cart_id = uuid4()
 
-    # ONCE: each run opens a new cart; a repeat after a commit in doubt would leave a second.
-    priced = await in_store(request, create, retry=ONCE)
+    def create() -> PricedCart:
+        return ledger.price(ledger.create_cart(body.user_id, cause_of(request), cart_id))
+
+    # IDEMPOTENT: by the cart id chosen above (`create_cart`).
+    priced = await in_store(request, create, retry=IDEMPOTENT)
     return JSONResponse(cart_json(priced), status_code=201)
 
 
