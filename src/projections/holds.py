@@ -24,7 +24,7 @@ from projections.base import (
     compose,
     handles,
 )
-from projections.event_topics import CART
+from projections.replays.topics import CART
 from projections.store import ReadStore
 
 

@@ -21,7 +21,7 @@ from projections.base import (
     handles,
     storable,
 )
-from projections.event_topics import STOCK
+from projections.replays.topics import STOCK
 from projections.store import CONSISTENT_READ_WAIT_SECONDS, ReadStore
 
 
