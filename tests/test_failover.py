@@ -105,15 +105,13 @@ def test_a_planned_switchover_under_load_answers_no_request_with_an_error(
             wait_for_workers(api)
             sessions = [paid_session(api, stand_in, SKU) for _ in range(sessions_count)]
             old_primary = cluster.primary()
-            # Webhooks, status polls, new carts and their lines: calls that may run again
-            # (web.store_calls.IDEMPOTENT), so one caught midway by the switchover goes through
-            # too. A checkout runs once (its commit may be in doubt): one caught midway
-            # answers 503, by design, and the kill test below has them in flight.
+            # Webhooks, status polls, new carts, their lines and checkouts: each may run again
+            # (web.store_calls.IDEMPOTENT), so one caught midway by the switchover goes through.
             with (
                 WritesWatch(url) as writes,
                 ShopLoad(
                     stand_in, base, sessions, senders=senders, pollers=2, carts=1,
-                    checkout_sku=CHECKOUT_SKU,
+                    checkouts=1, checkout_sku=CHECKOUT_SKU,
                 ) as load,
             ):  # fmt: skip
                 load.wait_for_successes(0.0, senders)
@@ -154,7 +152,9 @@ def test_a_planned_switchover_under_load_answers_no_request_with_an_error(
             assert not failures, (len(failures), failures[:10], load.summary())
             # Nothing lost either way, and the processes went on.
             redeliver_until_received(stand_in, base, load.sessions)
-            assert_one_outcome_each(database, api, stand_in, sessions, units)
+            assert_one_outcome_each(
+                database, api, stand_in, sessions, units, confirmed_elsewhere=load.checked_out
+            )
 
 
 def test_a_failover_under_load_loses_no_acknowledged_outcome(

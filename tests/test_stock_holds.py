@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -25,11 +25,12 @@ from uuid import UUID
 import httpx
 import pytest
 
-from ledger.checkout import CheckoutAbandoned
+from ledger.checkout import CheckoutAbandoned, CheckoutAttempt
 from ledger.domain import inventory_item_id
 from ledger.domain.vocabulary import CaptureMode
 from ledger.storage import Database
 from stripe_standin import StripeStandIn
+from tests.conftest import count_rows
 from tests.processes import run_ledger, serving
 from tests.shop import (
     ADMIN,
@@ -593,6 +594,47 @@ def test_a_cart_checked_out_four_times_at_once_keeps_one_payable_session(
         assert at_stripe == {"open": 1, "expired": 3}
         wait_until(lambda: shop.available(SKU) == 8, what=lambda: shop.available(SKU))
         assert shop.get_cart(cart_id)["status"] == "checking_out"
+
+
+@pytest.mark.parametrize("hold", [LONG_HOLD, None], ids=["with holds", "without holds"])
+def test_a_checkout_run_again_by_its_request_takes_makes_and_records_nothing_twice(
+    database: Database, hold: str | None
+) -> None:
+    # A request runs its checkout again after a failure whose commit may have gone through (a
+    # failover: web.store_calls): with the same `CheckoutAttempt`, what the first run did is
+    # found and not done again: one hold, one session at Stripe, one CheckoutStarted.
+    with running_shop(database, **({"LEDGER_STOCK_HOLD": hold} if hold else {})) as shop:
+        shop.product(SKU, stock=10)
+        checkout = shop.services.checkout
+        made_before = len(shop.stripe.sessions())
+
+        # The first run recorded its session, and failed only to say so.
+        cart_id = UUID(shop.cart(**{SKU: 2}))
+        attempt = CheckoutAttempt()
+        first = checkout.begin(cart_id, "test", attempt=attempt)
+        events = count_rows(database, "ledger_events")
+        assert checkout.begin(cart_id, "test", attempt=attempt) == first
+        assert count_rows(database, "ledger_events") == events
+        assert len(shop.stripe.sessions()) == made_before + 1
+        if hold is None:
+            return
+
+        # The first run took its hold, and failed before Stripe was asked: the hold is used.
+        other = UUID(shop.cart(**{SKU: 3}))
+        held_until = (datetime.now(UTC) + timedelta(minutes=15)).isoformat(timespec="seconds")
+        attempt = CheckoutAttempt(
+            held_until=held_until, expires_at=datetime.now(UTC) + timedelta(minutes=31)
+        )
+        shop.services.ledger.hold_stock(other, attempt.hold_id, held_until, "test")
+        created = checkout.begin(other, "test", attempt=attempt)
+        with database.connect() as conn:
+            placed = conn.execute(
+                "SELECT count(*) FROM ledger_events WHERE originator_id = %s AND topic LIKE %s",
+                (other, "%.HoldPlaced"),
+            ).fetchone()
+        assert placed == (1,)
+        assert created.session_id in {s["id"] for s in shop.stripe.sessions()}
+        wait_until(lambda: shop.available(SKU) == 5, what=lambda: shop.available(SKU))
 
 
 def test_a_checkout_whose_request_gave_up_lets_go_of_its_hold(database: Database) -> None:

@@ -18,7 +18,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
@@ -49,6 +49,19 @@ IGNORED = "ignored"  # the outcome of an event the ledger records nothing for
 # Stripe's shortest life for a checkout session; a shorter hold is ended by the ledger itself.
 # The minute's margin keeps the request valid however long it takes to reach Stripe.
 STRIPE_MIN_SESSION = timedelta(minutes=31)
+
+
+@dataclass
+class CheckoutAttempt:
+    """What one request's checkout did before it failed, so that running it again (a commit
+    left in doubt by a failover) ends with what one run would have: one hold, taken once, and
+    one Stripe session, made once and recorded once. Made by the caller before the first run;
+    `begin` fills it in as it goes."""
+
+    hold_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    held_until: str | None = None  # set before the hold is taken, with the session's end
+    expires_at: datetime | None = None
+    created: CreatedCheckout | None = None  # the session Stripe made, before it is recorded
 
 
 class CheckoutAbandoned(Exception):
@@ -89,15 +102,25 @@ class Checkout:
         self.capture = capture
 
     def begin(
-        self, cart_id: UUID, cause: str, abandoned: Callable[[], bool] = lambda: False
+        self,
+        cart_id: UUID,
+        cause: str,
+        abandoned: Callable[[], bool] = lambda: False,
+        attempt: CheckoutAttempt | None = None,
     ) -> CreatedCheckout:
         """Creates a Stripe checkout session for the cart as priced now, and records it. With
         holds, the cart's stock is held first, in the commit that checks it, after the cart's
         earlier sessions were ended, so a cart never has two payable sessions.
 
         `abandoned()` says whether the caller gave up waiting (its request answered already):
-        then no customer will ever see the session, and what is held for it is let go."""
+        then no customer will ever see the session, and what is held for it is let go.
+
+        `attempt`: the same one when the caller runs it again after a failure (see
+        `CheckoutAttempt`); what that run recorded is found and not done twice."""
+        attempt = attempt or CheckoutAttempt()
         cart = self.ledger.get_cart(cart_id)
+        if attempt.created is not None and attempt.created.session_id in cart.sessions:
+            return attempt.created  # recorded by the run that failed after all
         cart.check_checkout(cart.lines)
         if self.stock_hold is None:
             priced = self.ledger.price(cart)
@@ -107,19 +130,28 @@ class Checkout:
             # request (ours or the SDK's) cannot open a second one; a price or currency change
             # makes a new key rather than an idempotency clash at Stripe.
             key = f"{cart.id}-v{cart.version}-{_digest([priced.currency, priced.snapshot()])}"
-            return self._start(priced, key, None, cause)
-        for earlier in _open_sessions(cart):
-            self.end_session(earlier, HoldEnd.CHECKED_OUT_AGAIN, cause)
-        now = datetime.now(UTC)
-        held_until = (now + self.stock_hold).isoformat(timespec="seconds")
-        hold_id = str(uuid.uuid4())
-        priced = self.ledger.hold_stock(cart_id, hold_id, held_until, cause)
+            return self._start(priced, key, None, cause, attempt=attempt)
+        hold_id = attempt.hold_id
+        if hold_id in cart.holds and attempt.held_until and attempt.expires_at:
+            # Taken by the run that failed: the same hold, priced as then, asks Stripe again
+            # with the same key and the same parameters (the same session, if Stripe made one).
+            held_until, expires_at = attempt.held_until, attempt.expires_at
+            priced = self.ledger.price(cart)
+        else:
+            for earlier in _open_sessions(cart):
+                self.end_session(earlier, HoldEnd.CHECKED_OUT_AGAIN, cause)
+            now = datetime.now(UTC)
+            held_until = (now + self.stock_hold).isoformat(timespec="seconds")
+            expires_at = max(now + self.stock_hold, now + STRIPE_MIN_SESSION)
+            attempt.held_until, attempt.expires_at = held_until, expires_at
+            priced = self.ledger.hold_stock(cart_id, hold_id, held_until, cause)
         if abandoned():
             self.ledger.release_hold(cart_id, hold_id, HoldEnd.ABANDONED, cause)
             raise CheckoutAbandoned(cart_id)
-        expires_at = max(now + self.stock_hold, now + STRIPE_MIN_SESSION)
         try:
-            created = self._start(priced, hold_id, hold_id, cause, expires_at, held_until)
+            created = self._start(
+                priced, hold_id, hold_id, cause, expires_at, held_until, attempt=attempt
+            )
         except (PaymentProviderRefused, PaymentProviderUnavailable):
             # No session: nobody can pay for what is held (if Stripe made one after all, the
             # session is never recorded, and it cannot become an order).
@@ -140,6 +172,8 @@ class Checkout:
         cause: str,
         expires_at: datetime | None = None,
         held_until: str | None = None,
+        *,
+        attempt: CheckoutAttempt,
     ) -> CreatedCheckout:
         cart = priced.cart
         currency = priced.checkout_currency()
@@ -158,6 +192,7 @@ class Checkout:
                 capture_manually=self.capture == CaptureMode.MANUAL,
             )
         )
+        attempt.created = CreatedCheckout(created.session_id, created.url, held_until)
         recorded = self.ledger.start_checkout(priced, created.session_id, cause, hold_id)
         if hold_id is not None:
             if recorded.hold_of(created.session_id) is None:
@@ -170,7 +205,7 @@ class Checkout:
             for earlier in _open_sessions(recorded, before=created.session_id):
                 self.end_session(earlier, HoldEnd.CHECKED_OUT_AGAIN, cause)
         log.info("checkout_started", cart_id=str(cart.id), session_id=created.session_id)
-        return CreatedCheckout(created.session_id, created.url, held_until)
+        return attempt.created
 
     def end_session(self, session_id: str, reason: HoldEnd, cause: str) -> Outcome:
         """Ends a session before Stripe would (its hold's time is up, or its cart checks out

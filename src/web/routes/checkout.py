@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from ledger.checkout import CheckoutAttempt
 from ledger.domain.pricing import OutOfStock
 from ledger.domain.vocabulary import IN_FLIGHT
 from ledger.payments import PaymentProviderRefused, PaymentProviderUnavailable
@@ -17,7 +18,7 @@ from web.errors import ApiError, error_response
 from web.responses import CheckoutCreated, OrderStatus, checked
 from web.route_docs import UNAVAILABLE, Answer, documented, error
 from web.routes.carts import cart_id_of
-from web.store_calls import IDEMPOTENT, ONCE
+from web.store_calls import IDEMPOTENT
 
 
 @documented(
@@ -40,11 +41,17 @@ async def begin_checkout(request: Request) -> JSONResponse:
     # (answered 503) then lets go of what it holds instead of holding it for no one.
     answered = threading.Event()
     try:
-        # ONCE: a checkout whose commit is in doubt, run again, would open a second Stripe
-        # session (the idempotency key moves on with the cart's version) and, with holds, hold
-        # the cart's stock twice until the first hold ends.
+        # IDEMPOTENT: by the attempt, made once per request, which each run fills in as it
+        # goes: run again after a commit left in doubt, the checkout finds the hold and the
+        # session the run before took, made or recorded, and takes, makes or records none twice.
         created = await calling_stripe(
-            request, checkout.begin, cart_id, cause_of(request), answered.is_set, retry=ONCE
+            request,
+            checkout.begin,
+            cart_id,
+            cause_of(request),
+            answered.is_set,
+            CheckoutAttempt(),
+            retry=IDEMPOTENT,
         )
     except OutOfStock as short:
         return error_response(
