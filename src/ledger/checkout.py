@@ -131,13 +131,21 @@ class Checkout:
             # makes a new key rather than an idempotency clash at Stripe.
             key = f"{cart.id}-v{cart.version}-{_digest([priced.currency, priced.snapshot()])}"
             return self._start(priced, key, None, cause, attempt=attempt)
-        hold_id = attempt.hold_id
-        if hold_id in cart.holds and attempt.held_until and attempt.expires_at:
+        if attempt.hold_id in cart.holds and attempt.held_until and attempt.expires_at:
             # Taken by the run that failed: the same hold, priced as then, asks Stripe again
             # with the same key and the same parameters (the same session, if Stripe made one).
-            held_until, expires_at = attempt.held_until, attempt.expires_at
+            hold_id, held_until, expires_at = (
+                attempt.hold_id,
+                attempt.held_until,
+                attempt.expires_at,
+            )
             priced = self.ledger.price(cart)
         else:
+            if attempt.held_until is not None:
+                # A run before may have placed its hold and released it since: a hold id is
+                # placed once, so this one is new.
+                attempt.hold_id = str(uuid.uuid4())
+            hold_id = attempt.hold_id
             for earlier in _open_sessions(cart):
                 self.end_session(earlier, HoldEnd.CHECKED_OUT_AGAIN, cause)
             now = datetime.now(UTC)
