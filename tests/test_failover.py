@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -47,7 +46,7 @@ from tests.test_faults import (
     WEBHOOK_ANSWER_BOUND_SECONDS,
     add_product,
     assert_one_outcome_each,
-    deliver_until_received,
+    deliver_all,
     expected_message_ids,
     ledger_env,
     stripe_stand_in,
@@ -73,17 +72,7 @@ def cluster() -> Iterator[FailoverCluster]:
 
 def redeliver_until_received(stand_in: StripeStandIn, base: str, sessions: list[str]) -> None:
     """Stripe redelivers each session's event until it is answered 200."""
-    deadline = time.monotonic() + 45
-    with (
-        httpx.Client(timeout=WEBHOOK_ANSWER_BOUND_SECONDS + 10) as client,
-        ThreadPoolExecutor(6) as pool,
-    ):
-        retried = list(
-            pool.map(
-                lambda sid: deliver_until_received(client, stand_in, base, sid, deadline),
-                sessions,
-            )
-        )
+    retried = deliver_all(stand_in, base, sessions, 45)
     assert all(r[-1] == 200 for r in retried), [r for r in retried if r[-1] != 200]
 
 

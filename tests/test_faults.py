@@ -464,17 +464,7 @@ def test_a_postgresql_restart_during_webhook_load_loses_nothing(
             assert recovered - restarted_at < RESTART_RECOVERY_BOUND_SECONDS, summary
 
             # Stripe retries every event until it is answered 200: each session's, once more.
-            deadline = time.monotonic() + 45
-            with (
-                httpx.Client(timeout=WEBHOOK_ANSWER_BOUND_SECONDS + 10) as client,
-                ThreadPoolExecutor(8) as pool,
-            ):
-                retried = list(
-                    pool.map(
-                        lambda sid: deliver_until_received(client, stand_in, url, sid, deadline),
-                        sessions,
-                    )
-                )
+            retried = deliver_all(stand_in, url, sessions, 45)
             assert all(r[-1] == 200 for r in retried), [r for r in retried if r[-1] != 200]
 
             assert_one_outcome_each(private_postgres.database, api, stand_in, sessions, units)
