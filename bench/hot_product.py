@@ -41,8 +41,9 @@ Run (bounded: a whole run at the defaults takes a few minutes):
 
 `--workers N` starts each ledger server as `ledger serve --workers N` (one port, N processes):
 its `cpu_s.servers` then counts the parent and every child, `log.requests_by_process` gives the
-requests each child answered (set-up included), and `metrics` is whichever child answered the
-scrape. `bench/serve_workers.py` compares N = 2 with N = 1 in one run.
+requests each child answered (set-up included), `log.webhooks_by_process` the deliveries alone,
+and `metrics` is whichever child answered the scrape. `bench/serve_workers.py` compares N = 2
+with N = 1 in one run.
 
 Progress goes to stderr; one JSON document to stdout:
 - `machine`: cores, load average at start, PostgreSQL version; `source`: the commit the ledger
@@ -999,6 +1000,8 @@ def ledger_log_summary(procs: list[Proc]) -> dict[str, Any]:
     other = 0
     # `ledger serve --workers N`: each child's requests, from the line it writes as it stops.
     requests_by_process: dict[str, int] = {}
+    # The deliveries alone (the timed phase), by the pid on each webhook's line.
+    webhooks_by_process: collections.Counter[str] = collections.Counter()
     for proc in procs:
         try:
             text = proc.log_path.read_text(errors="replace")
@@ -1014,6 +1017,8 @@ def ledger_log_summary(procs: list[Proc]) -> dict[str, Any]:
                 continue
             if record.get("event") == "serve_process_stopped":
                 requests_by_process[str(record.get("pid"))] = int(record.get("requests", 0))
+            if record.get("path") == "/webhooks/stripe" and "pid" in record:
+                webhooks_by_process[str(record["pid"])] += 1
             level = str(record.get("level", "?"))
             # Each request's one line (`http_request`, or the webhook's own) has its status.
             if "path" in record and int(record.get("status", 0)) >= 500:
@@ -1033,6 +1038,7 @@ def ledger_log_summary(procs: list[Proc]) -> dict[str, Any]:
         "non_json_lines": other,
         "samples": samples,
         "requests_by_process": requests_by_process,
+        "webhooks_by_process": dict(webhooks_by_process),
     }
 
 

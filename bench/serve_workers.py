@@ -5,7 +5,8 @@ real PostgreSQL, the Stripe stand-in in a process of its own).
 Per run and worker count: settled/s, non-200 answers, whether the outcomes are right, the server
 CPU seconds during the timed phase (the parent and all its children, from /proc), CPU per settled
 session, server CPU ÷ wall (above 1: more than one core at work), and each child's share of the
-requests it answered (set-up included; from the line each child logs as it stops). The two
+requests it answered (set-up included; from the line each child logs as it stops) and of the
+timed deliveries alone (from each webhook's line). The two
 counts alternate within each repeat, so a neighbour's load on a shared machine falls on both;
 `summary` holds the medians over the repeats, and the ratios to quote.
 
@@ -36,6 +37,8 @@ def figures(workers: int, result: dict[str, Any], log: dict[str, Any]) -> dict[s
     cpu = result["cpu_s"]
     served = log.get("requests_by_process", {})
     total = sum(served.values())
+    delivered = log.get("webhooks_by_process", {})
+    deliveries = sum(delivered.values())
     outcomes = result["outcomes"]
     return {
         "workers": workers,
@@ -50,6 +53,10 @@ def figures(workers: int, result: dict[str, Any], log: dict[str, Any]) -> dict[s
         "load_generator_cpu_s": cpu["load_generator"],
         "postgres_cpu_s": cpu["postgres_all"],
         "request_share": sorted(round(n / total, 3) for n in served.values()) if total else [],
+        # The timed phase alone: the set-up's few kept-alive connections land where they may.
+        "delivery_share": sorted(round(n / deliveries, 3) for n in delivered.values())
+        if len(delivered) > 1
+        else [],
     }
 
 
@@ -87,6 +94,7 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "workers_2": med(2, "server_cpu_per_wall"),
         },
         "request_share_workers_2": [r["request_share"] for r in rows if r["workers"] == 2],
+        "delivery_share_workers_2": [r["delivery_share"] for r in rows if r["workers"] == 2],
         "all_outcomes_ok": all(r["outcomes_ok"] for r in rows),
         "non_200": sum(r["non_200"] for r in rows),
     }

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from ledger.storage import Database
 from tests.processes import (
@@ -48,6 +49,7 @@ from tests.test_stock_holds import (
     wait_for_statuses,
 )
 from tests.waiting import wait_until
+from workers.leadership import Share
 
 SESSIONS = 300
 UNITS = 250
@@ -134,7 +136,8 @@ def test_flash_sale_over_one_port_served_by_two_processes(
             running_here[line["event"].split()[1].rstrip(":")].add(line["pid"])
     assert running_here.keys() >= PROCESSORS, running_here
     assert all(len(pids) == 1 for pids in running_here.values()), running_here
-    assert {pid for pids in running_here.values() for pid in pids} <= served.keys()
+    # Each process runs its share of them: the background work is on both cores too.
+    assert {pid for pids in running_here.values() for pid in pids} == served.keys(), running_here
 
 
 def request_lines(lines: list[dict[str, Any]], method: str, path: str) -> Counter[int]:
@@ -299,3 +302,12 @@ def test_several_processes_without_a_stripe_key_is_refused_in_one_line(tmp_path:
     result = run_ledger(tmp_path, "serve", "--workers", "2", "--port", str(free_port()))
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "STRIPE_API_KEY" in result.stderr, result.stderr
+
+
+def test_the_processes_shares_cover_every_processor_once() -> None:
+    shares = [Share.parse(f"{index}/3") for index in range(3)]
+    for position in range(11):
+        assert sum(share.prefers(position) for share in shares) == 1
+    for text in ("3/3", "-1/2", "a/2", "1"):
+        with pytest.raises(ValueError):
+            Share.parse(text)

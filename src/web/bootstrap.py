@@ -42,6 +42,7 @@ from stripe_standin import StripeStandIn
 from web.order_status_poll import OrderStatusReader, PollFulfillment
 from web.store_calls import StoreBreaker, stripe_bound_limiter
 from workers import Processor, Workers
+from workers.leadership import Share
 
 if TYPE_CHECKING:
     from web.tracing import Tracing
@@ -222,12 +223,13 @@ def notification_worker(services: Services) -> NotificationWorker:
     return NotificationWorker(notifications)
 
 
-def background_workers(services: Services) -> Workers:
-    """The workers of `ledger serve` and `ledger work`. The read store waits on them for the
-    read models they run here, woken by their commits instead of polling."""
+def background_workers(services: Services, share: Share | None = None) -> Workers:
+    """The workers of `ledger serve` and `ledger work` (`share`: of a process of `ledger serve
+    --workers N`). The read store waits on them for the read models they run here, woken by
+    their commits instead of polling."""
     running = processors(services)
     if services.tracing is not None:
         services.tracing.instrument_side_effects(running)
-    workers = Workers(services.database, running)
+    workers = Workers(services.database, running, share=share)
     services.read_store.wait_on(workers)
     return workers

@@ -55,6 +55,7 @@ def serve(args: argparse.Namespace) -> int:
     from web.demo import seed_demo_products
     from web.logs import log
     from web.serve_processes import announce_ready, exit_with_parent
+    from workers.leadership import Share
 
     child = args.listen_fd is not None  # one of `--workers N` processes, sharing their log
     tracing = _logging_and_tracing(process_id=os.getpid() if child else None)
@@ -71,7 +72,8 @@ def serve(args: argparse.Namespace) -> int:
     if args.demo:
         added = seed_demo_products(services.ledger)
         log.info("demo_products", added=added, storefront=f"{listen_url}/")
-    workers = None if args.no_workers else background_workers(services)
+    share = Share.parse(args.share) if args.share else None
+    workers = None if args.no_workers else background_workers(services, share)
     try:
         if workers is not None:
             workers.start()
@@ -221,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     # Between `--workers N`'s parent and its children only: the inherited listening socket and
     # the pipe a child writes to once ready.
     serve_cmd.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)
+    serve_cmd.add_argument("--share", default=None, help=argparse.SUPPRESS)
     serve_cmd.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
     serve_cmd.set_defaults(handler=serve)
     commands.add_parser("work", help="run the background workers alone").set_defaults(handler=work)

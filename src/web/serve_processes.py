@@ -132,6 +132,8 @@ class Children:
         port = sock.getsockname()[1]  # the port bound, were `--port 0` asked
         argv += ["--port", str(port), "--listen-fd", str(sock.fileno())]
         argv += ["--ready-fd", str(ready_fd)]
+        # The background work split between the processes too, not all in the first to start.
+        argv += ["--share", f"{index}/{len(self.sockets)}"]
         if self.args.no_workers:
             argv.append("--no-workers")
         if self.args.demo and index == 0:  # the products once, not N times

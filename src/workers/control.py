@@ -34,7 +34,7 @@ from projections.stepping import ProjectionSteps
 from projections.store import ReadStore, connect, poll_tracking
 from side_effects.base import PeriodicTask, SideEffect, starts_at_head
 from side_effects.stepping import SideEffectSteps
-from workers.leadership import Leadership, close_quietly
+from workers.leadership import Leadership, Share, close_quietly
 from workers.slots import Processor, Slot
 
 logger = logging.getLogger(__name__)
@@ -71,11 +71,14 @@ class Workers:
         backoff: tuple[float, float] = (0.05, 10.0),
         retry_backoff: tuple[float, float] = (1.0, 600.0),
         channel: str | None = None,
+        share: Share | None = None,
     ) -> None:
         """`poll_interval`: longest wait for new events without a NOTIFY; `lock_interval`: how
         often a processor owned elsewhere is retried; `backoff`: first and longest pause after a
         failed step; `retry_backoff`: first and longest pause before a side effect's failed
-        event is tried again; `channel`: the NOTIFY channel to LISTEN on (default: the log's)."""
+        event is tried again; `channel`: the NOTIFY channel to LISTEN on (default: the log's);
+        `share`: which processors to claim first when one of several processes started
+        together (see `workers.leadership.Share`)."""
         names = [p.name for p in processors]
         if len(set(names)) != len(names):
             raise ValueError(f"processor names must be unique: {names}")
@@ -89,6 +92,7 @@ class Workers:
         self.backoff = backoff
         self.retry_backoff = retry_backoff
         self._channel = channel
+        self._share = share
         self._cond = threading.Condition()
         self._stopping = threading.Event()
         self._slots = {p.name: Slot(p, self._cond, self._stopping) for p in processors}
@@ -128,6 +132,7 @@ class Workers:
             changed=self._cond,
             stopping=self._stopping,
             pause=self._pause,
+            share=self._share,
         )
         try:  # take what we can before returning, so `owns()` and waiters know at once
             control: psycopg.Connection[Any] | None = leadership.open()

@@ -3,7 +3,11 @@ that holds its PostgreSQL advisory lock. The locks live on one dedicated "contro
 which also LISTENs on the log's NOTIFY channel and wakes the processors when events are
 recorded. The others retry a lock every `lock_interval` seconds and take over when the
 owner's session ends (a process killed with SIGKILL closes its socket and PostgreSQL drops
-its locks at once)."""
+its locks at once).
+
+Processes started together as one service (`ledger serve --workers N`) each take a `Share` of
+the processors first, so that the background work runs on as many cores as there are
+processes instead of all of it in the first process to start."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -25,6 +30,31 @@ logger = logging.getLogger(__name__)
 
 # The control thread checks for a stop request at least this often (seconds).
 CONTROL_TICK = 0.05
+# How long a process of a `Share` leaves the others' processors to them, per process: they
+# start one after another, each within a second or two of the one before.
+PATIENCE_PER_PROCESS = 3.0
+
+
+@dataclass(frozen=True)
+class Share:
+    """Process `index` of `count` started together: it claims every `count`-th processor
+    (from `index`) at once, and the rest only if they are still unclaimed once the others
+    have had time to start (one that did not, or lost its session, leaves them to us)."""
+
+    index: int
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> Share:
+        """`"I/N"`, as `ledger serve --workers N` names its children's shares."""
+        index, _, count = text.partition("/")
+        share = cls(int(index), int(count))
+        if not 0 <= share.index < share.count:
+            raise ValueError(f"not a share of processors: {text!r}")
+        return share
+
+    def prefers(self, position: int) -> bool:
+        return position % self.count == self.index
 
 
 class Leadership:
@@ -41,6 +71,7 @@ class Leadership:
         changed: threading.Condition,
         stopping: threading.Event,
         pause: Callable[[int, BaseException], float],
+        share: Share | None = None,
     ) -> None:
         self.database = database
         self.slots = slots
@@ -50,6 +81,10 @@ class Leadership:
         self._stopping = stopping  # the processors are stopping: claim nothing more
         self._pause = pause
         self._stop = threading.Event()
+        self._share = share
+        self._patient_until = (
+            time.monotonic() + PATIENCE_PER_PROCESS * share.count if share is not None else 0.0
+        )
 
     def stop(self) -> None:
         self._stop.set()
@@ -103,7 +138,9 @@ class Leadership:
         self._disown_all(None)
 
     def _claim(self, conn: psycopg.Connection[Any]) -> None:
-        unowned = [s for s in self.slots if not s.owned.is_set()]
+        unowned = [
+            s for at, s in enumerate(self.slots) if not s.owned.is_set() and self._may_claim(at)
+        ]
         if not unowned or self._stopping.is_set():
             conn.execute("SELECT 1")  # proves the session (and so our locks) is still alive
             return
@@ -116,6 +153,10 @@ class Leadership:
                 slot.forget_position()  # another process may have moved it on
                 slot.owned.set()
                 slot.wake.set()
+
+    def _may_claim(self, position: int) -> bool:
+        share = self._share
+        return share is None or share.prefers(position) or time.monotonic() >= self._patient_until
 
     def _disown_all(self, reason: str | None) -> None:
         for slot in self.slots:
