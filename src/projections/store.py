@@ -26,6 +26,10 @@ logger = logging.getLogger(__name__)
 
 # How long a consistent read waits for its read model to catch up before answering anyway.
 CONSISTENT_READ_WAIT_SECONDS = 1.0
+# A processor seen running elsewhere is taken to still run for this long: a wait on it would
+# otherwise ask pg_locks first, every time (another process takes over a dead one's processors
+# about a second later anyway, and a wait that finds nobody ends at its timeout).
+RUNNING_SEEN_FOR_SECONDS = 1.0
 # At most one "are the workers running?" warning per this many seconds.
 WARN_EVERY_SECONDS = 10.0
 # Polling the tracking table from another process: first after 0.5 ms, then backing off to
@@ -51,6 +55,7 @@ class ReadStore:
         )
         self._workers: LocalWorkers | None = None
         self._last_warning = -WARN_EVERY_SECONDS
+        self._seen_running: dict[str, float] = {}  # processor -> when last seen running
 
     def wait_on(self, workers: LocalWorkers) -> None:
         """Waits on these workers (of this process, on this database) for the processors they
@@ -165,7 +170,17 @@ class ReadStore:
         return True
 
     def is_running(self, name: str) -> bool:
-        """Whether some process holds processor `name`'s lock (runs it) right now."""
+        """Whether some process holds processor `name`'s lock (runs it): right now, or
+        `RUNNING_SEEN_FOR_SECONDS` ago."""
+        now = time.monotonic()
+        if now - self._seen_running.get(name, -RUNNING_SEEN_FOR_SECONDS) < RUNNING_SEEN_FOR_SECONDS:
+            return True
+        if self._holds_lock(name):
+            self._seen_running[name] = now
+            return True
+        return False
+
+    def _holds_lock(self, name: str) -> bool:
         key = lock_key("processor", name) & (2**64 - 1)
         with self.cursor() as cursor:
             row = cursor.execute(

@@ -169,7 +169,9 @@ class Leadership:
 
     def _wake_all(self) -> None:
         for slot in self.slots:
-            slot.wake.set()
+            # Another process's: its thread would wake only to find it is not ours.
+            if slot.owned.is_set():
+                slot.wake.set()
 
 
 def close_quietly(conn: psycopg.Connection[Any]) -> None:
