@@ -163,7 +163,9 @@ async def call_store(
         # Hung or failed, this attempt tells of an outage at least as old as itself.
         failed_since = partial(breaker.report_failure, time.monotonic())
         try:
-            with anyio.fail_after(max(0.0, deadline - time.monotonic())):
+            # asyncio's own timeout, not anyio's: the same on this loop, without anyio's look
+            # for the running async library on every call.
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
                 # The thread is abandoned, not killed, past the budget: it ends on its own when
                 # the library gives up, and whatever it was doing commits whole or not at all.
                 return await _in_thread(partial(fn, *args), threads)
