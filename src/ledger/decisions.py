@@ -115,15 +115,6 @@ class Commit:
         found = self.aggregates[aggregate_id]
         return found if isinstance(found, kind) else None
 
-    def read_many(self, kind: type[A], aggregate_ids: Iterable[UUID]) -> None:
-        """`find` for each of `aggregate_ids` ahead of the decisions, in one round trip to the
-        store instead of one each (a batch of orders reads a cart per order)."""
-        wanted = [i for i in dict.fromkeys(aggregate_ids) if i not in self.aggregates]
-        # A copy of each, as `repository.get` hands out: the cache's own stays unchanged.
-        found = self.app._bulk.read_many(kind, wanted, deepcopy)
-        for aggregate_id in wanted:
-            self.aggregates[aggregate_id] = found.get(aggregate_id)
-
     def get(self, kind: type[A], aggregate_id: UUID, missing: DomainError) -> A:
         found = self.find(kind, aggregate_id)
         if found is None:

@@ -66,7 +66,6 @@ class OrderCommands(HoldCommands):
 
         def decide() -> list[Order | BaseException]:
             commit = Commit(self)
-            commit.read_many(Cart, [r.paid.cart_id for r in requests])
             carts = [
                 commit.get(Cart, r.paid.cart_id, UnknownCart(r.paid.cart_id)) for r in requests
             ]
