@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from copy import deepcopy
 from typing import Any, TypeVar
 from uuid import UUID
@@ -53,17 +53,24 @@ class DecidingApplication(Application[UUID]):
         self.locks.close()
         super().close()
 
-    def save(self, *objs: Any, **kwargs: Any) -> list[Recording[UUID]]:
+    def save(
+        self, *objs: Any, handed_over: Collection[Any] = (), **kwargs: Any
+    ) -> list[Recording[UUID]]:
+        """The library's `save`, then each saved aggregate cached. `handed_over`: those of
+        `objs` the caller lets go of once saved (it neither reads nor changes them again)."""
         recordings = super().save(*objs, **kwargs)
         # What was just saved is each aggregate's latest version (its writer holds its lock):
         # cached, the next read fast-forwards from it instead of decoding what we just wrote.
         # (The library caches on save only when it does not fast-forward.) A copy, so that
-        # what the caller holds and what the cache brings up to date stay apart.
+        # what the caller holds and what the cache brings up to date stay apart; but for an
+        # aggregate the caller hands over, which nothing else holds (the copies cost a fifth of
+        # the CPU of a batch of orders).
         cache = self.repository.cache
         if cache is not None:
             for obj in objs:
                 if isinstance(obj, Aggregate):
-                    cache.put(obj.id, deepcopy(obj))
+                    given = any(obj is other for other in handed_over)
+                    cache.put(obj.id, obj if given else deepcopy(obj))
         return recordings
 
     def _find(self, kind: type[A], aggregate_id: UUID) -> A | None:

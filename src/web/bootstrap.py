@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
-
-import anyio
 
 from ledger.application import Ledger
 from ledger.captures import Captures
@@ -40,7 +39,7 @@ from side_effects.resync import Resync
 from side_effects.sent_messages import SentMessages
 from stripe_standin import StripeStandIn
 from web.order_status_poll import OrderStatusReader, PollFulfillment
-from web.store_calls import StoreBreaker, stripe_bound_limiter
+from web.store_calls import StoreBreaker, stripe_bound_threads
 from workers import Processor, Workers
 from workers.leadership import Share
 
@@ -78,7 +77,7 @@ class Services:
     merchant_desk: MerchantDesk
     stand_in: StripeStandIn | None = None
     # The threads of requests' calls that wait on Stripe, apart from the store's reads.
-    stripe_bound_calls: anyio.CapacityLimiter = field(default_factory=stripe_bound_limiter)
+    stripe_bound_calls: ThreadPoolExecutor = field(default_factory=stripe_bound_threads)
     # Set when OTEL_EXPORTER_OTLP_ENDPOINT asks for traces (web.tracing): the app, the commits
     # and the workers are then traced. The process that started it shuts it down.
     tracing: Tracing | None = None
@@ -92,6 +91,8 @@ class Services:
         self.merchant_requests.close()
         self.customer_keys.close()
         self.ledger.close()
+        # Idle threads go; a call still waiting on Stripe ends when the SDK gives up.
+        self.stripe_bound_calls.shutdown(wait=False, cancel_futures=True)
 
 
 def bootstrap(

@@ -43,10 +43,10 @@ async def calling_stripe(
     budget: float = REQUEST_BUDGET_SECONDS,
 ) -> T:
     """`in_store` for a call that waits on Stripe too (it may also use the store): its thread
-    comes from the Stripe-bound limiter, so a slow Stripe takes none from the store's reads."""
+    comes from the Stripe-bound pool, so a slow Stripe takes none from the store's reads."""
     svc = services(request)
     return await call_store(
-        svc.store_breaker, fn, *args, retry=retry, budget=budget, limiter=svc.stripe_bound_calls
+        svc.store_breaker, fn, *args, retry=retry, budget=budget, threads=svc.stripe_bound_calls
     )
 
 

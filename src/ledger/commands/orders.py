@@ -76,7 +76,10 @@ class OrderCommands(HoldCommands):
             }
             with self.locks.held(items):
                 orders = [self._decide_order(r.paid, commit, r.cause) for r in requests]
-                self.save(*commit.changed())
+                changed = commit.changed()
+                # The commit is dropped once saved: only the orders go back to the callers.
+                returned = {id(order) for order in orders}
+                self.save(*changed, handed_over=[a for a in changed if id(a) not in returned])
             return list(orders)
 
         try:
