@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from typing import Any, Protocol
 
@@ -31,6 +32,11 @@ from side_effects.attempts import Attempt, Attempts
 from side_effects.base import SideEffect, attempt_timeout_of, concurrency_of, starts_at_head
 
 logger = logging.getLogger(__name__)
+
+# The longest a runner goes without reading its retry schedule when nothing in it is due. Only
+# the runner holding the side effect's lock writes it, so this is a safety net, not a poll: it
+# is read again at once whenever this runner schedules, clears or starts a retry.
+RETRIES_QUIET_SECONDS = 5.0
 
 
 class EffectTrack(Track, Protocol):
@@ -81,6 +87,9 @@ class SideEffectSteps:
         self._more = True  # the last read stopped short of the log's head
         self._queue: deque[tuple[int, Any]] = deque()
         self._started: dict[int, Attempt | None] = {}
+        # Before this time (time.monotonic()) no retry is due: the schedule is not read
+        # again until then, or until this runner (the only one writing it) changes it.
+        self._retries_quiet_until = 0.0
 
     def step(self, conn: psycopg.Connection[Any], track: EffectTrack) -> bool:
         """Records the attempts that finished, starts what it can; True when nothing more can
@@ -154,6 +163,7 @@ class SideEffectSteps:
                     self._started[attempt.position] = attempt
             elif attempt.error is None:
                 retries.done(cur, track.name, attempt.position)
+                self._retries_quiet_until = 0.0
             else:
                 assert attempt.retried is not None
                 failures = attempt.retried + 1
@@ -199,6 +209,7 @@ class SideEffectSteps:
 
     def _restart(self, position: int) -> None:
         self.halt()
+        self._retries_quiet_until = 0.0
         self._base = position
         self._read_upto = position
         self._more = True
@@ -211,10 +222,15 @@ class SideEffectSteps:
         among them, never hold those back."""
         limit = self.attempts.limit
         room = min(self.attempts.free(), max(1, limit - 1) - self._retries_live())
-        if room <= 0:
+        if room <= 0 or time.monotonic() < self._retries_quiet_until:
             return
         # Those still running show as due too (their row changes when they end): ask for more.
-        for position, failures in retries.due(cur, name, room + 2 * limit):
+        due, wait = retries.due(cur, name, room + 2 * limit)
+        if not due:
+            # Nothing due: read the schedule again when the next is, or after a while anyway.
+            quiet = RETRIES_QUIET_SECONDS if wait is None else min(wait, RETRIES_QUIET_SECONDS)
+            self._retries_quiet_until = time.monotonic() + quiet
+        for position, failures in due:
             if room <= 0:
                 break
             if self.attempts.busy(position):
@@ -269,3 +285,4 @@ class SideEffectSteps:
             delay,
         )
         retries.schedule(cur, name, position, attempts, delay, error)
+        self._retries_quiet_until = 0.0
