@@ -1,8 +1,8 @@
 """One step of a side effect: collect the attempts that ended (or ran out of time), record
 what they mean, and start more, first the failed events whose retry is due, then the next
 events of the log. The workers (`workers.control`) call it in the side effect's own thread
-while this process holds its lock, again whenever an attempt ends (`Attempts.wake` is the
-slot's wake event) or reaches its deadline.
+while this process holds its lock, again whenever an attempt ends (`Attempts.wakes` are the
+slot's wake and hurry events: an end is never left waiting) or reaches its deadline.
 
 Each event is handled outside any transaction, in a thread of its own (`side_effects.attempts`),
 a bounded number at once, so one hung refund or e-mail holds back no other. The position
@@ -41,10 +41,12 @@ RETRIES_QUIET_SECONDS = 5.0
 
 class EffectTrack(Track, Protocol):
     """A side effect's `Track`, which also says whether to go on, keeps the last error, and
-    has the event that wakes its thread (set when an attempt ends)."""
+    has the events that wake its thread and cut its lingering short (both set when an
+    attempt ends: the next items start at once)."""
 
     last_error: str | None
     wake: threading.Event
+    hurry: threading.Event
 
     def running(self) -> bool:
         """Whether this process still runs it (not stopping, still holding its lock)."""
@@ -95,7 +97,7 @@ class SideEffectSteps:
         """Records the attempts that finished, starts what it can; True when nothing more can
         start until an attempt ends or something new is recorded (the caller waits on
         `track.wake`, at most until `next_deadline`)."""
-        self.attempts.bind(track.wake)
+        self.attempts.bind(track.wake, track.hurry)
         name = track.name
         cur = conn.cursor()
         position = track.position if track.position >= 0 else read_position(cur, name)
