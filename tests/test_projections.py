@@ -440,6 +440,17 @@ def test_a_lingering_read_model_steps_at_once_for_a_reader_waiting_on_it(
         assert runner.wait_until_processed("products", head(database), timeout=20)
 
 
+def test_a_lingering_read_model_run_by_another_process_is_hurried_through_the_database(
+    database: Database, ledger: Ledger
+) -> None:
+    # The store is not wired to the runner: it waits as a process that does not run the read
+    # model does, on the tracking table, and hurries the runner with a NOTIFY.
+    with workers(database, poll_interval=30.0, linger=60.0), store(database) as reads:
+        assert caught_up(database, ["products"], timeout=10)
+        stock(ledger, "mug", 100)
+        assert ProductCatalog(reads, wait_seconds=20).product("mug")["available"] == 100
+
+
 def test_a_lost_notification_does_not_stall_the_runner(database: Database, ledger: Ledger) -> None:
     stock(ledger, "mug", 100)
     # Every NOTIFY is lost: it listens on a channel nobody notifies. The poll finds the events.

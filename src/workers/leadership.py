@@ -21,7 +21,7 @@ from psycopg import sql
 
 from ledger.storage import Database
 from projections.base import lock_key
-from projections.store import connect
+from projections.store import HURRY_CHANNEL, connect
 from workers.slots import Slot
 
 logger = logging.getLogger(__name__)
@@ -74,6 +74,7 @@ class Leadership:
         )
         try:
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(HURRY_CHANNEL)))
             self._claim(conn)
         except BaseException:
             close_quietly(conn)
@@ -118,12 +119,19 @@ class Leadership:
         ready, _, _ = select.select([session, self._woken.fileno()], [], [], timeout)
         return session in ready and self._drain(conn)
 
-    @staticmethod
-    def _drain(conn: psycopg.Connection[Any]) -> bool:
-        """Takes every notification received so far, waiting for none; whether any came."""
+    def _drain(self, conn: psycopg.Connection[Any]) -> bool:
+        """Takes every notification received so far, waiting for none: hurries the processors
+        a waiter in another process asked for (`projections.store.HURRY_CHANNEL`); whether
+        events were recorded."""
         notified = False
-        for _ in conn.notifies(timeout=0):
-            notified = True
+        for notify in conn.notifies(timeout=0):
+            if notify.channel != HURRY_CHANNEL:
+                notified = True
+                continue
+            for slot in self.slots:
+                if slot.name == notify.payload:
+                    slot.hurry.set()
+                    slot.wake.set()
         return notified
 
     def _claim(self, conn: psycopg.Connection[Any]) -> None:
