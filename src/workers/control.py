@@ -7,12 +7,13 @@ the processors at once, and each polls every `poll_interval` seconds anyway, so 
 notification (library issue #305) delays nothing by more than that. A woken processor that is
 not `prompt` lingers (`linger`) before its step, so that the commits of that while go in one
 step rather than one step each (a step's read, transaction and tracking update cost about as
-much as its events); one that someone waits on (a consistent read, `wait_until_processed`)
-is hurried and lingers no more. A failed step is tried
-again after `backoff`. How a step goes is the processor's own: a read model's batch in one
-transaction (`projections.stepping`), a side effect's events several at once, each in a thread
-of its own with its deadline, and their retry schedule (`side_effects.stepping`: an attempt
-that ends wakes the processor's thread); a periodic task is run every `interval` seconds.
+much as its events); one that someone waits on (a consistent read, `wait_until_processed`,
+or a NOTIFY from a waiter in another process) is hurried and lingers no more. A failed step is
+tried again after `backoff`. How a step goes is the processor's own: a read model's batch in
+one transaction (`projections.stepping`), a side effect's events several at once, each in a
+thread of its own with its deadline, and their retry schedule (`side_effects.stepping`: an
+attempt that ends wakes and hurries the processor's thread); a periodic task is run every
+`interval` seconds.
 """
 
 from __future__ import annotations
