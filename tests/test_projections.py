@@ -425,6 +425,32 @@ def test_reading_your_own_write_waits_on_the_commit_not_on_a_sleep(
     assert sorted(lags)[len(lags) // 2] < WAITER_DB_CHECK, lags
 
 
+def test_a_lingering_read_model_steps_at_once_for_a_reader_waiting_on_it(
+    database: Database, ledger: Ledger
+) -> None:
+    # Woken by a commit, a read model that is not prompt gathers commits for `linger` before
+    # its step; a consistent read waiting on it hurries it. With a linger longer than the
+    # waits below, only the hurry can have caught it up in time.
+    with workers(database, poll_interval=30.0, linger=60.0) as runner, store(database) as reads:
+        reads.wait_on(runner)
+        assert caught_up(database, ["products"], timeout=10)
+        stock(ledger, "mug", 100)
+        assert ProductCatalog(reads, wait_seconds=20).product("mug")["available"] == 100
+        ledger.adjust_stock("mug", 1, "delivery", "test")
+        assert runner.wait_until_processed("products", head(database), timeout=20)
+
+
+def test_a_lingering_read_model_run_by_another_process_is_hurried_through_the_database(
+    database: Database, ledger: Ledger
+) -> None:
+    # The store is not wired to the runner: it waits as a process that does not run the read
+    # model does, on the tracking table, and hurries the runner with a NOTIFY.
+    with workers(database, poll_interval=30.0, linger=60.0), store(database) as reads:
+        assert caught_up(database, ["products"], timeout=10)
+        stock(ledger, "mug", 100)
+        assert ProductCatalog(reads, wait_seconds=20).product("mug")["available"] == 100
+
+
 def test_a_lost_notification_does_not_stall_the_runner(database: Database, ledger: Ledger) -> None:
     stock(ledger, "mug", 100)
     # Every NOTIFY is lost: it listens on a channel nobody notifies. The poll finds the events.
@@ -743,6 +769,24 @@ def test_an_attempt_past_its_deadline_fails_and_holds_back_no_other(
         wait_until(lambda: query(database, "SELECT count(*) FROM side_effect_retries") == [(0,)])
     assert hanger.calls.count(hung) == 2
     assert sorted(hanger.done) == sorted([*positions, hung])
+
+
+class OneAtATimeMailer(FlakyMailer):
+    concurrency = 1
+
+
+def test_a_lingering_side_effect_starts_its_next_item_as_soon_as_one_ends(
+    database: Database, ledger: Ledger
+) -> None:
+    # One item at a time and a linger longer than the wait: an attempt's end must step the
+    # side effect at once (a notification alone lets it linger), or the items would go one
+    # per linger.
+    for _ in range(5):  # before the start: its first step needs no notification
+        ledger.create_cart(None, "test")
+    mailer = OneAtATimeMailer(fail_at=None, failures=0)
+    with workers(database, [mailer], poll_interval=30.0, linger=60.0):
+        wait_until(lambda: len(mailer.sent) == 5, timeout=20, what=lambda: mailer.sent)
+    assert sorted(mailer.sent) == sorted(set(mailer.sent))
 
 
 # ---- the worker process ------------------------------------------------------------------------

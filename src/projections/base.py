@@ -204,6 +204,9 @@ class Projection(ABC):
     name: ClassVar[str]
     tables: ClassVar[tuple[str, ...]]
     version: ClassVar[int] = 1
+    # Whether it steps as soon as a commit wakes it, rather than gathering the commits of a
+    # moment in one step (`workers.control`): for a read model that requests wait for.
+    prompt: ClassVar[bool] = False
     # Filled in from the @handles methods: only these events are read from the log for it.
     topics: ClassVar[tuple[str, ...]] = ()
     _handlers: ClassVar[dict[str, str]] = {}

@@ -10,8 +10,10 @@ reading `notification_id > position` never passes over an event that shows up la
 from __future__ import annotations
 
 import functools
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 from uuid import UUID
@@ -27,6 +29,34 @@ from projections.base import LIVE_SCHEMA, DomainEvent
 
 # Where the library keeps the `Ledger` application's events (its naming: "<app name>_events").
 EVENTS_TABLE = sql.Identifier(LIVE_SCHEMA, f"{Ledger.name.lower()}_events")
+
+# Events kept decoded per `EventLog`: the processors of one process follow the log close
+# together, so a few thousand cover the distance between the first and the last.
+DECODED_EVENTS_KEPT = 4096
+
+
+class DecodedEvents:
+    """The events last decoded, by position, shared by the processors that read the log
+    through one `EventLog`: most events are read by several of them (a paid order by the
+    order status, the orders, the history, the hash chain and the e-mails), and decoding one
+    (its JSON, the library's typed values, the event object) costs more than reading it
+    again. A position names one event for good (a rolled-back one is never read), and
+    domain events are immutable, so each reader may be given the same object."""
+
+    def __init__(self, kept: int = DECODED_EVENTS_KEPT) -> None:
+        self.kept = kept
+        self._events: OrderedDict[int, DomainEvent] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, position: int) -> DomainEvent | None:
+        with self._lock:
+            return self._events.get(position)
+
+    def put(self, position: int, event: DomainEvent) -> None:
+        with self._lock:
+            self._events[position] = event
+            while len(self._events) > self.kept:
+                self._events.popitem(last=False)
 
 
 @dataclass(frozen=True)
@@ -48,6 +78,7 @@ class EventLog:
     table: str
     channel: str
     mapper: Mapper[UUID]
+    decoded: DecodedEvents = field(default_factory=DecodedEvents, compare=False, repr=False)
 
     @classmethod
     def of(cls, database: Database) -> EventLog:
@@ -145,22 +176,23 @@ class EventLog:
         else:
             more = len(rows) == limit
             upto = int(rows[-1][0]) if more else max(hi, after)
-        events = [
-            (
-                int(row[0]),
-                self.mapper.to_domain_event(
-                    Notification(
-                        id=row[0],
-                        originator_id=row[1],
-                        originator_version=row[2],
-                        topic=row[3],
-                        state=bytes(row[4]),
-                    )
-                ),
+        return Batch([(int(row[0]), self._event(row)) for row in rows], upto, more)
+
+    def _event(self, row: Sequence[Any]) -> DomainEvent:
+        position = int(row[0])
+        event = self.decoded.get(position)
+        if event is None:
+            event = self.mapper.to_domain_event(
+                Notification(
+                    id=position,
+                    originator_id=row[1],
+                    originator_version=row[2],
+                    topic=row[3],
+                    state=bytes(row[4]),
+                )
             )
-            for row in rows
-        ]
-        return Batch(events, upto, more)
+            self.decoded.put(position, event)
+        return event
 
     def event_at(self, cursor: psycopg.Cursor[Any], position: int) -> DomainEvent | None:
         """The event at `position`, or None when there is none."""

@@ -33,6 +33,8 @@ from projections.tracking import TRACKING
 
 class OrderStatusProjection(Projection):
     name = "order_status"
+    # Every webhook waits for it (`wait_for`): it steps as soon as a commit wakes it.
+    prompt = True
     tables = ("order_status", "payment_disputes")
     # 3: amounts as Stripe charged them (RefundRequested); 4: released authorizations, and a
     # rejected session's status from the order's request (a refund, or a release); 5: a placed

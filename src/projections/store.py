@@ -32,6 +32,11 @@ CONSISTENT_READ_WAIT_SECONDS = 1.0
 RUNNING_SEEN_FOR_SECONDS = 1.0
 # At most one "are the workers running?" warning per this many seconds.
 WARN_EVERY_SECONDS = 10.0
+# The NOTIFY channel on which a waiter in one process hurries a processor run by another (the
+# payload is its name): a woken processor may be lingering (`workers.control`), and a
+# consistent read must not wait that out. The runner's control session LISTENs on it.
+HURRY_CHANNEL = "ledger_processor_hurry"
+_HURRY = b"SELECT pg_notify('" + HURRY_CHANNEL.encode() + b"', %s)"
 # Polling the tracking table from another process: first after 0.5 ms, then backing off to
 # this interval (a primary-key read costs ~0.1 ms locally).
 MAX_POLL_INTERVAL = 0.005
@@ -245,6 +250,7 @@ def connect(database: Database, purpose: str, **kwargs: Any) -> psycopg.Connecti
 def poll_tracking(cursor: psycopg.Cursor[Any], name: str, position: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     interval = 0.0005
+    hurried = False
     while True:
         try:
             current = read_position(cursor, name)
@@ -255,6 +261,9 @@ def poll_tracking(cursor: psycopg.Cursor[Any], name: str, position: int, timeout
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return False
+        if not hurried:  # behind: its runner, wherever it is, steps now (an autocommit NOTIFY)
+            cursor.execute(_HURRY, (name,))
+            hurried = True
         time.sleep(min(interval, remaining))
         interval = min(interval * 2, MAX_POLL_INTERVAL)
 

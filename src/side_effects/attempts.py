@@ -64,18 +64,18 @@ class Attempts:
         self.handle = handle
         self.limit = limit
         self.timeout = timeout
-        # Set whenever an attempt ends; the workers' wake event of the side effect's slot, so
-        # that an end steps it again at once (`bind`).
-        self.wake = threading.Event()
+        # Set whenever an attempt ends: the workers' wake and hurry events of the side
+        # effect's slot, so that an end steps it again at once (`bind`).
+        self.wakes: tuple[threading.Event, ...] = ()
         self._lock = threading.Lock()
         self._live: dict[int, Attempt] = {}  # by position: running, not yet collected
         self._abandoned: dict[int, Attempt] = {}  # past their deadline, thread still running
         # Threads waiting for an attempt, each on its own queue.
         self._idle: list[queue.SimpleQueue[Attempt]] = []
 
-    def bind(self, wake: threading.Event) -> None:
-        """Ends of attempts set `wake` (the slot's) from now on."""
-        self.wake = wake
+    def bind(self, *wakes: threading.Event) -> None:
+        """Ends of attempts set `wakes` (the slot's) from now on."""
+        self.wakes = wakes
 
     # ---- state ---------------------------------------------------------------------------
 
@@ -172,7 +172,8 @@ class Attempts:
             self._run(attempt)
             with self._lock:
                 self._idle.append(jobs)
-            self.wake.set()  # a place is free (an abandoned attempt's thread is back too)
+            for wake in self.wakes:  # a place is free (an abandoned attempt's thread too)
+                wake.set()
 
     def _run(self, attempt: Attempt) -> None:
         error: str | None = None

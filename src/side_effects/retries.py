@@ -25,8 +25,8 @@ _SCHEDULE = _q(
     " due_at = excluded.due_at, last_error = excluded.last_error"
 )
 _DUE = _q(
-    "SELECT position, attempts FROM {side_effect_retries} WHERE name = %s AND due_at <= now()"
-    " ORDER BY due_at, position LIMIT %s"
+    "SELECT position, attempts, extract(epoch FROM due_at - now())::float8"
+    " FROM {side_effect_retries} WHERE name = %s ORDER BY due_at, position LIMIT %s"
 )
 _DONE = _q("DELETE FROM {side_effect_retries} WHERE name = %s AND position = %s")
 
@@ -50,10 +50,15 @@ def schedule(
     cursor.execute(_SCHEDULE, (name, position, attempts, delay, error[:1000]))
 
 
-def due(cursor: psycopg.Cursor[Any], name: str, limit: int) -> list[tuple[int, int]]:
-    """(position, attempts so far) of the items due now, the longest-waiting first."""
+def due(
+    cursor: psycopg.Cursor[Any], name: str, limit: int
+) -> tuple[list[tuple[int, int]], float | None]:
+    """(position, attempts so far) of the items due now, the longest-waiting first, and the
+    seconds until the next one is due when none is (None when none is scheduled at all)."""
     rows = cursor.execute(_DUE, (name, limit)).fetchall()
-    return [(int(position), int(attempts)) for position, attempts in rows]
+    now = [(int(position), int(attempts)) for position, attempts, wait in rows if wait <= 0]
+    later = [float(wait) for _, _, wait in rows if wait > 0]
+    return now, (later[0] if later and not now else None)
 
 
 def done(cursor: psycopg.Cursor[Any], name: str, position: int) -> None:

@@ -1,8 +1,8 @@
 """One step of a side effect: collect the attempts that ended (or ran out of time), record
 what they mean, and start more, first the failed events whose retry is due, then the next
 events of the log. The workers (`workers.control`) call it in the side effect's own thread
-while this process holds its lock, again whenever an attempt ends (`Attempts.wake` is the
-slot's wake event) or reaches its deadline.
+while this process holds its lock, again whenever an attempt ends (`Attempts.wakes` are the
+slot's wake and hurry events: an end is never left waiting) or reaches its deadline.
 
 Each event is handled outside any transaction, in a thread of its own (`side_effects.attempts`),
 a bounded number at once, so one hung refund or e-mail holds back no other. The position
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from typing import Any, Protocol
 
@@ -32,13 +33,20 @@ from side_effects.base import SideEffect, attempt_timeout_of, concurrency_of, st
 
 logger = logging.getLogger(__name__)
 
+# The longest a runner goes without reading its retry schedule when nothing in it is due. Only
+# the runner holding the side effect's lock writes it, so this is a safety net, not a poll: it
+# is read again at once whenever this runner schedules, clears or starts a retry.
+RETRIES_QUIET_SECONDS = 5.0
+
 
 class EffectTrack(Track, Protocol):
     """A side effect's `Track`, which also says whether to go on, keeps the last error, and
-    has the event that wakes its thread (set when an attempt ends)."""
+    has the events that wake its thread and cut its lingering short (both set when an
+    attempt ends: the next items start at once)."""
 
     last_error: str | None
     wake: threading.Event
+    hurry: threading.Event
 
     def running(self) -> bool:
         """Whether this process still runs it (not stopping, still holding its lock)."""
@@ -81,12 +89,15 @@ class SideEffectSteps:
         self._more = True  # the last read stopped short of the log's head
         self._queue: deque[tuple[int, Any]] = deque()
         self._started: dict[int, Attempt | None] = {}
+        # Before this time (time.monotonic()) no retry is due: the schedule is not read
+        # again until then, or until this runner (the only one writing it) changes it.
+        self._retries_quiet_until = 0.0
 
     def step(self, conn: psycopg.Connection[Any], track: EffectTrack) -> bool:
         """Records the attempts that finished, starts what it can; True when nothing more can
         start until an attempt ends or something new is recorded (the caller waits on
         `track.wake`, at most until `next_deadline`)."""
-        self.attempts.bind(track.wake)
+        self.attempts.bind(track.wake, track.hurry)
         name = track.name
         cur = conn.cursor()
         position = track.position if track.position >= 0 else read_position(cur, name)
@@ -154,6 +165,7 @@ class SideEffectSteps:
                     self._started[attempt.position] = attempt
             elif attempt.error is None:
                 retries.done(cur, track.name, attempt.position)
+                self._retries_quiet_until = 0.0
             else:
                 assert attempt.retried is not None
                 failures = attempt.retried + 1
@@ -199,6 +211,7 @@ class SideEffectSteps:
 
     def _restart(self, position: int) -> None:
         self.halt()
+        self._retries_quiet_until = 0.0
         self._base = position
         self._read_upto = position
         self._more = True
@@ -211,10 +224,15 @@ class SideEffectSteps:
         among them, never hold those back."""
         limit = self.attempts.limit
         room = min(self.attempts.free(), max(1, limit - 1) - self._retries_live())
-        if room <= 0:
+        if room <= 0 or time.monotonic() < self._retries_quiet_until:
             return
         # Those still running show as due too (their row changes when they end): ask for more.
-        for position, failures in retries.due(cur, name, room + 2 * limit):
+        due, wait = retries.due(cur, name, room + 2 * limit)
+        if not due:
+            # Nothing due: read the schedule again when the next is, or after a while anyway.
+            quiet = RETRIES_QUIET_SECONDS if wait is None else min(wait, RETRIES_QUIET_SECONDS)
+            self._retries_quiet_until = time.monotonic() + quiet
+        for position, failures in due:
             if room <= 0:
                 break
             if self.attempts.busy(position):
@@ -269,3 +287,4 @@ class SideEffectSteps:
             delay,
         )
         retries.schedule(cur, name, position, attempts, delay, error)
+        self._retries_quiet_until = 0.0

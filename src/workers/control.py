@@ -4,11 +4,16 @@ and how far it has got.
 
 Each processor runs in a thread of its own, with a connection of its own. A notification wakes
 the processors at once, and each polls every `poll_interval` seconds anyway, so a lost
-notification (library issue #305) delays nothing by more than that. A failed step is tried
-again after `backoff`. How a step goes is the processor's own: a read model's batch in one
-transaction (`projections.stepping`), a side effect's events several at once, each in a thread
-of its own with its deadline, and their retry schedule (`side_effects.stepping`: an attempt
-that ends wakes the processor's thread); a periodic task is run every `interval` seconds.
+notification (library issue #305) delays nothing by more than that. A woken processor that is
+not `prompt` lingers (`linger`) before its step, so that the commits of that while go in one
+step rather than one step each (a step's read, transaction and tracking update cost about as
+much as its events); one that someone waits on (a consistent read, `wait_until_processed`,
+or a NOTIFY from a waiter in another process) is hurried and lingers no more. A failed step is
+tried again after `backoff`. How a step goes is the processor's own: a read model's batch in
+one transaction (`projections.stepping`), a side effect's events several at once, each in a
+thread of its own with its deadline, and their retry schedule (`side_effects.stepping`: an
+attempt that ends wakes and hurries the processor's thread); a periodic task is run every
+`interval` seconds.
 """
 
 from __future__ import annotations
@@ -56,6 +61,17 @@ UNAVAILABLE_PAUSE_SECONDS = 0.5
 # (a rebuild in another process may have moved the position).
 WAITER_DB_CHECK = 0.25
 
+# How long a woken processor that need not be prompt gathers commits before its step: at a
+# commit every few milliseconds, one step instead of dozens. Nothing waits on it unnoticed (a
+# waiter hurries it), and a side effect starts its items this much later at most.
+LINGER_SECONDS = 0.1
+
+
+def is_prompt(processor: object) -> bool:
+    """Whether a processor steps as soon as it is woken (its class says `prompt = True`: the
+    order status the webhook waits on), rather than lingering to gather more commits."""
+    return getattr(processor, "prompt", False) is True
+
 
 class Workers:
     """Runs processors in background threads: `start()`, `stop()`, or `run_forever()`."""
@@ -71,12 +87,14 @@ class Workers:
         backoff: tuple[float, float] = (0.05, 10.0),
         retry_backoff: tuple[float, float] = (1.0, 600.0),
         channel: str | None = None,
+        linger: float = LINGER_SECONDS,
         share: Share | None = None,
     ) -> None:
         """`poll_interval`: longest wait for new events without a NOTIFY; `lock_interval`: how
         often a processor owned elsewhere is retried; `backoff`: first and longest pause after a
         failed step; `retry_backoff`: first and longest pause before a side effect's failed
         event is tried again; `channel`: the NOTIFY channel to LISTEN on (default: the log's);
+        `linger`: how long a woken processor that is not prompt waits for more commits;
         `share`: which processors to claim first when one of several processes started
         together (see `workers.leadership.Share`)."""
         names = [p.name for p in processors]
@@ -91,6 +109,7 @@ class Workers:
         self.lock_interval = lock_interval
         self.backoff = backoff
         self.retry_backoff = retry_backoff
+        self.linger = linger
         self._channel = channel
         self._share = share
         self._cond = threading.Condition()
@@ -155,6 +174,7 @@ class Workers:
         their locks so another process can take over. Idempotent."""
         self._stopping.set()
         for slot in self._slots.values():
+            slot.hurry.set()
             slot.wake.set()
         deadline = time.monotonic() + timeout
         for slot in self._slots.values():
@@ -227,6 +247,8 @@ class Workers:
         another process) it polls the tracking table every few milliseconds."""
         deadline = time.monotonic() + timeout
         slot = self._slots.get(name)
+        if slot is not None and slot.position < position:
+            slot.hurry.set()  # a lingering processor steps at once
         next_db_check = time.monotonic() + WAITER_DB_CHECK
         while slot is not None and slot.owned.is_set() and not self._stopping.is_set():
             with self._cond:
@@ -269,6 +291,7 @@ class Workers:
 
     def _run_processor(self, slot: Slot) -> None:
         conn: psycopg.Connection[Any] | None = None
+        lingers = self.linger > 0 and not is_prompt(slot.processor)
         while not self._stopping.is_set():
             if not slot.owned.is_set():
                 if isinstance(slot.steps, SideEffectSteps):
@@ -292,10 +315,13 @@ class Workers:
                 assert slot.steps is not None
                 if conn is None:
                     conn = connect(self.database, f"worker:{slot.name}")
+                # A waiter that hurried it before now is served by this step: its position
+                # was committed before the step reads the log.
+                slot.hurry.clear()
                 caught_up = slot.steps.step(conn, slot)
                 slot.failures = 0
-                if caught_up:
-                    slot.wake.wait(self._idle(slot.steps))
+                if caught_up and slot.wake.wait(self._idle(slot.steps)) and lingers:
+                    slot.hurry.wait(self.linger)
             except Exception as error:
                 slot.failures += 1
                 slot.last_error = f"{type(error).__name__}: {error}"

@@ -11,7 +11,10 @@ processes instead of all of it in the first process to start."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import select
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -23,13 +26,11 @@ from psycopg import sql
 
 from ledger.storage import Database
 from projections.base import lock_key
-from projections.store import connect
+from projections.store import HURRY_CHANNEL, connect
 from workers.slots import Slot
 
 logger = logging.getLogger(__name__)
 
-# The control thread checks for a stop request at least this often (seconds).
-CONTROL_TICK = 0.05
 # How long a process of a `Share` leaves the others' processors to them, per process: they
 # start one after another, each within a second or two of the one before.
 PATIENCE_PER_PROCESS = 3.0
@@ -85,9 +86,17 @@ class Leadership:
         self._patient_until = (
             time.monotonic() + PATIENCE_PER_PROCESS * share.count if share is not None else 0.0
         )
+        # `stop` writes to one end: the control thread, which sleeps on its session's socket
+        # until a notification or its next claim, wakes on the other at once (instead of
+        # waking every few milliseconds to look, which was most of an idle server's CPU).
+        self._waker, self._woken = socket.socketpair()
+        self._waker.setblocking(False)
 
     def stop(self) -> None:
         self._stop.set()
+        # Closed: the control thread has ended already. Full: it is being woken already.
+        with contextlib.suppress(OSError):
+            self._waker.send(b"\0")
 
     def open(self) -> psycopg.Connection[Any]:
         """The session that holds our locks and LISTENs; claims what it can at once."""
@@ -101,6 +110,7 @@ class Leadership:
         )
         try:
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(HURRY_CHANNEL)))
             self._claim(conn)
         except BaseException:
             close_quietly(conn)
@@ -120,11 +130,7 @@ class Leadership:
                     self._claim(conn)
                     next_claim = time.monotonic() + self.lock_interval
                     failures = 0
-                timeout = max(0.0, min(CONTROL_TICK, next_claim - time.monotonic()))
-                notified = False
-                for _ in conn.notifies(timeout=timeout, stop_after=1):
-                    notified = True
-                if notified:
+                if self._notified(conn, max(0.0, next_claim - time.monotonic())):
                     self._wake_all()
             except Exception as error:
                 failures += 1
@@ -136,6 +142,33 @@ class Leadership:
         if conn is not None:
             close_quietly(conn)  # ends the session: PostgreSQL releases our locks
         self._disown_all(None)
+        self._waker.close()
+        self._woken.close()
+
+    def _notified(self, conn: psycopg.Connection[Any], timeout: float) -> bool:
+        """Whether events were recorded (a notification came) within `timeout` seconds;
+        returns early, False, when `stop` is called."""
+        # Those received while the session ran a query (a claim) are held by the driver.
+        if self._drain(conn):
+            return True
+        session = conn.fileno()
+        ready, _, _ = select.select([session, self._woken.fileno()], [], [], timeout)
+        return session in ready and self._drain(conn)
+
+    def _drain(self, conn: psycopg.Connection[Any]) -> bool:
+        """Takes every notification received so far, waiting for none: hurries the processors
+        a waiter in another process asked for (`projections.store.HURRY_CHANNEL`); whether
+        events were recorded."""
+        notified = False
+        for notify in conn.notifies(timeout=0):
+            if notify.channel != HURRY_CHANNEL:
+                notified = True
+                continue
+            for slot in self.slots:
+                if slot.name == notify.payload:
+                    slot.hurry.set()
+                    slot.wake.set()
+        return notified
 
     def _claim(self, conn: psycopg.Connection[Any]) -> None:
         unowned = [

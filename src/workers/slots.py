@@ -27,6 +27,8 @@ class Slot:
     # How to step it through the log; None for a periodic task, which is run, not stepped.
     steps: ProjectionSteps | SideEffectSteps | None = None
     wake: threading.Event = field(default_factory=threading.Event)
+    # Someone waits on its position (a consistent read, a stop): step now, do not linger.
+    hurry: threading.Event = field(default_factory=threading.Event)
     owned: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
     position: int = -1  # last position this process knows to be committed (-1: read it)
