@@ -136,7 +136,7 @@ def test_flash_sale_over_one_port_served_by_two_processes(
             running_here[line["event"].split()[1].rstrip(":")].add(line["pid"])
     assert running_here.keys() >= PROCESSORS, running_here
     assert all(len(pids) == 1 for pids in running_here.values()), running_here
-    # Each process runs its share of them: the background work is on both cores too.
+    # The read models run in one process, the side effects in the other: both cores work.
     assert {pid for pids in running_here.values() for pid in pids} == served.keys(), running_here
 
 
@@ -304,10 +304,12 @@ def test_several_processes_without_a_stripe_key_is_refused_in_one_line(tmp_path:
     assert result.stderr.count("\n") == 1 and "STRIPE_API_KEY" in result.stderr, result.stderr
 
 
-def test_the_processes_shares_cover_every_processor_once() -> None:
+def test_the_processes_shares_cover_every_side_effect_once() -> None:
     shares = [Share.parse(f"{index}/3") for index in range(3)]
-    for position in range(11):
-        assert sum(share.prefers(position) for share in shares) == 1
+    for side_effect in range(5):
+        assert sum(share.prefers(side_effect) for share in shares) == 1
+        assert not shares[0].prefers(side_effect)  # the first runs the read models
+    assert Share.parse("0/1").prefers(0)
     for text in ("3/3", "-1/2", "a/2", "1"):
         with pytest.raises(ValueError):
             Share.parse(text)

@@ -5,9 +5,9 @@ recorded. The others retry a lock every `lock_interval` seconds and take over wh
 owner's session ends (a process killed with SIGKILL closes its socket and PostgreSQL drops
 its locks at once).
 
-Processes started together as one service (`ledger serve --workers N`) each take a `Share` of
-the processors first, so that the background work runs on as many cores as there are
-processes instead of all of it in the first process to start."""
+Processes started together as one service (`ledger serve --workers N`) each take a `Share`:
+the side effects run in the processes after the first, so that the background work is not all
+in the first process to start."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ import psycopg
 from psycopg import sql
 
 from ledger.storage import Database
-from projections.base import lock_key
+from projections.base import Projection, lock_key
 from projections.store import HURRY_CHANNEL, connect
 from workers.slots import Slot
 
@@ -38,9 +38,12 @@ PATIENCE_PER_PROCESS = 3.0
 
 @dataclass(frozen=True)
 class Share:
-    """Process `index` of `count` started together: it claims every `count`-th processor
-    (from `index`) at once, and the rest only if they are still unclaimed once the others
-    have had time to start (one that did not, or lost its session, leaves them to us)."""
+    """Process `index` of `count` started together (`ledger serve --workers N`, one after
+    another). The read models are run by whichever process claims them first, as always:
+    requests wait on them, so they must run from the moment the first process answers, before
+    the others are up. The side effects, which no request waits on, are left to the processes
+    after the first, in turn, unless still unclaimed once those have had time to start (one
+    that did not start, or lost its session, leaves them to the others)."""
 
     index: int
     count: int
@@ -54,8 +57,11 @@ class Share:
             raise ValueError(f"not a share of processors: {text!r}")
         return share
 
-    def prefers(self, position: int) -> bool:
-        return position % self.count == self.index
+    def prefers(self, side_effect: int) -> bool:
+        """Whether the `side_effect`-th side effect (in the workers' order) is this one's."""
+        if self.count == 1:
+            return True
+        return side_effect % (self.count - 1) + 1 == self.index
 
 
 class Leadership:
@@ -171,9 +177,7 @@ class Leadership:
         return notified
 
     def _claim(self, conn: psycopg.Connection[Any]) -> None:
-        unowned = [
-            s for at, s in enumerate(self.slots) if not s.owned.is_set() and self._may_claim(at)
-        ]
+        unowned = [s for s in self._ours() if not s.owned.is_set()]
         if not unowned or self._stopping.is_set():
             conn.execute("SELECT 1")  # proves the session (and so our locks) is still alive
             return
@@ -187,9 +191,15 @@ class Leadership:
                 slot.owned.set()
                 slot.wake.set()
 
-    def _may_claim(self, position: int) -> bool:
+    def _ours(self) -> list[Slot]:
+        """The slots this process may claim now: all of them, but while the processes of its
+        share start, only the read models and its own side effects."""
         share = self._share
-        return share is None or share.prefers(position) or time.monotonic() >= self._patient_until
+        if share is None or time.monotonic() >= self._patient_until:
+            return list(self.slots)
+        side_effects = [s for s in self.slots if not isinstance(s.processor, Projection)]
+        theirs = {id(s) for at, s in enumerate(side_effects) if not share.prefers(at)}
+        return [s for s in self.slots if id(s) not in theirs]
 
     def _disown_all(self, reason: str | None) -> None:
         for slot in self.slots:
