@@ -262,7 +262,7 @@ class ShopLoad:
             for turn in itertools.count():
                 if self._stop.is_set():
                     return
-                product = {"name": "Print", "unit_amount": 900 + turn % 2, "currency": "usd"}
+                product = {"name": "Frame", "unit_amount": 900 + turn % 2, "currency": "usd"}
                 put = partial(client.put, path, json=product, headers=ADMIN_HEADERS)
                 self._send(PRODUCT, self.catalog_sku, put)
                 receive = partial(

@@ -65,7 +65,7 @@ GRACE_SECONDS = 2 * PROBE_INTERVAL_SECONDS
 # SKU, is the one the paid sessions made before the load buy).
 CHECKOUT_SKU = "poster"
 # Listed and stocked by the merchant again and again while the switchover goes on.
-CATALOG_SKU = "print"
+CATALOG_SKU = "frame"
 
 
 @pytest.fixture
@@ -95,9 +95,9 @@ def test_a_planned_switchover_under_load_answers_no_request_with_an_error(
         ):
             add_product(api, units)
             add_checkout_product(api, CHECKOUT_SKU, 1000)
-            print_product = {"name": "Print", "unit_amount": 900, "currency": "usd"}
+            frame_product = {"name": "Frame", "unit_amount": 900, "currency": "usd"}
             listed = api.put(
-                f"/api/products/{CATALOG_SKU}", json=print_product, headers=ADMIN_HEADERS
+                f"/api/products/{CATALOG_SKU}", json=frame_product, headers=ADMIN_HEADERS
             )
             assert listed.status_code == 201, listed.text
             wait_for_workers(api)
@@ -153,7 +153,7 @@ def test_a_planned_switchover_under_load_answers_no_request_with_an_error(
             # answered 503 may or may not have been received, as its answer said).
             # (The stock as the ledger decides on it, in the answer to a PUT, not a read model.)
             again = api.put(
-                f"/api/products/{CATALOG_SKU}", json=print_product, headers=ADMIN_HEADERS
+                f"/api/products/{CATALOG_SKU}", json=frame_product, headers=ADMIN_HEADERS
             )
             received = again.json()["available"]
             acknowledged = [s for s in load.of(STOCK) if s.ok]
