@@ -4,7 +4,7 @@ events follow the version the log holds, and by one with the library's recorder 
 in alternating rounds on scratch databases of their own (same run, same machine).
 
 Reported per commit: wall time, and this process's CPU time (user + system, the client's
-share); and PostgreSQL's CPU for the whole round, from /proc (every backend of the server).
+share); and the CPU of the PostgreSQL backends serving the round's database, from /proc.
 
     .venv/bin/python bench/version_guard.py [--url postgresql://postgres@127.0.0.1:5432/postgres]
         [--commits 2000] [--rounds 3]
@@ -26,15 +26,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 
 
-def postgres_cpu_seconds() -> float:
-    """User + system CPU of every process named postgres on this machine (clock ticks)."""
+def backend_cpu_seconds(database: Any) -> float:
+    """User + system CPU of the server's backends serving `database` now, from /proc (the
+    pool's connections, which live through a round; the machine's other clients excluded)."""
+    with database.connect() as conn:
+        pids = [
+            row[0]
+            for row in conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                " AND pid <> pg_backend_pid()"
+            ).fetchall()
+        ]
     ticks = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for pid in pids:
         try:
-            fields = stat.read_text().rsplit(")", 1)
-            if not fields[0].endswith("(postgres"):
-                continue
-            parts = fields[1].split()
+            parts = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             ticks += int(parts[11]) + int(parts[12])
         except (OSError, IndexError, ValueError):
             continue
@@ -59,12 +65,13 @@ def one_round(admin: Any, guarded: bool, commits: int) -> dict[str, float]:
         try:
             ledger.put_product("mug", "Mug", 500, "usd", "bench")
             ledger.adjust_stock("mug", 1, None, "bench")
-            wall, cpu, pg = time.perf_counter(), time.process_time(), postgres_cpu_seconds()
+            pg = backend_cpu_seconds(database)
+            wall, cpu = time.perf_counter(), time.process_time()
             for _ in range(commits):
                 ledger.adjust_stock("mug", 1, None, "bench")
             wall = time.perf_counter() - wall
             cpu = time.process_time() - cpu
-            pg = postgres_cpu_seconds() - pg
+            pg = backend_cpu_seconds(database) - pg
         finally:
             ledger.close()
     return {

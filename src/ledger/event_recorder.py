@@ -45,22 +45,26 @@ class LedgerApplicationRecorder(PostgresApplicationRecorder):
                 " END IF; END $$"
             ).format(**names)
         )
+        self._require_predecessors_text: str | None = None
         self._require_predecessors = SQL(
             "SELECT {schema}.{function}(%s::{id_type}[], %s::bigint[])"
         ).format(**names)
 
-    def _insert_events(
+    def _insert_stored_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> None:
-        super()._insert_events(curs, stored_events, **kwargs)
         # The version before each aggregate's first new event (none for a new aggregate).
         follows: dict[Any, int] = {}
         for e in stored_events:
-            follows[e.originator_id] = min(
-                follows.get(e.originator_id, e.originator_version), e.originator_version
-            )
+            version = follows.get(e.originator_id)
+            if version is None or e.originator_version < version:
+                follows[e.originator_id] = e.originator_version
         held = {i: v - 1 for i, v in follows.items() if v > 1}
         if held:
-            # Pipelined with the insert that follows: no round trip of its own.
+            # On the insert's own cursor, in its pipeline: no round trip of its own. The
+            # query is rendered once (psycopg would compose it again on every call).
+            if self._require_predecessors_text is None:
+                self._require_predecessors_text = self._require_predecessors.as_string(curs)
             params = [list(held), list(held.values())]
-            curs.execute(self._require_predecessors, params, prepare=True)
+            curs.execute(self._require_predecessors_text, params, prepare=True)
+        super()._insert_stored_events(curs, stored_events, **kwargs)
