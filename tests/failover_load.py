@@ -10,12 +10,16 @@ HTTP API, storefronts polling their order's status; every answer recorded with i
   leave one more cart or unpaid session behind: allowed, and never paid).
 - carts: `carts` threads open a cart and set its line, again and again, never checking out.
 - status polls: `pollers` threads ask for each session's order status in turn.
+- catalog: `catalog` threads, the merchant's, list `catalog_sku` again and again at one of two
+  prices (PUT) and receive one unit of it each time (POST .../stock): each may run again
+  (web.routes.catalog), so a switchover answers none of them with an error either.
 
 Also the moment writes are accepted again (`WritesWatch`), polled from outside the ledger.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections import Counter
@@ -33,6 +37,7 @@ from tests.test_faults import ADMIN_HEADERS, WEBHOOK_ANSWER_BOUND_SECONDS, Answe
 from tests.waiting import wait_until
 
 WEBHOOK, CART, LINE, CHECKOUT, POLL = "webhook", "cart", "line", "checkout", "poll"
+PRODUCT, STOCK = "product", "stock"
 # Pause after an answer that was not a success, as Stripe and storefronts back off; it also
 # leaves the CPU to the rest while the store is away.
 BACKOFF_SECONDS = 0.05
@@ -135,9 +140,13 @@ class ShopLoad:
         carts: int = 0,
         pollers: int = 0,
         checkout_sku: str = "",
+        catalog: int = 0,
+        catalog_sku: str = "",
     ) -> None:
         assert not (checkouts or carts) or checkout_sku, "carts need a product to buy"
+        assert not catalog or catalog_sku, "the merchant needs a product to change"
         self.stand_in, self.base, self.checkout_sku = stand_in, base, checkout_sku
+        self.catalog_sku = catalog_sku
         self.sent: list[Sent] = []
         # Every session delivered round and round: those given, then those checked out here.
         self.sessions = list(sessions)
@@ -152,6 +161,7 @@ class ShopLoad:
                 (self._webhooks, senders),
                 (self._checkouts, checkouts),
                 (self._carts, carts),
+                (self._catalog, catalog),
             )
             for _ in range(count)
         ] + [threading.Thread(target=self._polls, daemon=True) for _ in range(pollers)]
@@ -245,6 +255,20 @@ class ShopLoad:
                 with self._lock:
                     self.sessions.append(session_id)
                     self.checked_out.append(session_id)
+
+    def _catalog(self) -> None:
+        path = f"/api/products/{self.catalog_sku}"
+        with self._client() as client:
+            for turn in itertools.count():
+                if self._stop.is_set():
+                    return
+                product = {"name": "Frame", "unit_amount": 900 + turn % 2, "currency": "usd"}
+                put = partial(client.put, path, json=product, headers=ADMIN_HEADERS)
+                self._send(PRODUCT, self.catalog_sku, put)
+                receive = partial(
+                    client.post, f"{path}/stock", json={"quantity": 1}, headers=ADMIN_HEADERS
+                )
+                self._send(STOCK, self.catalog_sku, receive)
 
     # ---- what happened --------------------------------------------------------------------
 

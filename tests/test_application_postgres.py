@@ -15,7 +15,7 @@ from ledger.application import Ledger
 from ledger.domain import Cart, InventoryItem, Order, PaidSession, inventory_item_id, order_id_for
 from ledger.domain.errors import InvalidTransition
 from ledger.domain.vocabulary import OrderStatus
-from ledger.storage import Database
+from ledger.storage import Database, StoreUnavailable
 from tests.conftest import Server, count_rows
 from tests.processes import alive
 from tests.waiting import wait_until
@@ -418,3 +418,86 @@ def test_opening_a_cart_again_with_its_id_opens_nothing_more(
     with pytest.raises(IntegrityError):
         ledger.create_cart("user-2", "test:other", cart_id)
     assert count_rows(database, EVENTS) == events
+
+
+def lose_commits_after(database: Database, aggregate_id: UUID, version: int) -> None:
+    """The log as a failover's new primary may hold it: without an aggregate's events after
+    `version`, which the old primary showed this process (a commit left in doubt, or read
+    before the standby had it)."""
+    with database.connect() as conn:
+        conn.execute(
+            f"DELETE FROM {EVENTS} WHERE originator_id = %s AND originator_version > %s",
+            (aggregate_id, version),
+        )
+
+
+def versions_in_log(database: Database, aggregate_id: UUID) -> list[int]:
+    with database.connect() as conn:
+        rows = conn.execute(
+            f"SELECT originator_version FROM {EVENTS} WHERE originator_id = %s"
+            " ORDER BY originator_version",
+            (aggregate_id,),
+        ).fetchall()
+    return [row[0] for row in rows]
+
+
+def test_a_decision_on_a_cached_aggregate_the_log_lost_is_made_again_on_the_log(
+    database: Database, ledger: Ledger
+) -> None:
+    """The switchover's `OriginatorVersionError (95, 78)`: a decision made on a cached
+    aggregate at a version the log does not hold was recorded after a gap, and every fresh
+    read of that aggregate failed from then on. The log refuses it; the decision is made
+    again on what the log holds."""
+    stock_sku(ledger, "mug", 10)  # versions 1-2
+    ledger.adjust_stock("mug", 1, "delivery", "test")
+    ledger.adjust_stock("mug", 1, "delivery", "test")  # cached at version 4
+    item_id = inventory_item_id("mug")
+    lose_commits_after(database, item_id, 2)
+
+    assert ledger.adjust_stock("mug", 5, "delivery", "test").on_hand == 15
+
+    assert versions_in_log(database, item_id) == [1, 2, 3]
+    fresh = Ledger(env=database.eventsourcing_env())
+    try:
+        item = fresh.get_product("mug")
+        assert (item.version, item.on_hand) == (3, 15)
+    finally:
+        fresh.close()
+
+
+def test_a_cached_aggregate_the_log_does_not_follow_on_from_is_read_from_the_log(
+    database: Database, ledger: Ledger
+) -> None:
+    """A read whose cached aggregate the log's events do not follow on from reads the log
+    instead; a log that cannot be read through (a gap recorded before the log refused one)
+    is a retryable StoreUnavailable (503), never an OriginatorVersionError (500)."""
+    stock_sku(ledger, "mug", 10)  # cached at version 2 here
+    cart = ledger.create_cart(None, "test")
+    ledger.set_cart_line(cart.id, "mug", 1, "test")
+    other = Ledger(env=database.eventsourcing_env())
+    try:
+        for _ in range(3):
+            other.adjust_stock("mug", 1, "delivery", "test")  # versions 3-5
+    finally:
+        other.close()
+    item_id = inventory_item_id("mug")
+    with database.connect() as conn:  # a gap: 1, 2, 5
+        conn.execute(
+            f"DELETE FROM {EVENTS} WHERE originator_id = %s AND originator_version IN (3, 4)",
+            (item_id,),
+        )
+
+    with pytest.raises(StoreUnavailable):
+        ledger.get_product("mug")
+    with pytest.raises(StoreUnavailable):
+        ledger.price(ledger.get_cart(cart.id))
+
+    # The log mended (its events back in sequence): both read through again.
+    with database.connect() as conn:
+        conn.execute(
+            f"UPDATE {EVENTS} SET originator_version = 3"
+            " WHERE originator_id = %s AND originator_version = 5",
+            (item_id,),
+        )
+    assert ledger.get_product("mug").version == 3
+    assert ledger.price(ledger.get_cart(cart.id)).lines[0].sku == "mug"

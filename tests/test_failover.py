@@ -32,6 +32,7 @@ from stripe_standin import StripeStandIn
 from tests.failover_cluster import FailoverCluster, failover_cluster
 from tests.failover_load import (
     CHECKOUT,
+    STOCK,
     WEBHOOK,
     ShopLoad,
     WritesWatch,
@@ -42,6 +43,7 @@ from tests.mail import Mailbox, smtp_server, smtp_url
 from tests.processes import run_ledger, serving, working
 from tests.shop import free_port, paid_session
 from tests.test_faults import (
+    ADMIN_HEADERS,
     SKU,
     WEBHOOK_ANSWER_BOUND_SECONDS,
     add_product,
@@ -62,6 +64,8 @@ GRACE_SECONDS = 2 * PROBE_INTERVAL_SECONDS
 # Bought by the checkouts in flight, with stock for every one of them (the oversold product,
 # SKU, is the one the paid sessions made before the load buy).
 CHECKOUT_SKU = "poster"
+# Listed and stocked by the merchant again and again while the switchover goes on.
+CATALOG_SKU = "frame"
 
 
 @pytest.fixture
@@ -91,16 +95,22 @@ def test_a_planned_switchover_under_load_answers_no_request_with_an_error(
         ):
             add_product(api, units)
             add_checkout_product(api, CHECKOUT_SKU, 1000)
+            frame_product = {"name": "Frame", "unit_amount": 900, "currency": "usd"}
+            listed = api.put(
+                f"/api/products/{CATALOG_SKU}", json=frame_product, headers=ADMIN_HEADERS
+            )
+            assert listed.status_code == 201, listed.text
             wait_for_workers(api)
             sessions = [paid_session(api, stand_in, SKU) for _ in range(sessions_count)]
             old_primary = cluster.primary()
-            # Webhooks, status polls, new carts, their lines and checkouts: each may run again
-            # (web.store_calls.IDEMPOTENT), so one caught midway by the switchover goes through.
+            # Webhooks, status polls, new carts, their lines and checkouts, the merchant's
+            # product and stock changes: each may run again (web.store_calls.IDEMPOTENT), so
+            # one caught midway by the switchover goes through.
             with (
                 WritesWatch(url) as writes,
                 ShopLoad(
                     stand_in, base, sessions, senders=senders, pollers=2, carts=1,
-                    checkouts=1, checkout_sku=CHECKOUT_SKU,
+                    checkouts=1, checkout_sku=CHECKOUT_SKU, catalog=1, catalog_sku=CATALOG_SKU,
                 ) as load,
             ):  # fmt: skip
                 load.wait_for_successes(0.0, senders)
@@ -139,6 +149,18 @@ def test_a_planned_switchover_under_load_answers_no_request_with_an_error(
             ]
             print(f"switchover: {len(outlasted)} answered 503 before the cluster took writes")
             assert not failures, (len(failures), failures[:10], load.summary())
+            # Each unit received was counted once: every one answered 200, none twice (one
+            # answered 503 may or may not have been received, as its answer said).
+            # (The stock as the ledger decides on it, in the answer to a PUT, not a read model.)
+            again = api.put(
+                f"/api/products/{CATALOG_SKU}", json=frame_product, headers=ADMIN_HEADERS
+            )
+            received = again.json()["available"]
+            acknowledged = [s for s in load.of(STOCK) if s.ok]
+            assert len(acknowledged) <= received <= len(load.of(STOCK)), (
+                received,
+                load.summary(),
+            )
             # Nothing lost either way, and the processes went on.
             redeliver_until_received(stand_in, base, load.sessions)
             assert_one_outcome_each(

@@ -611,3 +611,93 @@ def test_two_servers_and_two_workers_on_one_database(
             # Both workers lived through it (one ran each worker, the other stood by).
             assert first_worker.poll() is None and second_worker.poll() is None
         assert_audit_verifies(tmp_path, database)
+
+
+@contextmanager
+def synchronous_standby_that_never_answers(server: PrivatePostgres) -> Iterator[None]:
+    """Every commit waits for a standby that never confirms it, as the old primary's commits
+    do while a switchover stops replication; configured off again afterwards."""
+    with psycopg.connect(server.admin_url, autocommit=True) as admin:
+        admin.execute("ALTER SYSTEM SET synchronous_standby_names = 'absent'")
+        admin.execute("SELECT pg_reload_conf()")
+    try:
+        yield
+    finally:
+        with psycopg.connect(server.admin_url, autocommit=True) as admin:
+            admin.execute("ALTER SYSTEM RESET synchronous_standby_names")
+            admin.execute("SELECT pg_reload_conf()")
+
+
+def end_commits_in_doubt(server: PrivatePostgres) -> None:
+    """Terminates, as a failover does, the sessions whose COMMIT waits for the standby: each
+    has committed locally, and its client sees the connection lost (a commit in doubt)."""
+    with psycopg.connect(server.admin_url, autocommit=True) as admin:
+        wait_until(
+            lambda: (
+                admin.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'"
+                ).fetchone()
+                == (1,)
+            ),
+            30,
+        )
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE wait_event = 'SyncRep'"
+        )
+        admin.execute("ALTER SYSTEM RESET synchronous_standby_names")
+        admin.execute("SELECT pg_reload_conf()")
+
+
+def test_stock_changes_run_again_after_a_commit_in_doubt_count_once(
+    private_postgres: PrivatePostgres,
+) -> None:
+    """A stock change and a product listing whose COMMIT was left in doubt (committed, and the
+    connection lost before the answer), run again as `retry=IDEMPOTENT` runs them: each counts
+    once, and the listing still reads as new."""
+    from ledger.application import Ledger
+
+    ledger = Ledger(env=private_postgres.database.eventsourcing_env())
+    try:
+        ledger.put_product("mug", "Mug", 500, "usd", "test")
+        ledger.adjust_stock("mug", 10, "delivery", "test")
+        outcomes: list[object] = []
+
+        def run(fn: Any, *args: Any) -> None:
+            try:
+                outcomes.append(fn(*args))
+            except Exception as error:  # the first run may fail: it is run again below
+                outcomes.append(error)
+
+        for fn, args in (
+            (ledger.adjust_stock, ("mug", 5, "delivery", "test", "adjustment-1")),
+            (ledger.put_product, ("cup", "Cup", 300, "usd", "test", "listing-1")),
+        ):
+            with synchronous_standby_that_never_answers(private_postgres):
+                first = threading.Thread(target=run, args=(fn, *args))
+                first.start()
+                end_commits_in_doubt(private_postgres)
+                first.join()
+            run(fn, *args)  # the request's run after the failure, as call_store makes it
+
+        # Without an id, asked once: the library retries the insert after the lost
+        # connection, meets the commit it made as a version conflict, and the decision made
+        # again must not record the change a second time.
+        with synchronous_standby_that_never_answers(private_postgres):
+            once = threading.Thread(target=run, args=(ledger.adjust_stock, "mug", 1, None, "t"))
+            once.start()
+            end_commits_in_doubt(private_postgres)
+            once.join()
+
+        assert ledger.get_product("mug").on_hand == 16
+        stock, listing = outcomes[1], outcomes[3]
+        assert getattr(stock, "on_hand", None) == 15, outcomes
+        assert getattr(outcomes[4], "on_hand", None) == 16, outcomes
+        assert isinstance(listing, tuple) and listing[1] is True, outcomes
+        with private_postgres.database.connect() as conn:
+            listed = conn.execute(
+                "SELECT count(*) FROM ledger_events WHERE originator_id = %s",
+                (inventory_item_id("cup"),),
+            ).fetchone()
+        assert listed == (1,)
+    finally:
+        ledger.close()

@@ -18,12 +18,14 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application, project_aggregate
+from eventsourcing.domain import OriginatorVersionError
 from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
 from eventsourcing.postgres import PostgresAggregateRecorder
 from eventsourcing.utils import retry
 from psycopg.sql import SQL, Composed, Identifier
 
 from ledger.eventsourcing_adapter import fast_forwarded
+from ledger.storage import StoreUnavailable
 
 A = TypeVar("A")
 T = TypeVar("T")
@@ -68,9 +70,19 @@ class BulkReader:
         for aggregate_id in wanted:
             new = events.get(aggregate_id, [])
             if aggregate_id in cached:
-                value = self._fast_forward(cached[aggregate_id], new, kind, read)
+                try:
+                    value = self._fast_forward(cached[aggregate_id], new, kind, read)
+                except OriginatorVersionError:
+                    # The log's events do not follow on from the cached aggregate (cached at
+                    # a version the log never committed): read from the log alone instead.
+                    value = self._read_afresh(kind, aggregate_id, read)
             else:
-                value = self._reconstruct(snapshots.get(aggregate_id), new, kind, read)
+                try:
+                    value = self._reconstruct(snapshots.get(aggregate_id), new, kind, read)
+                except OriginatorVersionError as error:
+                    raise StoreUnavailable(
+                        f"the log of {aggregate_id} does not read through"
+                    ) from error
             if value is not None:
                 read_values[aggregate_id] = value[0]
         return read_values
@@ -80,6 +92,19 @@ class BulkReader:
     ) -> tuple[T] | None:
         with fast_forwarded(self.app.repository, aggregate, events) as aggregate:
             return (read(aggregate),) if isinstance(aggregate, kind) else None
+
+    def _read_afresh(
+        self, kind: type[A], aggregate_id: UUID, read: Callable[[A], T]
+    ) -> tuple[T] | None:
+        cache = self.app.repository.cache
+        if cache is not None:
+            with contextlib.suppress(KeyError):
+                cache.get(aggregate_id, evict=True)
+        try:
+            found = _find(self.app, kind, aggregate_id)
+        except OriginatorVersionError as error:
+            raise StoreUnavailable(f"the log of {aggregate_id} does not read through") from error
+        return None if found is None else (read(found),)
 
     def _reconstruct(
         self, snapshot: Any | None, events: list[Any], kind: type[A], read: Callable[[A], T]

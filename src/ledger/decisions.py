@@ -6,6 +6,7 @@ The commands (`ledger.commands`) are written on top of this; nothing here knows 
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections.abc import Callable, Collection, Iterable
@@ -14,7 +15,7 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.domain import Aggregate
+from eventsourcing.domain import Aggregate, OriginatorVersionError
 from eventsourcing.persistence import IntegrityError, Recording
 from eventsourcing.utils import EnvType
 
@@ -23,7 +24,7 @@ from ledger.domain import Cart, InventoryItem, Order
 from ledger.domain.errors import DomainError
 from ledger.locks import AggregateLocks, ConcurrentModification
 from ledger.metrics import VERSION_CONFLICTS
-from ledger.storage import LedgerPostgresFactory
+from ledger.storage import LedgerPostgresFactory, StoreUnavailable
 
 T = TypeVar("T")
 A = TypeVar("A")
@@ -58,7 +59,15 @@ class DecidingApplication(Application[UUID]):
     ) -> list[Recording[UUID]]:
         """The library's `save`, then each saved aggregate cached. `handed_over`: those of
         `objs` the caller lets go of once saved (it neither reads nor changes them again)."""
-        recordings = super().save(*objs, **kwargs)
+        try:
+            recordings = super().save(*objs, **kwargs)
+        except BaseException:
+            # A commit in doubt (the connection lost after COMMIT was sent) or refused (a
+            # version conflict, or versions the log does not hold: `ledger.event_recorder`):
+            # what the cache holds of these aggregates is no guide to what the log holds now,
+            # so the next read, the decision made again included, takes it from the log.
+            self.forget(*(obj.id for obj in objs if isinstance(obj, Aggregate)))
+            raise
         # What was just saved is each aggregate's latest version (its writer holds its lock):
         # cached, the next read fast-forwards from it instead of decoding what we just wrote.
         # (The library caches on save only when it does not fast-forward.) A copy, so that
@@ -73,14 +82,35 @@ class DecidingApplication(Application[UUID]):
                     cache.put(obj.id, obj if given else deepcopy(obj))
         return recordings
 
+    def forget(self, *aggregate_ids: UUID) -> None:
+        """Drops these aggregates from the cache: their next read is from the log."""
+        cache = self.repository.cache
+        if cache is not None:
+            for aggregate_id in aggregate_ids:
+                with contextlib.suppress(KeyError):
+                    cache.get(aggregate_id, evict=True)
+
     def _find(self, kind: type[A], aggregate_id: UUID) -> A | None:
         try:
             aggregate: object = self.repository.get(aggregate_id)
         except AggregateNotFoundError:
             return None
+        except OriginatorVersionError:
+            aggregate = self._read_afresh(aggregate_id)
         if not isinstance(aggregate, kind):
             return None
         return aggregate
+
+    def _read_afresh(self, aggregate_id: UUID) -> object:
+        """The aggregate from the log alone, for a cached one that the log's events do not
+        follow on from (cached at a version the log never committed, or a read that raced):
+        dropped from the cache and read again. A log that cannot be read through is a
+        retryable failure, never an error of the request."""
+        self.forget(aggregate_id)
+        try:
+            return self.repository.get(aggregate_id)
+        except OriginatorVersionError as error:
+            raise StoreUnavailable(f"the log of {aggregate_id} does not read through") from error
 
     def _decide(self, aggregate_ids: Iterable[UUID], decide: Callable[[], T]) -> T:
         """Runs `decide` (read, decide, save) holding the locks of the aggregates it writes."""

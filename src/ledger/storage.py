@@ -22,6 +22,7 @@ from psycopg.abc import Query
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
 
+from ledger.event_recorder import LedgerApplicationRecorder
 from ledger.psycopg_pool_adapter import (
     connection_params,
     shorten_reconnect,
@@ -291,7 +292,10 @@ def _bound_statements(conn: psycopg.Connection[Any]) -> None:
 
 
 class LedgerPostgresFactory(PostgresFactory):
-    """The library's PostgreSQL factory, plus the URI's other libpq parameters and timeouts."""
+    """The library's PostgreSQL factory, plus the URI's other libpq parameters and timeouts,
+    and a recorder that refuses an event skipping a version (`ledger.event_recorder`)."""
+
+    application_recorder_class = LedgerApplicationRecorder
 
     def lock_pool(self, lock_timeout_seconds: float, max_size: int = 16) -> ConnectionPool[Any]:
         """Autocommit connections to the same database, for advisory locks: waiting for a

@@ -185,6 +185,7 @@ async def _internal(_: Request, exc: Exception) -> Response:
 
 
 def exception_handlers() -> dict[Any, Any]:
+    from eventsourcing.domain import OriginatorVersionError
     from eventsourcing.persistence import OperationalError as StoreOperationalError
     from eventsourcing.persistence import PersistenceError
 
@@ -196,6 +197,9 @@ def exception_handlers() -> dict[Any, Any]:
         StoreUnavailable: _unavailable,
         StoreOperationalError: _unavailable,
         PersistenceError: _unavailable,
+        # An aggregate whose stored events do not read through (the ledger reads such a one
+        # from the log again, and fails with StoreUnavailable): retryable, like the store away.
+        OriginatorVersionError: _unavailable,
         ConcurrentModification: _conflict,
         Exception: _internal,
     }

@@ -15,21 +15,54 @@ from eventsourcing.domain import Aggregate, event
 from ledger.domain.errors import InsufficientStock, InvalidProduct, InvalidQuantity
 from ledger.domain.identity import inventory_item_id
 
+# How many adjustment ids an item remembers (`InventoryItem.adjust_stock`).
+RECENT_ADJUSTMENTS = 100
+
 
 class InventoryItem(Aggregate):
     STREAM = "inventory"
+    # Which request listed it: that request, run again after its commit was left in doubt,
+    # finds the product its first run listed. A class attribute, for an item read from a
+    # snapshot taken before it existed.
+    listing_id: str | None = None
 
     @staticmethod
     def create_id(sku: str) -> UUID:
         return inventory_item_id(sku)
 
     @classmethod
-    def new(cls, sku: str, name: str, unit_amount: int, currency: str, cause: str) -> InventoryItem:
+    def new(
+        cls,
+        sku: str,
+        name: str,
+        unit_amount: int,
+        currency: str,
+        cause: str,
+        listing_id: str | None = None,
+    ) -> InventoryItem:
+        """`listing_id`: chosen by the caller before it asks (see `listing_id` below)."""
         _check_details(name, unit_amount, currency)
-        return cls(sku=sku, name=name, unit_amount=unit_amount, currency=currency, cause=cause)
+        return cls(
+            sku=sku,
+            name=name,
+            unit_amount=unit_amount,
+            currency=currency,
+            cause=cause,
+            listing_id=listing_id,
+        )
 
+    # `listing_id` defaults to None: products listed before it existed have none.
     @event("ProductListed")
-    def __init__(self, sku: str, name: str, unit_amount: int, currency: str, cause: str) -> None:
+    def __init__(
+        self,
+        sku: str,
+        name: str,
+        unit_amount: int,
+        currency: str,
+        cause: str,
+        listing_id: str | None = None,
+    ) -> None:
+        self.listing_id = listing_id
         self.sku = sku
         self.name = name
         self.unit_amount = unit_amount
@@ -61,24 +94,50 @@ class InventoryItem(Aggregate):
         self.unit_amount = unit_amount
         self.currency = currency
 
-    def adjust_stock(self, quantity: int, reason: str | None, cause: str) -> None:
-        """Receives stock (quantity > 0) or writes it off (quantity < 0)."""
+    def adjust_stock(
+        self, quantity: int, reason: str | None, cause: str, adjustment_id: str | None = None
+    ) -> None:
+        """Receives stock (quantity > 0) or writes it off (quantity < 0). `adjustment_id`, chosen
+        by the caller before it asks: asked again (a request run again after its commit was
+        left in doubt), an adjustment already recorded changes nothing more."""
         if quantity == 0:
             raise InvalidQuantity("A stock adjustment must not be zero.")
+        if adjustment_id is not None and adjustment_id in self.recent_adjustments:
+            return
         if quantity > 0:
-            self._received(quantity=quantity, reason=reason, cause=cause)
+            self._received(
+                quantity=quantity, reason=reason, cause=cause, adjustment_id=adjustment_id
+            )
         else:
             # Units held for a paying customer are promised: they cannot be written off.
             self._require(-quantity)
-            self._written_off(quantity=-quantity, reason=reason, cause=cause)
+            self._written_off(
+                quantity=-quantity, reason=reason, cause=cause, adjustment_id=adjustment_id
+            )
 
+    # The ids of the latest adjustments, newest last: a request runs again within seconds, so
+    # a few are enough. A class attribute, for an item read from a snapshot taken before.
+    recent_adjustments: tuple[str, ...] = ()
+
+    def _remember(self, adjustment_id: str | None) -> None:
+        if adjustment_id is not None:
+            kept = self.recent_adjustments[-(RECENT_ADJUSTMENTS - 1) :]
+            self.recent_adjustments = (*kept, adjustment_id)
+
+    # `adjustment_id` defaults to None: adjustments recorded before it existed have none.
     @event("StockReceived")
-    def _received(self, quantity: int, reason: str | None, cause: str) -> None:
+    def _received(
+        self, quantity: int, reason: str | None, cause: str, adjustment_id: str | None = None
+    ) -> None:
         self.on_hand += quantity
+        self._remember(adjustment_id)
 
     @event("StockWrittenOff")
-    def _written_off(self, quantity: int, reason: str | None, cause: str) -> None:
+    def _written_off(
+        self, quantity: int, reason: str | None, cause: str, adjustment_id: str | None = None
+    ) -> None:
         self.on_hand -= quantity
+        self._remember(adjustment_id)
 
     def can_supply(self, quantity: int, hold_id: str | None = None) -> bool:
         """The stock rule, in one place: whether this many units can be taken now, by the

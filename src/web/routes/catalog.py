@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 from typing import Any
 
 from starlette.requests import Request
@@ -16,7 +17,7 @@ from web.requests import parse_json
 from web.responses import Product, ProductList, StockLevel, checked
 from web.route_docs import BODY_ERRORS, UNAUTHORIZED, UNAVAILABLE, Answer, documented, error
 from web.schemas import SKU_PATTERN, ProductBody, StockBody
-from web.store_calls import IDEMPOTENT, ONCE
+from web.store_calls import IDEMPOTENT
 
 
 def product_view(item: InventoryItem) -> dict[str, Any]:
@@ -44,8 +45,9 @@ async def put_product(request: Request) -> JSONResponse:
         raise invalid_field("sku", "1-64 letters, digits, '.', '_' or '-'")
     body = await parse_json(request, ProductBody)
     ledger = services(request).ledger
-    # ONCE: the state a repeat leaves is the same, but not the answer (a product created by a
-    # commit in doubt would answer 200, not 201); the admin retries, as for any 503.
+    # IDEMPOTENT: the details are compared with those recorded, so a repeat records nothing
+    # more, and the listing id, chosen here once for every run, makes a product that a run
+    # left in doubt had listed still answer 201.
     item, created = await in_store(
         request,
         ledger.put_product,
@@ -54,7 +56,8 @@ async def put_product(request: Request) -> JSONResponse:
         body.unit_amount,
         body.currency,
         cause_of(request),
-        retry=ONCE,
+        uuid.uuid4().hex,
+        retry=IDEMPOTENT,
     )
     return JSONResponse(product_view(item), status_code=201 if created else 200)
 
@@ -83,7 +86,9 @@ async def adjust_stock(request: Request) -> JSONResponse:
     if body.quantity == 0:
         raise invalid_field("quantity", "must not be 0")
     ledger = services(request).ledger
-    # ONCE: a change by a quantity; run twice after a commit in doubt it would count twice.
+    # IDEMPOTENT: a change by a quantity, but under an id chosen here once for every run: the
+    # item remembers the adjustments it recorded, so a run after a commit left in doubt finds
+    # its own recorded and counts it once.
     item = await in_store(
         request,
         ledger.adjust_stock,
@@ -91,7 +96,8 @@ async def adjust_stock(request: Request) -> JSONResponse:
         body.quantity,
         body.reason,
         cause_of(request),
-        retry=ONCE,
+        uuid.uuid4().hex,
+        retry=IDEMPOTENT,
     )
     return JSONResponse(checked(StockLevel, {"sku": item.sku, "on_hand": item.on_hand}))
 
