@@ -277,11 +277,11 @@ class ShopInvariants(RuleBasedStateMachine):
 
     # ---- observations through the public surface ----------------------------------------
 
-    def observe(self, s: Session, *, decided_now: bool = False) -> dict[str, Any]:
-        """The status poll's answer for `s`, checked against the model. The poll itself may
-        ask Stripe about a session still in flight and decide it: any change must then be
-        the one the model predicts. With `decided_now` (right after a checkout.session.*
-        webhook, which always asks Stripe) the ledger must be in the predicted state."""
+    def observe(self, s: Session) -> dict[str, Any]:
+        """The status poll's answer for `s`, checked against the model, once the ledger is in
+        the predicted state: at once after a checkout.session.* webhook, which always asks
+        Stripe, or once the look at Stripe that a poll of a session in flight starts has
+        decided it."""
         predicted = self.predict(s)
         where = f"session {s.sid} (Stripe: {s.stripe}; ledger was {s.ledger})"
         deadline = time.monotonic() + READ_MODEL_GRACE_SECONDS
@@ -291,7 +291,11 @@ class ShopInvariants(RuleBasedStateMachine):
             body: dict[str, Any] = r.json()
             status = body["status"]
             state = _state_of(status, self._placed(s))
-            if state == predicted or (state == s.ledger and not decided_now):
+            # A poll answers from the read model at once and, for a session in flight, has
+            # Stripe asked in the background (`web.order_status_poll`): what it decides lands
+            # a moment later, so the model waits for the predicted state rather than take
+            # the unchanged answer (and then find stock taken by an order it never saw).
+            if state == predicted:
                 break
             # The read model may lag the log a little on a loaded machine: read again.
             if time.monotonic() > deadline:
@@ -579,7 +583,7 @@ class ShopInvariants(RuleBasedStateMachine):
         self.delivered.add(stripe_event["id"])
         s = self._session_of_object(stripe_event["data"]["object"])
         if s is not None:
-            self.observe(s, decided_now=stripe_event["type"] in CHECKOUT_EVENTS)
+            self.observe(s)
 
     @precondition(lambda self: self.sessions)
     @rule(i=PICK, event_type=st.sampled_from(CHECKOUT_EVENTS), poll=st.booleans())
@@ -594,7 +598,7 @@ class ShopInvariants(RuleBasedStateMachine):
         payload, signature = self.shop.stripe.build_event(event_type, s.sid)
         r = self.shop.post_webhook(payload, signature)
         assert r.status_code == 200, r.text
-        self.observe(s, decided_now=True)
+        self.observe(s)
 
     # ---- refunds and disputes at Stripe ---------------------------------------------------
 
