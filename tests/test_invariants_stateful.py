@@ -64,6 +64,7 @@ from hypothesis.stateful import (
 )
 
 from ledger.storage import Database
+from projections.order_status import OrderStatusProjection
 from stripe_standin import sign_payload
 from tests.conftest import Server
 from tests.processes import run_ledger
@@ -277,13 +278,18 @@ class ShopInvariants(RuleBasedStateMachine):
 
     # ---- observations through the public surface ----------------------------------------
 
-    def observe(self, s: Session) -> dict[str, Any]:
-        """The status poll's answer for `s`, checked against the model, once the ledger is in
-        the predicted state: at once after a checkout.session.* webhook, which always asks
-        Stripe, or once the look at Stripe that a poll of a session in flight starts has
-        decided it."""
+    def observe(self, s: Session, *, decided_now: bool = False) -> dict[str, Any]:
+        """The status poll's answer for `s`, checked against the model. The poll itself may
+        ask Stripe about a session still in flight and decide it: any change must then be
+        the one the model predicts. With `decided_now` (right after a checkout.session.*
+        webhook, which always asks Stripe) the ledger must be in the predicted state."""
         predicted = self.predict(s)
         where = f"session {s.sid} (Stripe: {s.stripe}; ledger was {s.ledger})"
+        # The poll answers at once and may start a look at Stripe in the background
+        # (`web.order_status_poll`): it decides before the model moves on, or on a loaded
+        # machine it could see a payment the model makes later, and take stock unseen.
+        self.api.get(f"/api/checkout-sessions/{s.sid}/order")
+        self._looks_at_stripe_done()
         deadline = time.monotonic() + READ_MODEL_GRACE_SECONDS
         while True:
             r = self.api.get(f"/api/checkout-sessions/{s.sid}/order")
@@ -291,11 +297,7 @@ class ShopInvariants(RuleBasedStateMachine):
             body: dict[str, Any] = r.json()
             status = body["status"]
             state = _state_of(status, self._placed(s))
-            # A poll answers from the read model at once and, for a session in flight, has
-            # Stripe asked in the background (`web.order_status_poll`): what it decides lands
-            # a moment later, so the model waits for the predicted state rather than take
-            # the unchanged answer (and then find stock taken by an order it never saw).
-            if state == predicted:
+            if state == predicted or (state == s.ledger and not decided_now):
                 break
             # The read model may lag the log a little on a loaded machine: read again.
             if time.monotonic() > deadline:
@@ -319,6 +321,13 @@ class ShopInvariants(RuleBasedStateMachine):
         if changed:
             self.check_cart(self.carts[s.cart_id])
         return body
+
+    def _looks_at_stripe_done(self) -> None:
+        """Waits until the looks at Stripe that status polls started have decided, and the
+        status read model shows what they decided."""
+        services = self.shop.services
+        eventually(lambda: services.poll_fulfillment.in_flight == 0, timeout=20)
+        services.read_store.wait_for_head([OrderStatusProjection.name], READ_MODEL_GRACE_SECONDS)
 
     def check_cart(self, cart: Cart) -> None:
         r = self.api.get(f"/api/carts/{cart.cart_id}")
@@ -583,7 +592,7 @@ class ShopInvariants(RuleBasedStateMachine):
         self.delivered.add(stripe_event["id"])
         s = self._session_of_object(stripe_event["data"]["object"])
         if s is not None:
-            self.observe(s)
+            self.observe(s, decided_now=stripe_event["type"] in CHECKOUT_EVENTS)
 
     @precondition(lambda self: self.sessions)
     @rule(i=PICK, event_type=st.sampled_from(CHECKOUT_EVENTS), poll=st.booleans())
@@ -598,7 +607,7 @@ class ShopInvariants(RuleBasedStateMachine):
         payload, signature = self.shop.stripe.build_event(event_type, s.sid)
         r = self.shop.post_webhook(payload, signature)
         assert r.status_code == 200, r.text
-        self.observe(s)
+        self.observe(s, decided_now=True)
 
     # ---- refunds and disputes at Stripe ---------------------------------------------------
 
