@@ -146,7 +146,12 @@ class Leadership:
                     conn = None
                 self._stop.wait(self._pause(failures, error))
         if conn is not None:
-            close_quietly(conn)  # ends the session: PostgreSQL releases our locks
+            # Released before the session ends: closing returns before the server has ended
+            # the session, and a process taking over (or a reader asking whether anyone runs
+            # a processor) would find our locks held a moment longer.
+            with contextlib.suppress(psycopg.Error):
+                conn.execute("SELECT pg_advisory_unlock_all()")
+            close_quietly(conn)
         self._disown_all(None)
         self._waker.close()
         self._woken.close()
