@@ -107,10 +107,11 @@ class Writer:
 class BatchWriter(Writer):
     """A `Writer` that holds the statements back until `flush`, then sends them in the order
     they were made, each run of the same statement in one go: a plain `INSERT ... VALUES` as
-    one COPY, any other as one `executemany` (pipelined). For replays (a rebuild's staging
-    tables, a verification's scratch copy), where statements one at a time cost more than
-    applying them: the handlers are the read model's own, unchanged, and only write (none
-    reads what `execute` returns; `fetchone` sends what is held back first, then reads)."""
+    one COPY, any other as one `executemany` (pipelined). For a live step and for replays (a
+    rebuild's staging tables, a verification's scratch copy), where statements one at a time
+    cost more than applying them: the handlers are the read model's own, unchanged, and only
+    write (none reads what `execute` returns; `fetchone` sends what is held back first, then
+    reads)."""
 
     def __init__(self, cursor: psycopg.Cursor[Any], schema: str, tables: Sequence[str]) -> None:
         super().__init__(cursor, schema, tables)

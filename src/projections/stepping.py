@@ -9,7 +9,7 @@ from typing import Any, Protocol
 import psycopg
 
 from ledger.storage import Database
-from projections.base import LIVE_SCHEMA, Projection, Writer
+from projections.base import LIVE_SCHEMA, BatchWriter, Projection
 from projections.log import EventLog
 from projections.rebuild import prepare
 from projections.tracking import read_position, set_position
@@ -68,12 +68,14 @@ class ProjectionSteps:
                 # the batch: the second finds the position moved and rolls back.
                 if not set_position(cur, track.name, batch.upto, expected=position):
                     raise PositionMoved()
-                writer = Writer(cur, LIVE_SCHEMA, projection.tables)
-                # Pipelined: the batch's statements go out without waiting for each answer
-                # (an error still surfaces, at the end of the block, and rolls it all back).
-                with conn.pipeline():
-                    for event_position, event in batch.events:
-                        projection.apply(writer, event, event_position)
+                # Held back and sent together: a run of one statement (a link of the hash
+                # chain, a row of an order's history per event) goes as one executemany or
+                # COPY, each statement converted once instead of once per event; the rest
+                # pipelined. An error still rolls the whole step back.
+                writer = BatchWriter(cur, LIVE_SCHEMA, projection.tables)
+                for event_position, event in batch.events:
+                    projection.apply(writer, event, event_position)
+                writer.flush()
         except PositionMoved:
             return track.moved()
         track.advance(batch.upto)
