@@ -23,10 +23,10 @@ Ways:
 its own share of `--calls`); the per-call CPU then includes what contention for the GIL adds.
 
 Measured on 2026-12-06 (2 shared cores, load average 10-23; four runs, 1 and 8 threads): the
-gateway 600-750 µs per call, the direct urllib3 read 190-285 µs: 0.41-0.49 ms saved per call
-(62-70% of it). In the server's own profile (py-spy --gil, hot_c32) the re-fetch is 10-14% of
-the GIL-held samples, so about 0.45 ms of 5.3-6.2 ms per settled session: not enough to meet
-the "0.6x the baseline" goal by itself, and the SDK path was kept.
+gateway (then the SDK over requests) 600-750 µs per call, the direct urllib3 read 190-285 µs.
+The SDK path was kept; later that day its transport became urllib3 (`ledger.stripe_transport`):
+`gateway` 701 and 772 µs per call against `sdk_requests` 1,386 and 1,347 µs (1 and 8 threads,
+same runs, load average 9-15): 0.51-0.57x, some 0.6 ms saved per call.
 
 One JSON document on stdout: `cpu_us_per_call` (best round) and `all_rounds` per way, and each
 way's saving against `gateway`.

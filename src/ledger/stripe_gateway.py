@@ -21,6 +21,7 @@ from ledger.payments import (
     PaymentProviderUnavailable,
     Refund,
 )
+from ledger.stripe_transport import Urllib3Client
 
 T = TypeVar("T")
 
@@ -37,13 +38,14 @@ _BUSY_CODES = frozenset({"idempotency_key_in_use", "lock_timeout"})
 
 class StripeGateway:
     def __init__(self, api_key: str, api_base: str | None = None) -> None:
+        self.transport = Urllib3Client(
+            api_base or stripe.DEFAULT_API_BASE, CONNECT_TIMEOUT_SECONDS, READ_TIMEOUT_SECONDS
+        )
         self.client = stripe.StripeClient(
             api_key,
             base_addresses={"api": api_base} if api_base else {},
             max_network_retries=NETWORK_RETRIES,
-            http_client=stripe.RequestsClient(
-                timeout=(CONNECT_TIMEOUT_SECONDS, READ_TIMEOUT_SECONDS)
-            ),
+            http_client=self.transport,
         )
 
     def create_checkout(self, checkout: NewCheckout) -> CreatedCheckout:

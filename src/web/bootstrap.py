@@ -131,6 +131,8 @@ def bootstrap(
             settings.stripe_api_key.get_secret_value(), api_base=settings.stripe_api_base
         )
         webhook_secrets = settings.webhook_secrets
+    if tracing is not None:
+        tracing.instrument_stripe(gateway.transport)
     customer_keys = PostgresCustomerKeys(database)
     personal_data = PersonalData(customer_keys)
     checkout = Checkout(

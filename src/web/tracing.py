@@ -9,9 +9,10 @@ On, the standard `OTEL_*` variables configure the SDK (`OTEL_SERVICE_NAME`, defa
 timeouts...) and spans go out over OTLP/HTTP, in batches, from a thread of the SDK's own:
 - each HTTP request is a server span (the ASGI instrumentation), continuing the caller's trace
   when it sends a W3C `traceparent`; named by its route template, never its raw path;
-- each call to Stripe is a client span (the requests instrumentation: the stripe SDK's
-  `RequestsClient`), and its `traceparent` goes along, so the built-in stand-in's own request
-  span joins the same trace;
+- each call to Stripe is a client span (the stripe SDK's transport, `ledger.stripe_transport`,
+  wrapped here: the urllib3 instrumentation would do the same, but its releases lag those of
+  the SDK and of the ASGI instrumentation, which pin each other's versions), and its
+  `traceparent` goes along, so the built-in stand-in's own request span joins the same trace;
 - each commit to the event store is a span named by the events it records;
 - each event a side effect handles (refunds, captures, e-mails) is a span of its own trace,
   linked to the commit that recorded the event when this process made that commit;
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from structlog.typing import EventDict, WrappedLogger
 
     from ledger.decisions import DecidingApplication
+    from ledger.stripe_transport import Urllib3Client
 
 ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT"
 DEFAULT_SERVICE_NAME = "ledger"
@@ -170,6 +172,40 @@ class Tracing:
         # An instance attribute: the commands' `self.save(...)` finds it before the method.
         ledger.save = traced_save  # type: ignore[method-assign]
 
+    def instrument_stripe(self, transport: Urllib3Client) -> None:
+        """A client span for each HTTP exchange with Stripe (each network retry its own), with
+        the span's `traceparent` sent along: its `send`, wrapped on this instance."""
+        from urllib.parse import urlsplit
+
+        from opentelemetry.propagate import inject
+        from opentelemetry.trace import SpanKind, Status, StatusCode
+
+        send = transport.send
+        tracer = self.tracer
+
+        def traced_send(
+            method: str, url: str, headers: dict[str, str], body: Any, **kwargs: Any
+        ) -> Any:
+            parts = urlsplit(url)
+            attributes: dict[str, Any] = {
+                "http.request.method": method,
+                "url.full": url,
+                "server.address": parts.hostname or "",
+            }
+            if parts.port is not None:
+                attributes["server.port"] = parts.port
+            with tracer.start_as_current_span(
+                method, kind=SpanKind.CLIENT, attributes=attributes
+            ) as span:
+                inject(headers)
+                response = send(method, url, headers, body, **kwargs)
+                span.set_attribute("http.response.status_code", response.status)
+                if response.status >= 500:
+                    span.set_status(Status(StatusCode.ERROR))
+                return response
+
+        transport.send = traced_send  # type: ignore[method-assign]
+
     def instrument_side_effects(self, processors: Iterable[object]) -> None:
         """A span for each event a side effect handles, linked to the commit that recorded it."""
         for processor in processors:
@@ -271,7 +307,6 @@ def start_tracing(environ: MutableMapping[str, str] | None = None) -> Tracing | 
 def _install() -> Tracing:
     from opentelemetry import trace
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    from opentelemetry.instrumentation.requests import RequestsInstrumentor
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -287,7 +322,4 @@ def _install() -> Tracing:
     # instrumentation suppressed, so its own HTTP calls make no spans.
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
-    # The stripe SDK's RequestsClient sends through requests.Session.send: one client span per
-    # call to Stripe (each network retry its own), with `traceparent` injected.
-    RequestsInstrumentor().instrument(tracer_provider=provider)
     return Tracing(provider)
