@@ -47,6 +47,22 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 WEBHOOK_BUDGET_SECONDS = 4.5
 
 
+def _refuse(literal: str) -> Any:
+    raise ValueError(f"{literal} is not a JSON number")
+
+
+def _finite(literal: str) -> float:
+    number = float(literal)
+    if not math.isfinite(number):
+        raise ValueError(f"{literal} is out of range")
+    return number
+
+
+# Made once: `json.loads` with hooks builds a decoder (and its scanner) on every call, which
+# cost as much again as decoding the event.
+_EVENT_JSON = json.JSONDecoder(parse_constant=_refuse, parse_float=_finite)
+
+
 class StripeEvent(BaseModel):
     """A Stripe event as Stripe sends it (only what the ledger reads; the rest is kept)."""
 
@@ -80,20 +96,11 @@ def verify(payload: bytes, header: str | None, secrets: list[str]) -> dict[str, 
             400, "invalid_signature", "The Stripe-Signature does not match this body or is stale."
         ) from None
 
-    def refuse(literal: str) -> Any:
-        raise ValueError(f"{literal} is not a JSON number")
-
-    def finite(literal: str) -> float:
-        number = float(literal)
-        if not math.isfinite(number):
-            raise ValueError(f"{literal} is out of range")
-        return number
-
     # A signature proves who sent the body, not that it is sane: any JSON Stripe would never
     # send (nesting deep enough to exhaust the parser's stack, NaN, numbers out of range,
     # unpaired surrogate escapes, which no API call or log line could encode) is refused.
     try:
-        event = json.loads(text, parse_constant=refuse, parse_float=finite)
+        event = _EVENT_JSON.decode(text)
         if _SURROGATE_ESCAPE.search(text):
             # Only a `\uD800`-`\uDFFF` escape can make a string no encoder takes (a raw
             # surrogate cannot survive the UTF-8 decoding above): the costly round trip is
