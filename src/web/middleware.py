@@ -3,9 +3,9 @@ and each request's latency by route template, for /metrics."""
 
 from __future__ import annotations
 
+import os
 import re
 import time
-import uuid
 from typing import Any, Literal
 
 import structlog
@@ -42,7 +42,8 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        request_id = incoming if _SAFE_ID.match(incoming) else uuid.uuid4().hex
+        # 32 random hex digits, as uuid4().hex gives, at a quarter of its cost.
+        request_id = incoming if _SAFE_ID.match(incoming) else os.urandom(16).hex()
         scope.setdefault("state", {})["request_id"] = request_id
         root_path = scope.get("root_path", "")  # before routing: a mount extends it
         started = time.perf_counter()
