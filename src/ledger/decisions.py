@@ -90,9 +90,11 @@ class DecidingApplication(Application[UUID]):
                 with contextlib.suppress(KeyError):
                     cache.get(aggregate_id, evict=True)
 
-    def _find(self, kind: type[A], aggregate_id: UUID) -> A | None:
+    def _find(self, kind: type[A], aggregate_id: UUID, *, to_change: bool = True) -> A | None:
+        """The aggregate, or None. `to_change=False`: only to be read, so the cached object
+        itself may be returned, not a copy (a deep copy costs more than the rest of a read)."""
         try:
-            aggregate: object = self.repository.get(aggregate_id)
+            aggregate: object = self.repository.get(aggregate_id, deepcopy_from_cache=to_change)
         except AggregateNotFoundError:
             return None
         except OriginatorVersionError:

@@ -86,7 +86,7 @@ class Notifications:
         mid = message_id(kind, order_id)
         if self.sent.was_sent(mid):
             return
-        order = self.ledger.get_order(order_id)
+        order = self.ledger.read_order(order_id)
         if order is None:
             return self._skip(kind, "no_order", order_id, mid)
         if order.customer is None:

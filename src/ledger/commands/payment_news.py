@@ -122,6 +122,11 @@ class PaymentNewsCommands(DecidingApplication):
     def get_order(self, order_id: UUID) -> Order | None:
         return self._find(Order, order_id)
 
+    def read_order(self, order_id: UUID) -> Order | None:
+        """The order to read, never to change: it may be the cached object itself, which
+        later reads bring up to date."""
+        return self._find(Order, order_id, to_change=False)
+
     def _require_order(self, order_id: UUID) -> Order:
         order = self._find(Order, order_id)
         if order is None:
