@@ -343,6 +343,26 @@ def test_a_status_read_waits_for_its_own_session_not_for_everyone_elses_writes(
         assert [r for r in caplog.records if "is behind" in r.getMessage()]
 
 
+def test_a_status_read_costs_the_same_however_much_was_written_since_its_session(
+    database: Database, ledger: Ledger
+) -> None:
+    stock(ledger, "mug", 5)
+    paid = start_checkout(ledger, "cs_old", mug=1)
+    ledger.place_order(paid, "test")
+    ledger.save(*(Cart(user_id=None, cause="test") for _ in range(3000)))  # the log moves on
+    with workers(database):
+        assert caught_up(database, ["order_status"], timeout=10)
+    statement, params = OrderStatuses.query("cs_old")
+    with database.connect() as conn:
+        row = conn.execute(b"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + statement, params)
+        plan = row.fetchone()[0][0]["Plan"]  # type: ignore[index]
+    # Read down the two streams' keys (11 buffers): a walk back from the log's head through
+    # the 3,000 events since touched 121, and more the longer the log.
+    assert plan["Shared Hit Blocks"] + plan["Shared Read Blocks"] < 40, plan
+    with store(database) as reads:
+        assert OrderStatuses(reads).get("cs_old")["status"] == "confirmed"  # type: ignore[index]
+
+
 def test_the_read_side_works_on_the_embedded_default_store_too(any_database: Database) -> None:
     app = Ledger(env=any_database.eventsourcing_env())
     try:

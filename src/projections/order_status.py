@@ -220,13 +220,20 @@ class OrderStatuses:
 
     # The row, how far the session's own streams (its cart's and its order's) are written,
     # and how far the read model has applied the log: one round trip when it is caught up.
+    # A stream's last position is that of its newest version (versions commit in order), read
+    # down its primary key: asked for `max(notification_id)` of the two streams instead, the
+    # planner walks the whole log back from its head to the session's last event, a cost in
+    # proportion to the log written since (6 ms for a session 4,600 events back).
     _GET = (
         sql.SQL(
             "SELECT s.checkout_session_id, s.status,"
             " CASE WHEN s.status = ANY(%(with_order)s) THEN s.order_id END,"
             " s.amount_total, s.currency, s.items,"
-            " (SELECT coalesce(max(e.notification_id), 0) FROM {events} e"
-            "  WHERE e.originator_id IN (s.cart_id, %(order_id)s)) AS written,"
+            " greatest(0,"
+            "  (SELECT e.notification_id FROM {events} e WHERE e.originator_id = s.cart_id"
+            "   ORDER BY e.originator_version DESC LIMIT 1),"
+            "  (SELECT e.notification_id FROM {events} e WHERE e.originator_id = %(order_id)s"
+            "   ORDER BY e.originator_version DESC LIMIT 1)) AS written,"
             " (SELECT t.position FROM {tracking} t WHERE t.name = %(name)s) AS applied"
             " FROM {table} s WHERE s.checkout_session_id = %(session_id)s"
         )
@@ -291,16 +298,21 @@ class OrderStatuses:
             self.store.wait_until_applied(name, row[_WRITTEN], self.wait_seconds)
         return True
 
-    def _read(self, session_id: str) -> tuple[Any, ...] | None:
-        params = {
+    @classmethod
+    def query(cls, session_id: str) -> tuple[bytes, dict[str, Any]]:
+        """The statement a read of the session runs, and its parameters."""
+        return cls._GET, {
             "session_id": session_id,
             "order_id": order_id_for(session_id),
             "name": OrderStatusProjection.name,
             "with_order": list(WITH_ORDER),
         }
+
+    def _read(self, session_id: str) -> tuple[Any, ...] | None:
+        statement, params = self.query(session_id)
         with self.store.cursor() as cursor:
             try:
-                row = cursor.execute(self._GET, params).fetchone()
+                row = cursor.execute(statement, params).fetchone()
             except psycopg.errors.UndefinedTable:  # the runner has not set up the store yet
                 return None
         return None if row is None else tuple(row)
