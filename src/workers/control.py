@@ -112,9 +112,8 @@ class Workers:
         self.linger = linger
         self._channel = channel
         self._share = share
-        self._cond = threading.Condition()
         self._stopping = threading.Event()
-        self._slots = {p.name: Slot(p, self._cond, self._stopping) for p in processors}
+        self._slots = {p.name: Slot(p, self._stopping) for p in processors}
         self._leadership: Leadership | None = None
         self._control: threading.Thread | None = None
         self._reads: ReadStore | None = None
@@ -148,7 +147,6 @@ class Workers:
             list(self._slots.values()),
             channel=self._channel or log.channel,
             lock_interval=self.lock_interval,
-            changed=self._cond,
             stopping=self._stopping,
             pause=self._pause,
             share=self._share,
@@ -191,8 +189,8 @@ class Workers:
             if self._reads is not None:
                 self._reads.close()
                 self._reads = None
-        with self._cond:
-            self._cond.notify_all()
+        for slot in self._slots.values():
+            slot.tell_waiters()
 
     def run_forever(self, done: threading.Event | None = None) -> None:
         """`ledger work`: starts, runs until SIGINT or SIGTERM (or `done` is set), then stops
@@ -230,16 +228,15 @@ class Workers:
 
     def status(self) -> dict[str, dict[str, Any]]:
         """Per processor: whether it runs here, its position, consecutive failures, last error."""
-        with self._cond:
-            return {
-                s.name: {
-                    "owned": s.owned.is_set(),
-                    "position": s.position,
-                    "failures": s.failures,
-                    "last_error": s.last_error,
-                }
-                for s in self._slots.values()
+        return {
+            s.name: {
+                "owned": s.owned.is_set(),
+                "position": s.position,
+                "failures": s.failures,
+                "last_error": s.last_error,
             }
+            for s in self._slots.values()
+        }
 
     def wait_until_processed(self, name: str, position: int, timeout: float) -> bool:
         """True once processor `name` has processed every event up to `position`, False after
@@ -251,13 +248,13 @@ class Workers:
             slot.hurry.set()  # a lingering processor steps at once
         next_db_check = time.monotonic() + WAITER_DB_CHECK
         while slot is not None and slot.owned.is_set() and not self._stopping.is_set():
-            with self._cond:
+            with slot.changed:
                 if slot.position >= position:
                     return True
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
-                self._cond.wait(min(remaining, WAITER_DB_CHECK))
+                slot.changed.wait(min(remaining, WAITER_DB_CHECK))
                 if slot.position >= position:
                     return True
             if time.monotonic() >= next_db_check:

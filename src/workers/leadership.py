@@ -75,7 +75,6 @@ class Leadership:
         *,
         channel: str,
         lock_interval: float,
-        changed: threading.Condition,
         stopping: threading.Event,
         pause: Callable[[int, BaseException], float],
         share: Share | None = None,
@@ -84,7 +83,6 @@ class Leadership:
         self.slots = slots
         self.channel = channel
         self.lock_interval = lock_interval
-        self._changed = changed  # waiters on a position: told when we stop running it
         self._stopping = stopping  # the processors are stopping: claim nothing more
         self._pause = pause
         self._stop = threading.Event()
@@ -212,8 +210,8 @@ class Leadership:
                 if reason:
                     logger.warning("worker %s: stopped here (%s)", slot.name, reason)
                 slot.owned.clear()
-        with self._changed:
-            self._changed.notify_all()
+        for slot in self.slots:
+            slot.tell_waiters()  # a waiter on its position finds it is not run here any more
 
     def _wake_all(self) -> None:
         for slot in self.slots:

@@ -1,6 +1,7 @@
 """One processor's place in this process's workers: its thread, whether this process holds its
-lock, and what it knows of its position. Waiters on the position sleep on a condition all
-slots of one `Workers` share, and a step's commit wakes them."""
+lock, and what it knows of its position. Waiters on the position sleep on the slot's own
+condition, and a step's commit wakes them (only them: at 32 webhooks waiting on the order
+status, a condition shared by every processor woke all 32 at each step of any of nine)."""
 
 from __future__ import annotations
 
@@ -22,8 +23,9 @@ Processor = Projection | SideEffect | PeriodicTask
 @dataclass
 class Slot:
     processor: Processor
-    changed: threading.Condition  # notified when any slot's position moves or it is disowned
     stopping: threading.Event  # the workers are stopping
+    # Notified when the position moves, when it is disowned and when the workers stop.
+    changed: threading.Condition = field(default_factory=threading.Condition)
     # How to step it through the log; None for a periodic task, which is run, not stepped.
     steps: ProjectionSteps | SideEffectSteps | None = None
     wake: threading.Event = field(default_factory=threading.Event)
@@ -47,6 +49,11 @@ class Slot:
             if position > self.position:
                 self.position = position
                 self.changed.notify_all()
+
+    def tell_waiters(self) -> None:
+        """Wakes whoever waits on the position: to find it disowned, or the workers stopping."""
+        with self.changed:
+            self.changed.notify_all()
 
     def forget_position(self) -> None:
         """Another process may have moved it on: read it again before the next step."""
