@@ -21,7 +21,7 @@ from ledger.payments import (
     PaymentProviderUnavailable,
     Refund,
 )
-from ledger.stripe_transport import Urllib3Client
+from ledger.stripe_transport import POOL_SIZE, Urllib3Client
 
 T = TypeVar("T")
 
@@ -37,9 +37,16 @@ _BUSY_CODES = frozenset({"idempotency_key_in_use", "lock_timeout"})
 
 
 class StripeGateway:
-    def __init__(self, api_key: str, api_base: str | None = None) -> None:
+    def __init__(
+        self, api_key: str, api_base: str | None = None, connections: int = POOL_SIZE
+    ) -> None:
+        """`connections`: how many are kept alive between calls (as many as the threads that
+        call Stripe at once)."""
         self.transport = Urllib3Client(
-            api_base or stripe.DEFAULT_API_BASE, CONNECT_TIMEOUT_SECONDS, READ_TIMEOUT_SECONDS
+            api_base or stripe.DEFAULT_API_BASE,
+            CONNECT_TIMEOUT_SECONDS,
+            READ_TIMEOUT_SECONDS,
+            connections,
         )
         self.client = stripe.StripeClient(
             api_key,

@@ -29,9 +29,10 @@ from urllib3.exceptions import (
     SSLError,
 )
 
-# Enough for every thread that calls Stripe at once to keep its connection alive between
-# calls; past it, a call opens a connection that is closed afterwards (never waits for one).
-POOL_SIZE = 64
+# Connections kept alive between calls, by default; past them, a call opens a connection that
+# is closed afterwards (it never waits for one). The service keeps one per thread that may call
+# Stripe at once (`web.bootstrap`).
+POOL_SIZE = 16
 
 # Failures the SDK may retry (with its back-off, within its retry budget): nothing reached
 # Stripe, or its answer did not arrive. A request refused by TLS verification is not retried.
@@ -44,12 +45,18 @@ class Urllib3Client(stripe.HTTPClient):
 
     name = "urllib3"
 
-    def __init__(self, api_base: str, connect_timeout: float, read_timeout: float) -> None:
+    def __init__(
+        self,
+        api_base: str,
+        connect_timeout: float,
+        read_timeout: float,
+        connections: int = POOL_SIZE,
+    ) -> None:
         super().__init__()
         self._timeout = urllib3.Timeout(connect=connect_timeout, read=read_timeout)
         # Stripe's own CA bundle, as the SDK's requests client verifies with.
         options: dict[str, Any] = {
-            "maxsize": POOL_SIZE,
+            "maxsize": connections,
             "block": False,
             "ca_certs": stripe.ca_bundle_path,
         }

@@ -39,7 +39,7 @@ from side_effects.resync import Resync
 from side_effects.sent_messages import SentMessages
 from stripe_standin import StripeStandIn
 from web.order_status_poll import OrderStatusReader, PollFulfillment
-from web.store_calls import StoreBreaker, stripe_bound_threads
+from web.store_calls import STRIPE_BOUND_CALLS, StoreBreaker, stripe_bound_threads
 from workers import Processor, Workers
 from workers.leadership import Share
 
@@ -124,11 +124,15 @@ def bootstrap(
             webhook_secret=webhook_secret,
             public_base_url=f"{public_url}{STAND_IN_PREFIX}",
         )
-        gateway = StripeGateway(api_key, api_base=f"{listen_url}{STAND_IN_PREFIX}")
+        gateway = StripeGateway(
+            api_key, api_base=f"{listen_url}{STAND_IN_PREFIX}", connections=STRIPE_BOUND_CALLS
+        )
         webhook_secrets = [webhook_secret]
     else:
         gateway = StripeGateway(
-            settings.stripe_api_key.get_secret_value(), api_base=settings.stripe_api_base
+            settings.stripe_api_key.get_secret_value(),
+            api_base=settings.stripe_api_base,
+            connections=STRIPE_BOUND_CALLS,
         )
         webhook_secrets = settings.webhook_secrets
     if tracing is not None:
