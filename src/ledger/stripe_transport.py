@@ -26,7 +26,6 @@ from urllib3.exceptions import (
     ProtocolError,
     ProxyError,
     ReadTimeoutError,
-    SSLError,
 )
 
 # Connections kept alive between calls, by default; past them, a call opens a connection that
@@ -124,7 +123,7 @@ def _environment_proxy(api_base: str) -> str | None:
 
 
 def _raise_connection_error(error: HTTPError) -> NoReturn:
-    retry = isinstance(error, _RETRYABLE) and not isinstance(error, SSLError)
+    retry = isinstance(error, _RETRYABLE)
     message = textwrap.fill(
         "Unexpected error communicating with Stripe. If this problem persists,"
         " let us know at support@stripe.com."
