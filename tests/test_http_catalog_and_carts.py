@@ -1,4 +1,5 @@
-"""Catalog, cart and operations endpoints over HTTP, on a real PostgreSQL per test."""
+"""Catalog, cart and operations endpoints over HTTP (a real uvicorn server per test), on a real
+PostgreSQL per test."""
 
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ from uuid import UUID, uuid4
 import httpx
 import pytest
 from pydantic import SecretStr
-from starlette.testclient import TestClient
 
 from ledger.domain import PaidSession, inventory_item_id
 from ledger.settings import Settings
@@ -23,6 +23,7 @@ from ledger.storage import Database
 from tests.conftest import Server, count_rows
 from web.app import create_app
 from web.bootstrap import Services, background_workers, bootstrap
+from web.serving import RunningServer, run_in_thread
 from workers import Workers
 
 TOKEN = "admin-secret"
@@ -69,12 +70,29 @@ def services(open_services: Callable[..., Services]) -> Services:
     return open_services()
 
 
-def client_for(services: Services) -> TestClient:
-    return TestClient(create_app(services), raise_server_exceptions=False)
+ClientFor = Callable[[Services], httpx.Client]
 
 
 @pytest.fixture
-def client(services: Services) -> TestClient:
+def client_for() -> Iterator[ClientFor]:
+    """A client of the app on `services`, served by uvicorn on a free port (without the app's
+    lifespan: the fixtures own the services and their workers)."""
+    served: list[tuple[RunningServer, httpx.Client]] = []
+
+    def client_for_(services: Services) -> httpx.Client:
+        server = run_in_thread(create_app(services), lifespan="off")
+        client = httpx.Client(base_url=server.url, timeout=30)
+        served.append((server, client))
+        return client
+
+    yield client_for_
+    for server, client in served:
+        client.close()
+        server.stop()
+
+
+@pytest.fixture
+def client(services: Services, client_for: ClientFor) -> httpx.Client:
     return client_for(services)
 
 
@@ -104,7 +122,7 @@ def expect_error(response: httpx.Response, status: int, code: str | None = None)
 
 
 def put_product(
-    client: TestClient,
+    client: httpx.Client,
     sku: str,
     name: str = "Mug",
     unit_amount: int = 500,
@@ -114,21 +132,23 @@ def put_product(
     return client.put(f"/api/products/{sku}", json=body, headers=ADMIN)
 
 
-def stock(client: TestClient, sku: str, quantity: int, reason: str | None = None) -> httpx.Response:
+def stock(
+    client: httpx.Client, sku: str, quantity: int, reason: str | None = None
+) -> httpx.Response:
     body: dict[str, Any] = {"quantity": quantity}
     if reason is not None:
         body["reason"] = reason
     return client.post(f"/api/products/{sku}/stock", json=body, headers=ADMIN)
 
 
-def new_cart(client: TestClient) -> str:
+def new_cart(client: httpx.Client) -> str:
     response = client.post("/api/carts")
     assert response.status_code == 201, response.text
     cart_id: str = response.json()["cart_id"]
     return cart_id
 
 
-def set_line(client: TestClient, cart_id: str, sku: str, quantity: int) -> httpx.Response:
+def set_line(client: httpx.Client, cart_id: str, sku: str, quantity: int) -> httpx.Response:
     return client.put(f"/api/carts/{cart_id}/items/{sku}", json={"quantity": quantity})
 
 
@@ -181,7 +201,7 @@ def field_cases(good: dict[str, Any], field: str, values: list[Any]) -> list[Cas
 
 
 def send_bad_bodies(
-    client: TestClient,
+    client: httpx.Client,
     method: str,
     url: str,
     cases: list[Case],
@@ -207,7 +227,7 @@ def send_bad_bodies(
 # ---- catalog ---------------------------------------------------------------------------
 
 
-def test_put_product_creates_then_updates(client: TestClient, database: Database) -> None:
+def test_put_product_creates_then_updates(client: httpx.Client, database: Database) -> None:
     created = put_product(client, "mug")
     assert created.status_code == 201, created.text
     product = {"sku": "mug", "name": "Mug", "unit_amount": 500, "currency": "usd", "available": 0}
@@ -226,7 +246,7 @@ def test_put_product_creates_then_updates(client: TestClient, database: Database
     assert client.get("/api/products/mug").json() == expected
 
 
-def test_json_content_type_variants_are_accepted(client: TestClient) -> None:
+def test_json_content_type_variants_are_accepted(client: httpx.Client) -> None:
     body = raw({"name": "Mug", "unit_amount": 500, "currency": "usd"})
     for i, content_type in enumerate(
         ["application/json; charset=utf-8", "Application/JSON", "application/merge-patch+json"]
@@ -243,7 +263,8 @@ WRONG_AUTHORIZATIONS = [
     f"Bearer {TOKEN.upper()}",
     f"Bearer {TOKEN}x",
     f"Bearer {TOKEN[:-1]}",
-    "Bearer ",
+    # No "Bearer " with its space: HTTP takes a field's trailing whitespace off (RFC 9110, 5.5),
+    # so it arrives as "Bearer", and h11 refuses to send it.
     "Bearer",
     TOKEN,
     f"Basic {TOKEN}",
@@ -252,7 +273,7 @@ WRONG_AUTHORIZATIONS = [
 
 
 def test_admin_endpoints_refuse_a_missing_or_wrong_token(
-    client: TestClient, database: Database
+    client: httpx.Client, database: Database
 ) -> None:
     assert put_product(client, "mug").status_code == 201
     assert stock(client, "mug", 3).status_code == 200
@@ -287,7 +308,7 @@ def test_admin_endpoints_refuse_a_missing_or_wrong_token(
     expect_error(client.get("/api/products/new"), 404, "unknown_product")
 
 
-def test_the_bearer_scheme_is_case_insensitive(client: TestClient) -> None:
+def test_the_bearer_scheme_is_case_insensitive(client: httpx.Client) -> None:
     response = client.put(
         "/api/products/mug",
         json={"name": "Mug", "unit_amount": 500, "currency": "usd"},
@@ -298,10 +319,13 @@ def test_the_bearer_scheme_is_case_insensitive(client: TestClient) -> None:
 
 @pytest.mark.parametrize("configured", [None, ""])
 def test_admin_endpoints_answer_401_when_no_admin_token_is_configured(
-    open_services: Callable[..., Services], database: Database, configured: str | None
+    open_services: Callable[..., Services],
+    client_for: ClientFor,
+    database: Database,
+    configured: str | None,
 ) -> None:
     client = client_for(open_services(admin_token=configured))
-    for authorization in [None, "Bearer ", "Bearer", "Bearer None", f"Bearer {TOKEN}"]:
+    for authorization in [None, "Bearer", "Bearer None", f"Bearer {TOKEN}"]:
         headers = {"Authorization": authorization} if authorization is not None else {}
         expect_error(
             client.put(
@@ -323,7 +347,7 @@ def test_admin_endpoints_answer_401_when_no_admin_token_is_configured(
     assert client.post("/api/carts").status_code == 201
 
 
-def test_products_are_listed_by_sku_with_what_is_available(client: TestClient) -> None:
+def test_products_are_listed_by_sku_with_what_is_available(client: httpx.Client) -> None:
     assert client.get("/api/products").json() == {"products": []}
     for sku in ["tee", "Cap", "mug-2", "mug", "a.b_c"]:
         assert put_product(client, sku, name=f"Product {sku}").status_code == 201
@@ -342,7 +366,7 @@ def test_products_are_listed_by_sku_with_what_is_available(client: TestClient) -
     assert available == {"tee": 1, "Cap": 0, "mug-2": 0, "mug": 3, "a.b_c": 0}
 
 
-def test_stock_is_received_and_written_off(client: TestClient) -> None:
+def test_stock_is_received_and_written_off(client: httpx.Client) -> None:
     put_product(client, "mug")
     received = stock(client, "mug", 5, reason="delivery")
     assert (received.status_code, received.json()) == (200, {"sku": "mug", "on_hand": 5})
@@ -354,7 +378,7 @@ def test_stock_is_received_and_written_off(client: TestClient) -> None:
 
 
 def test_writing_off_below_zero_is_409_and_records_nothing(
-    client: TestClient, database: Database
+    client: httpx.Client, database: Database
 ) -> None:
     put_product(client, "mug")
     stock(client, "mug", 2)
@@ -365,14 +389,14 @@ def test_writing_off_below_zero_is_409_and_records_nothing(
     assert client.get("/api/products/mug").json()["available"] == 2
 
 
-def test_unknown_products_are_404(client: TestClient, database: Database) -> None:
+def test_unknown_products_are_404(client: httpx.Client, database: Database) -> None:
     expect_error(client.get("/api/products/nope"), 404, "unknown_product")
     expect_error(stock(client, "nope", 5), 404, "unknown_product")
     expect_error(stock(client, "nope", -5), 404, "unknown_product")
     assert events(database) == 0
 
 
-def test_a_zero_stock_adjustment_is_422(client: TestClient, database: Database) -> None:
+def test_a_zero_stock_adjustment_is_422(client: httpx.Client, database: Database) -> None:
     put_product(client, "mug")
     stock(client, "mug", 2)
     log = events(database)
@@ -381,7 +405,9 @@ def test_a_zero_stock_adjustment_is_422(client: TestClient, database: Database) 
     assert events(database) == log
 
 
-def test_available_drops_once_an_order_takes_stock(client: TestClient, services: Services) -> None:
+def test_available_drops_once_an_order_takes_stock(
+    client: httpx.Client, services: Services
+) -> None:
     put_product(client, "mug")
     stock(client, "mug", 5)
     cart_id = new_cart(client)
@@ -393,7 +419,7 @@ def test_available_drops_once_an_order_takes_stock(client: TestClient, services:
     assert client.get("/api/products").json()["products"][0]["available"] == 3
 
 
-def test_bad_product_bodies_are_refused(client: TestClient, database: Database) -> None:
+def test_bad_product_bodies_are_refused(client: httpx.Client, database: Database) -> None:
     put_product(client, "mug")
     good = {"name": "Mug 2", "unit_amount": 600, "currency": "eur"}
     cases = shape_cases(good, "unit_amount")
@@ -421,7 +447,7 @@ def test_bad_product_bodies_are_refused(client: TestClient, database: Database) 
     )
 
 
-def test_bad_stock_bodies_are_refused(client: TestClient, database: Database) -> None:
+def test_bad_stock_bodies_are_refused(client: httpx.Client, database: Database) -> None:
     put_product(client, "mug")
     stock(client, "mug", 3)
     good = {"quantity": 2, "reason": "delivery"}
@@ -441,7 +467,7 @@ def test_bad_stock_bodies_are_refused(client: TestClient, database: Database) ->
     )
 
 
-def test_sku_in_the_path(client: TestClient, database: Database) -> None:
+def test_sku_in_the_path(client: httpx.Client, database: Database) -> None:
     assert put_product(client, "a" * 64).status_code == 201
     assert client.get(f"/api/products/{'a' * 64}").json()["sku"] == "a" * 64
     log = events(database)
@@ -499,7 +525,7 @@ def assert_cart_shape(body: dict[str, Any]) -> None:
     ],
 )
 def test_carts_are_created(
-    client: TestClient, content: bytes | None, headers: dict[str, str], user_id: str | None
+    client: httpx.Client, content: bytes | None, headers: dict[str, str], user_id: str | None
 ) -> None:
     response = client.post("/api/carts", content=content, headers=headers)
     assert response.status_code == 201, response.text
@@ -514,7 +540,7 @@ def test_carts_are_created(
     assert new_cart(client) != body["cart_id"]
 
 
-def test_cart_lines_are_set_changed_and_removed(client: TestClient, database: Database) -> None:
+def test_cart_lines_are_set_changed_and_removed(client: httpx.Client, database: Database) -> None:
     put_product(client, "mug", unit_amount=500)
     put_product(client, "cap", name="Cap", unit_amount=1250)
     cart_id = new_cart(client)
@@ -546,7 +572,7 @@ def test_cart_lines_are_set_changed_and_removed(client: TestClient, database: Da
     assert client.get(f"/api/carts/{cart_id}").json() == body
 
 
-def test_unknown_carts_are_404(client: TestClient, database: Database) -> None:
+def test_unknown_carts_are_404(client: httpx.Client, database: Database) -> None:
     put_product(client, "mug")
     log = events(database)
     for cart_id in [
@@ -563,7 +589,7 @@ def test_unknown_carts_are_404(client: TestClient, database: Database) -> None:
     assert client.get("/api/products/mug").json()["name"] == "Mug"
 
 
-def test_a_line_for_an_unknown_product_is_404(client: TestClient, database: Database) -> None:
+def test_a_line_for_an_unknown_product_is_404(client: httpx.Client, database: Database) -> None:
     put_product(client, "mug")
     cart_id = new_cart(client)
     set_line(client, cart_id, "mug", 1)
@@ -574,7 +600,7 @@ def test_a_line_for_an_unknown_product_is_404(client: TestClient, database: Data
     assert events(database) == log
 
 
-def test_a_cart_takes_one_currency(client: TestClient, database: Database) -> None:
+def test_a_cart_takes_one_currency(client: httpx.Client, database: Database) -> None:
     put_product(client, "mug", currency="usd")
     put_product(client, "tee", currency="eur")
     cart_id = new_cart(client)
@@ -585,7 +611,7 @@ def test_a_cart_takes_one_currency(client: TestClient, database: Database) -> No
     assert events(database) == log
 
 
-def test_a_cart_checking_out_may_still_change(client: TestClient, services: Services) -> None:
+def test_a_cart_checking_out_may_still_change(client: httpx.Client, services: Services) -> None:
     put_product(client, "mug")
     stock(client, "mug", 5)
     cart_id = new_cart(client)
@@ -600,7 +626,7 @@ def test_a_cart_checking_out_may_still_change(client: TestClient, services: Serv
 
 
 def test_a_converted_cart_is_closed(
-    client: TestClient, services: Services, database: Database
+    client: httpx.Client, services: Services, database: Database
 ) -> None:
     put_product(client, "mug")
     put_product(client, "cap")
@@ -618,7 +644,7 @@ def test_a_converted_cart_is_closed(
     assert events(database) == log
 
 
-def test_bad_cart_line_bodies_are_refused(client: TestClient, database: Database) -> None:
+def test_bad_cart_line_bodies_are_refused(client: httpx.Client, database: Database) -> None:
     put_product(client, "mug")
     cart_id = new_cart(client)
     set_line(client, cart_id, "mug", 2)
@@ -641,7 +667,7 @@ def test_bad_cart_line_bodies_are_refused(client: TestClient, database: Database
     )
 
 
-def test_deeply_nested_json_is_refused_not_a_500(client: TestClient, database: Database) -> None:
+def test_deeply_nested_json_is_refused_not_a_500(client: httpx.Client, database: Database) -> None:
     """Under 1 MiB, but deeper than the JSON parser's recursion limit."""
     put_product(client, "mug")
     cart_id = new_cart(client)
@@ -663,7 +689,7 @@ def test_deeply_nested_json_is_refused_not_a_500(client: TestClient, database: D
     assert events(database) == log
 
 
-def test_a_body_of_exactly_1_mib_is_accepted(client: TestClient) -> None:
+def test_a_body_of_exactly_1_mib_is_accepted(client: httpx.Client) -> None:
     put_product(client, "mug")
     cart_id = new_cart(client)
     body = raw({"quantity": 4})
@@ -673,7 +699,9 @@ def test_a_body_of_exactly_1_mib_is_accepted(client: TestClient) -> None:
     assert response.json()["items"][0]["quantity"] == 4
 
 
-def test_an_oversized_body_without_a_length_is_413(client: TestClient, database: Database) -> None:
+def test_an_oversized_body_without_a_length_is_413(
+    client: httpx.Client, database: Database
+) -> None:
     def chunks() -> Iterator[bytes]:
         yield b'{"user_id": "'
         for _ in range(20):
@@ -684,7 +712,7 @@ def test_an_oversized_body_without_a_length_is_413(client: TestClient, database:
     assert events(database) == 0
 
 
-def test_bad_cart_bodies_are_refused(client: TestClient, database: Database) -> None:
+def test_bad_cart_bodies_are_refused(client: httpx.Client, database: Database) -> None:
     good = {"user_id": "u1"}
     cases = [c for c in shape_cases(good, "user_id") if c[0] != "no content type"]
     cases += field_cases(good, "user_id", [5, True, "", "x" * 201, ["u1"], {"id": 1}])[:-1]
@@ -694,13 +722,13 @@ def test_bad_cart_bodies_are_refused(client: TestClient, database: Database) -> 
 # ---- routing, operations, request ids --------------------------------------------------
 
 
-def test_unknown_routes_are_404_in_the_error_shape(client: TestClient) -> None:
+def test_unknown_routes_are_404_in_the_error_shape(client: httpx.Client) -> None:
     for path in ["/nope", "/api", "/api/product", "/api/products/mug/nope", "/api/carts/x/y"]:
         expect_error(client.get(path), 404, "not_found")
     expect_error(client.post("/api/nothing", json={}), 404, "not_found")
 
 
-def test_wrong_methods_are_405_in_the_error_shape(client: TestClient) -> None:
+def test_wrong_methods_are_405_in_the_error_shape(client: httpx.Client) -> None:
     cart_id = new_cart(client)
     for method, path in [
         ("DELETE", "/api/products/mug"),
@@ -722,7 +750,7 @@ def test_wrong_methods_are_405_in_the_error_shape(client: TestClient) -> None:
         assert response.headers.get("allow"), (method, path)
 
 
-def test_healthz_and_readyz(client: TestClient) -> None:
+def test_healthz_and_readyz(client: httpx.Client) -> None:
     health = client.get("/healthz")
     assert health.status_code == 200
     ready = client.get("/readyz")
@@ -736,7 +764,7 @@ def free_port() -> int:
     return port
 
 
-def test_readyz_is_503_when_nothing_answers(services: Services) -> None:
+def test_readyz_is_503_when_nothing_answers(services: Services, client_for: ClientFor) -> None:
     dead = Database({"host": "127.0.0.1", "port": str(free_port()), "dbname": "x", "user": "x"})
     client = client_for(dataclasses.replace(services, database=dead))
     started = time.monotonic()
@@ -750,7 +778,7 @@ def test_readyz_is_503_when_nothing_answers(services: Services) -> None:
 
 
 def test_readyz_is_503_once_the_database_is_dropped(
-    client: TestClient, database: Database, pg_server: Server
+    client: httpx.Client, database: Database, pg_server: Server
 ) -> None:
     assert client.get("/readyz").status_code == 200
     pg_server.drop(database)
@@ -759,7 +787,7 @@ def test_readyz_is_503_once_the_database_is_dropped(
 
 
 def test_api_answers_503_promptly_once_the_database_is_gone(
-    client: TestClient, database: Database, pg_server: Server
+    client: httpx.Client, database: Database, pg_server: Server
 ) -> None:
     """A store that is gone is a quick, retryable 503, not a long hang nor a 500."""
     put_product(client, "mug")
@@ -785,7 +813,7 @@ def test_api_answers_503_promptly_once_the_database_is_gone(
 
 
 def test_x_request_id_is_echoed_and_recorded_as_the_cause(
-    client: TestClient, services: Services
+    client: httpx.Client, services: Services
 ) -> None:
     rid = {"X-Request-ID": "req-123.abc_DEF"}
     for response in [

@@ -163,23 +163,25 @@ def test_off_without_an_endpoint_nothing_is_installed_and_nothing_exported(
     tmp_path: Path, database: Database
 ) -> None:
     # In a process of its own, as `ledger serve` wires it: the app, the commits and the
-    # workers, a request served (with a caller's traceparent) and a commit made. Nothing of
-    # OpenTelemetry is even imported, so no tracer provider exists and nothing can be exported.
+    # workers, a request served over HTTP (with a caller's traceparent) and a commit made.
+    # Nothing of OpenTelemetry is even imported, so no tracer provider exists and nothing can
+    # be exported.
     script = """
 import sys
-from starlette.testclient import TestClient
+import httpx
 from ledger.settings import Settings
 from web.app import create_app
 from web.bootstrap import background_workers, bootstrap
 from web.cli import _logging_and_tracing
+from web.serving import run_in_thread
 
 tracing = _logging_and_tracing()
 assert tracing is None
 services = bootstrap(Settings())
 background_workers(services)
-with TestClient(create_app(services)) as client:
-    answer = client.put(
-        "/api/products/mug",
+with run_in_thread(create_app(services)) as server:
+    answer = httpx.put(
+        f"{server.url}/api/products/mug",
         json={"name": "Mug", "unit_amount": 1250, "currency": "usd"},
         headers={"Authorization": "Bearer s3cret", "traceparent": sys.argv[1]},
     )
