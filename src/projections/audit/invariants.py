@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from ledger.domain.vocabulary import RefundStatus
 from ledger.storage import Database
 from projections.audit.chain import HashChainProjection
-from projections.audit.replay import OrderFacts, Replay
+from projections.audit.facts import OrderFacts
+from projections.audit.replay import Replay
 from projections.read_models import default_projections
 from projections.verification import verify_all
 

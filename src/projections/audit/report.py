@@ -11,8 +11,9 @@ from datetime import datetime
 from typing import Any
 
 from ledger.domain.vocabulary import OrderStatus, RefundStatus
+from projections.audit.facts import MerchantRefundFacts, OrderFacts
 from projections.audit.invariants import Balance, Money, balances
-from projections.audit.replay import MerchantRefundFacts, OrderFacts, Replay
+from projections.audit.replay import Replay
 
 # The bucket of the merchant's refunds given no reason (or a blank one).
 UNSPECIFIED = "unspecified"

@@ -30,6 +30,7 @@ from psycopg import sql
 
 from ledger.domain import Cart, InventoryItem
 from ledger.storage import Database
+from projections.audit.facts import StockFacts
 from projections.audit.invariants import (
     HELD,
     HOLDS,
@@ -45,7 +46,7 @@ from projections.audit.invariants import (
     stray_violations,
 )
 from projections.audit.records import STREAMS, Row
-from projections.audit.replay import _HANDLERS, Replay, StockFacts
+from projections.audit.replay import _HANDLERS, Replay
 from projections.log import EVENTS_TABLE
 
 Say = Callable[[str], None]
